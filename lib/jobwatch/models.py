@@ -1,0 +1,281 @@
+"""Typed records for CI batch jobs, and the input checks that run before any URL is built."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .errors import ValidationError
+
+
+class JobState(str, enum.Enum):
+    """A batch job's state as the service reports it, plus ``UNKNOWN`` for states added after this code."""
+
+    SUBMITTED = "Submitted"
+    RUNNING = "Running"
+    SUCCESS = "Success"
+    FAILED = "Failed"
+    PAUSE = "Pause"
+    CANCEL = "Cancel"
+    UNKNOWN = "Unknown"
+
+    @classmethod
+    def parse(cls, raw: str) -> "JobState":
+        try:
+            return cls(raw)
+        except ValueError:
+            return cls.UNKNOWN
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCESS, JobState.FAILED, JobState.CANCEL})
+ACTIVE_STATES = frozenset({JobState.SUBMITTED, JobState.RUNNING, JobState.PAUSE})
+
+# COS bucket names are lower-case letters, digits and '-', followed by '-<APPID>'; 50 characters in all.
+_BUCKET_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?-[0-9]{5,12}$")
+# ap-beijing, ap-beijing-fsi, na-siliconvalley, eu-frankfurt, ap-shanghai-adc ...
+_REGION_RE = re.compile(r"^[a-z]{2,8}(?:-[a-z0-9]{2,20}){1,3}$")
+# Job IDs seen are a letter and 32 hex digits; allow letters, digits, '-' and '_' only, never a path or host char.
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def validate_bucket(bucket: Any) -> str:
+    if not isinstance(bucket, str) or len(bucket) > 50 or not _BUCKET_RE.match(bucket):
+        raise ValidationError("bucket", bucket, "expected <name>-<APPID>, lower-case letters, digits and '-'")
+    return bucket
+
+
+def validate_region(region: Any) -> str:
+    if not isinstance(region, str) or not _REGION_RE.match(region):
+        raise ValidationError("region", region, "expected a region such as ap-guangzhou")
+    return region
+
+
+def validate_job_id(job_id: Any) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
+        raise ValidationError("job_id", job_id, "expected letters, digits, '-' or '_' (1-128 characters)")
+    return job_id
+
+
+@dataclass(frozen=True, order=True)
+class JobKey:
+    """Identity of a tracked job. Validated on construction, so a key is always safe to put in a URL."""
+
+    region: str
+    bucket: str
+    job_id: str
+
+    def __post_init__(self) -> None:
+        validate_region(self.region)
+        validate_bucket(self.bucket)
+        validate_job_id(self.job_id)
+
+    def __str__(self) -> str:
+        return f"{self.region}/{self.bucket}/{self.job_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> "JobKey":
+        """Parse ``region/bucket/job_id`` (the form ``str()`` gives)."""
+        parts = text.split("/") if isinstance(text, str) else []
+        if len(parts) != 3:
+            raise ValidationError("job_key", text, "expected region/bucket/job_id")
+        return cls(*parts)
+
+
+@dataclass(frozen=True)
+class TimeInterval:
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """Where a batch job reads its objects from: exactly one of these is usually set."""
+
+    prefix: str | None = None
+    manifest: str | None = None
+    url_file: str | None = None
+    object: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobOperation:
+    """What a batch job does. Workflow jobs name workflows; independent-node jobs name a tag and parameters."""
+
+    workflow_ids: tuple[str, ...] = ()
+    tag: str | None = None
+    queue_id: str | None = None
+    template_id: str | None = None
+    job_param: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, Any] = field(default_factory=dict)
+    time_interval: TimeInterval | None = None
+    user_data: str | None = None
+    callback: str | None = None
+    job_level: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One batch job as last read from the service (both the ``Workflow`` and ``Job`` variants)."""
+
+    job_id: str
+    name: str | None
+    type: str | None
+    state: JobState
+    state_raw: str
+    code: str | None = None
+    message: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    input: JobInput = field(default_factory=JobInput)
+    operation: JobOperation = field(default_factory=JobOperation)
+    extra: dict[str, Any] = field(default_factory=dict)
+    raw_xml: bytes = field(default=b"", repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON form used by the CLI (``--json``), the store and notices."""
+        return {
+            "job_id": self.job_id,
+            "name": self.name,
+            "type": self.type,
+            "state": self.state_raw,
+            "code": self.code,
+            "message": self.message,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "input": _input_json(self.input),
+            "operation": _operation_json(self.operation),
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Job":
+        """Inverse of :meth:`to_json` (the raw XML is not kept in JSON)."""
+        inp = data.get("input") or {}
+        op = data.get("operation") or {}
+        ti = op.get("time_interval")
+        return cls(
+            job_id=data["job_id"],
+            name=data.get("name"),
+            type=data.get("type"),
+            state=JobState.parse(data.get("state") or ""),
+            state_raw=data.get("state") or "",
+            code=data.get("code"),
+            message=data.get("message"),
+            created_at=from_iso(data.get("created_at")),
+            started_at=from_iso(data.get("started_at")),
+            ended_at=from_iso(data.get("ended_at")),
+            input=JobInput(
+                prefix=inp.get("prefix"),
+                manifest=inp.get("manifest"),
+                url_file=inp.get("url_file"),
+                object=inp.get("object"),
+                extra=inp.get("extra") or {},
+            ),
+            operation=JobOperation(
+                workflow_ids=tuple(op.get("workflow_ids") or ()),
+                tag=op.get("tag"),
+                queue_id=op.get("queue_id"),
+                template_id=op.get("template_id"),
+                job_param=op.get("job_param") or {},
+                output=op.get("output") or {},
+                time_interval=TimeInterval(from_iso(ti.get("start")), from_iso(ti.get("end"))) if ti else None,
+                user_data=op.get("user_data"),
+                callback=op.get("callback"),
+                job_level=op.get("job_level"),
+                extra=op.get("extra") or {},
+            ),
+            extra=data.get("extra") or {},
+        )
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One answer of the query or list API."""
+
+    jobs: list[Job]
+    non_exist_ids: list[str] = field(default_factory=list)
+    next_token: str | None = None
+    request_id: str | None = None
+
+
+def _input_json(i: JobInput) -> dict[str, Any]:
+    return {"prefix": i.prefix, "manifest": i.manifest, "url_file": i.url_file, "object": i.object, "extra": i.extra}
+
+
+def _operation_json(o: JobOperation) -> dict[str, Any]:
+    return {
+        "workflow_ids": list(o.workflow_ids),
+        "tag": o.tag,
+        "queue_id": o.queue_id,
+        "template_id": o.template_id,
+        "job_param": o.job_param,
+        "output": o.output,
+        "time_interval": (
+            {"start": iso(o.time_interval.start), "end": iso(o.time_interval.end)} if o.time_interval else None
+        ),
+        "user_data": o.user_data,
+        "callback": o.callback,
+        "job_level": o.job_level,
+        "extra": o.extra,
+    }
+
+
+_TIME_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_time(text: str | None, *, field_name: str = "time") -> datetime | None:
+    """Parse the service's time forms into an aware datetime; ``-``, empty or ``None`` mean "not set".
+
+    Accepts ``2022-06-27T15:23:10+0800``, ``+08:00``, ``Z``, a space instead of ``T``, and fractional seconds.
+    A time with no offset is taken as China Standard Time (+08:00), the service's own zone.
+    """
+    if text is None:
+        return None
+    text = text.strip()
+    if text in ("", "-"):
+        return None
+    m = _TIME_RE.match(text)
+    if not m:
+        raise ValidationError(field_name, text, "expected a time like 2022-06-27T15:23:10+0800")
+    year, month, day, hour, minute, second, frac, off = m.groups()
+    if off is None:
+        tz = timezone(timedelta(hours=8))
+    elif off == "Z":
+        tz = timezone.utc
+    else:
+        sign = -1 if off[0] == "-" else 1
+        digits = off[1:].replace(":", "")
+        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    micro = int((frac or "0").ljust(6, "0")[:6])
+    try:
+        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz)
+    except ValueError as exc:
+        raise ValidationError(field_name, text, str(exc)) from None
+
+
+def format_ci_time(dt: datetime) -> str:
+    """The service's own form, ``2022-06-27T15:23:10+0800``."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def from_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text)

@@ -1,0 +1,239 @@
+"""Hardened XML reading of the CI API's answers into typed records.
+
+The parser resolves no entities, loads no DTD, reaches no network and refuses huge trees; a DOCTYPE is refused
+outright (the service never sends one, so it can only be an attack or a proxy's page). Unknown elements are kept
+in ``extra`` dictionaries: the service adds fields over time, and losing them would be worse than ignoring them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from lxml import etree
+
+from .errors import BadResponseError, CIError
+from .models import Job, JobInput, JobOperation, JobState, QueryResult, TimeInterval, parse_time
+from .errors import ValidationError
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 32
+
+_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+)
+_DOCTYPE_RE = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+def parse_document(body: bytes, *, status: int | None = None, request_id: str | None = None) -> etree._Element:
+    """Parse a body into a root element, or raise :class:`BadResponseError` saying why not."""
+    if not isinstance(body, (bytes, bytearray)):
+        raise BadResponseError(f"body is {type(body).__name__}, expected bytes", status=status, request_id=request_id)
+    if len(body) > MAX_BODY_BYTES:
+        raise BadResponseError(
+            f"body of {len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit", status=status, request_id=request_id
+        )
+    if not body.strip():
+        raise BadResponseError("empty body where XML was expected", status=status, request_id=request_id)
+    if _DOCTYPE_RE.search(body):
+        raise BadResponseError("DOCTYPE or ENTITY declarations are refused", status=status, request_id=request_id)
+    try:
+        root = etree.fromstring(bytes(body), _PARSER)
+    except (etree.XMLSyntaxError, ValueError) as exc:
+        raise BadResponseError(f"not well-formed XML: {exc}", status=status, request_id=request_id) from None
+    if root is None:
+        raise BadResponseError("no root element", status=status, request_id=request_id)
+    if _depth(root) > MAX_DEPTH:
+        raise BadResponseError(f"XML nested deeper than {MAX_DEPTH} levels", status=status, request_id=request_id)
+    return root
+
+
+def _depth(el: etree._Element) -> int:
+    deepest = 0
+    for node in el.iter():
+        d = 0
+        p = node
+        while p is not None and d <= MAX_DEPTH + 1:
+            p = p.getparent()
+            d += 1
+        deepest = max(deepest, d)
+        if deepest > MAX_DEPTH:
+            break
+    return deepest
+
+
+def _text(el: etree._Element | None, tag: str) -> str | None:
+    if el is None:
+        return None
+    child = el.find(tag)
+    if child is None:
+        return None
+    return (child.text or "").strip()
+
+
+def element_to_value(el: etree._Element) -> Any:
+    """An element as plain data: text for a leaf, a dict for a container (repeated children become lists)."""
+    children = [c for c in el if isinstance(c.tag, str)]
+    if not children:
+        return (el.text or "").strip()
+    out: dict[str, Any] = {}
+    for c in children:
+        v = element_to_value(c)
+        if c.tag in out:
+            prev = out[c.tag]
+            if isinstance(prev, list):
+                prev.append(v)
+            else:
+                out[c.tag] = [prev, v]
+        else:
+            out[c.tag] = v
+    return out
+
+
+def _opt(text: str | None) -> str | None:
+    return text if text not in (None, "", "-") else None
+
+
+def _time(el: etree._Element | None, tag: str, job_id: str | None) -> Any:
+    try:
+        return parse_time(_text(el, tag), field_name=f"JobsDetail.{tag}")
+    except ValidationError as exc:
+        raise BadResponseError(f"job {job_id}: {exc}") from None
+
+
+_INPUT_KNOWN = {"Prefix": "prefix", "Manifest": "manifest", "UrlFile": "url_file", "Object": "object"}
+_OP_KNOWN = {
+    "WorkflowIds", "Tag", "QueueId", "JobParam", "Output", "TimeInterval", "UserData", "CallBack", "JobLevel",
+}
+
+
+def parse_job(el: etree._Element) -> Job:
+    """One ``JobsDetail`` element into a :class:`Job` (either variant)."""
+    job_id = _opt(_text(el, "JobId"))
+    if not job_id:
+        raise BadResponseError("JobsDetail without a JobId")
+    state_raw = _text(el, "State")
+    if state_raw is None or state_raw == "":
+        raise BadResponseError(f"job {job_id}: JobsDetail without a State")
+
+    inp_el = el.find("Input")
+    inp_kw: dict[str, Any] = {}
+    inp_extra: dict[str, Any] = {}
+    if inp_el is not None:
+        for c in inp_el:
+            if not isinstance(c.tag, str):
+                continue
+            if c.tag in _INPUT_KNOWN and len(c) == 0:
+                inp_kw[_INPUT_KNOWN[c.tag]] = _opt((c.text or "").strip())
+            else:
+                inp_extra[c.tag] = element_to_value(c)
+
+    op_el = el.find("Operation")
+    op_kw: dict[str, Any] = {}
+    op_extra: dict[str, Any] = {}
+    if op_el is not None:
+        wf = [(_opt((w.text or "").strip())) for w in op_el.findall("WorkflowIds")]
+        ids: list[str] = []
+        for w in wf:
+            if w:
+                ids.extend(x.strip() for x in w.split(",") if x.strip())
+        op_kw["workflow_ids"] = tuple(ids)
+        op_kw["tag"] = _opt(_text(op_el, "Tag"))
+        op_kw["queue_id"] = _opt(_text(op_el, "QueueId"))
+        op_kw["user_data"] = _opt(_text(op_el, "UserData"))
+        op_kw["callback"] = _opt(_text(op_el, "CallBack"))
+        op_kw["job_level"] = _opt(_text(op_el, "JobLevel"))
+        jp = op_el.find("JobParam")
+        if jp is not None:
+            val = element_to_value(jp)
+            op_kw["job_param"] = val if isinstance(val, dict) else {"value": val}
+            op_kw["template_id"] = _opt(_text(jp, "TemplateId"))
+        out = op_el.find("Output")
+        if out is not None:
+            val = element_to_value(out)
+            op_kw["output"] = val if isinstance(val, dict) else {"value": val}
+        ti = op_el.find("TimeInterval")
+        if ti is not None:
+            op_kw["time_interval"] = TimeInterval(_time(ti, "Start", job_id), _time(ti, "End", job_id))
+        for c in op_el:
+            if isinstance(c.tag, str) and c.tag not in _OP_KNOWN:
+                op_extra[c.tag] = element_to_value(c)
+
+    known = {"JobId", "State", "Name", "Type", "Code", "Message", "CreationTime", "StartTime", "EndTime",
+             "Input", "Operation"}
+    extra = {c.tag: element_to_value(c) for c in el if isinstance(c.tag, str) and c.tag not in known}
+    return Job(
+        job_id=job_id,
+        name=_opt(_text(el, "Name")),
+        type=_opt(_text(el, "Type")),
+        state=JobState.parse(state_raw),
+        state_raw=state_raw,
+        code=_opt(_text(el, "Code")),
+        message=_opt(_text(el, "Message")),
+        created_at=_time(el, "CreationTime", job_id),
+        started_at=_time(el, "StartTime", job_id),
+        ended_at=_time(el, "EndTime", job_id),
+        input=JobInput(**inp_kw, extra=inp_extra),
+        operation=JobOperation(**op_kw, extra=op_extra),
+        extra=extra,
+        raw_xml=etree.tostring(el),
+    )
+
+
+def parse_response(body: bytes, *, status: int | None = None, request_id: str | None = None) -> QueryResult:
+    """A ``<Response>`` of the query, list or create API."""
+    root = parse_document(body, status=status, request_id=request_id)
+    if root.tag == "Error":
+        raise parse_error_element(root, status=status or 0, request_id=request_id)
+    if root.tag != "Response":
+        raise BadResponseError(f"root element is <{root.tag}>, expected <Response>", status=status,
+                               request_id=request_id)
+    jobs = [parse_job(el) for el in root.findall("JobsDetail")]
+    non_exist: list[str] = []
+    for el in root.findall("NonExistJobIds"):
+        non_exist.extend(x.strip() for x in (el.text or "").split(",") if x.strip())
+    return QueryResult(
+        jobs=jobs,
+        non_exist_ids=non_exist,
+        next_token=_opt(_text(root, "NextToken")),
+        request_id=_opt(_text(root, "RequestId")) or request_id,
+    )
+
+
+def parse_error_element(root: etree._Element, *, status: int, request_id: str | None = None) -> CIError:
+    from .retry import is_retryable_error  # local: retry imports errors only, but keep the graph one-way
+
+    code = _text(root, "Code") or "Unknown"
+    message = _text(root, "Message") or ""
+    rid = _opt(_text(root, "RequestId")) or request_id
+    return CIError(
+        code,
+        message,
+        status=status,
+        request_id=rid,
+        trace_id=_opt(_text(root, "TraceId")),
+        retryable=is_retryable_error(status, code),
+    )
+
+
+def parse_error(body: bytes, *, status: int, request_id: str | None = None) -> CIError:
+    """The ``<Error>`` body of a failed call. A body that is not an ``<Error>`` still gives a ``CIError``."""
+    from .retry import is_retryable_error
+
+    try:
+        root = parse_document(body, status=status, request_id=request_id)
+    except BadResponseError as exc:
+        return CIError(
+            "Unknown", f"HTTP {status} without a readable error body ({exc.reason})", status=status,
+            request_id=request_id, retryable=is_retryable_error(status, "Unknown"),
+        )
+    if root.tag != "Error":
+        return CIError("Unknown", f"HTTP {status} with <{root.tag}> instead of <Error>", status=status,
+                       request_id=request_id, retryable=is_retryable_error(status, "Unknown"))
+    return parse_error_element(root, status=status, request_id=request_id)
