@@ -52,3 +52,52 @@ class Backoff:
         if retry_after is not None:
             d = max(d, min(retry_after, self.cap))
         return d
+
+
+# Codes that say the service refused the request before doing anything: safe to resend even a create.
+NOT_PROCESSED_CODES = THROTTLING_CODES | frozenset({"RequestTimeTooSkewed"})
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent or
+    unreadable, never negative."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        secs = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            secs = parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if secs != secs or secs in (float("inf"), float("-inf")):  # NaN / inf
+        return None
+    return max(0.0, secs)
+
+
+def should_retry(
+    *,
+    status: int | None = None,
+    code: str | None = None,
+    transport: bool = False,
+    sent: bool = True,
+    idempotent: bool = True,
+) -> bool:
+    """Decide one failed attempt.
+
+    ``transport`` is a failure without an answer (``sent`` False when the connection was never made);
+    otherwise ``status``/``code`` describe the answer (``code`` ``Unknown`` when the body had none). A request
+    that is not idempotent (create) is resent only when the service surely did not act on it.
+    """
+    if transport:
+        return idempotent or not sent
+    status = status or 0
+    code = code or "Unknown"
+    if not is_retryable_error(status, code):
+        return False
+    if idempotent:
+        return True
+    return is_throttling(status, code) or code in NOT_PROCESSED_CODES
