@@ -279,3 +279,56 @@ def from_iso(text: str | None) -> datetime | None:
     if not text:
         return None
     return datetime.fromisoformat(text)
+
+
+class NoticeKind(str, enum.Enum):
+    """Why a notice was raised."""
+
+    TRANSITION = "transition"  # the job moved to another state (terminal or not)
+    VANISHED = "vanished"  # the service no longer knows the job (confirmed NonExistJobIds)
+    STALLED = "stalled"  # Submitted/Running/Paused longer than its threshold
+    RECOVERED = "recovered"  # a stalled job moved again
+    TEST = "test"  # `jobwatch notify test`
+
+
+NOTICE_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A notice waiting in (or read from) the outbox. ``idempotency_key`` is stable across retries and crashes:
+    receivers drop a repeat by it."""
+
+    idempotency_key: str
+    kind: NoticeKind
+    key: JobKey
+    from_state: str | None
+    to_state: str | None
+    observed_at: datetime
+    job: dict[str, Any] | None = None  # Job.to_json() at the time of the notice
+    tags: dict[str, str] = field(default_factory=dict)
+    id: int | None = None
+
+    @property
+    def outcome(self) -> str:
+        """What routing filters match on: the new state for a transition (e.g. ``Failed``), else the kind."""
+        if self.kind is NoticeKind.TRANSITION and self.to_state:
+            return self.to_state
+        return self.kind.value
+
+    def payload(self) -> dict[str, Any]:
+        """The documented, versioned JSON form sent by the webhook and EventBridge sinks."""
+        return {
+            "version": NOTICE_SCHEMA_VERSION,
+            "id": self.idempotency_key,
+            "kind": self.kind.value,
+            "outcome": self.outcome,
+            "region": self.key.region,
+            "bucket": self.key.bucket,
+            "job_id": self.key.job_id,
+            "from_state": self.from_state,
+            "to_state": self.to_state,
+            "observed_at": iso(self.observed_at),
+            "tags": dict(self.tags),
+            "job": self.job,
+        }

@@ -1,0 +1,263 @@
+"""The tick: claim due jobs under a lease, poll them concurrently within the invocation's time budget, and
+record each decision (state + history + notices) atomically. Also discovery of new jobs by listing.
+
+Store writes happen on the calling thread in small batches while worker threads do the HTTP calls, so the store
+connection is never shared between threads and a slow store does not hold a request slot.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import structlog
+
+from .errors import JobwatchError, StoreError
+from .models import Job, JobKey, QueryResult
+from .statemachine import Decision, Observation, PollPolicy, StallCheck, decide
+from .store.base import PollRecord, Store, TrackedJob
+
+log = structlog.get_logger("jobwatch.engine")
+
+
+class JobReader(Protocol):
+    """What the engine needs of the CI client."""
+
+    def get_job(self, bucket: str, region: str, job_id: str) -> QueryResult: ...
+
+    def list_jobs(self, bucket: str, region: str, **filters: Any) -> Iterable[Job]: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class TickResult:
+    polled: int = 0
+    transitions: int = 0
+    notices: int = 0
+    errors: int = 0
+    lease_lost: int = 0
+    released: int = 0  # claimed but not polled (budget ran out)
+    left: int = 0  # due jobs not handled this tick
+    budget_exhausted: bool = False
+    elapsed: float = 0.0
+    error_samples: list[dict[str, str]] = field(default_factory=list)
+
+    def merge(self, other: "TickResult") -> None:
+        for name in ("polled", "transitions", "notices", "errors", "lease_lost", "released"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.error_samples.extend(other.error_samples[: max(0, 10 - len(self.error_samples))])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "polled": self.polled, "transitions": self.transitions, "notices_queued": self.notices,
+            "errors": self.errors, "lease_lost": self.lease_lost, "released": self.released, "left": self.left,
+            "budget_exhausted": self.budget_exhausted, "elapsed_s": round(self.elapsed, 3),
+            "error_samples": self.error_samples,
+        }
+
+
+class Engine:
+    """Polls tracked jobs. Every collaborator is passed in; nothing here reads config or the environment."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: JobReader,
+        *,
+        policy: PollPolicy | None = None,
+        owner: str | None = None,
+        concurrency: int = 16,
+        lease_seconds: float = 120.0,
+        batch_size: int = 200,
+        write_batch: int = 50,
+        safety_margin: float = 5.0,
+        clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+        stall_check: StallCheck | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.store = store
+        self.client = client
+        self.policy = policy or PollPolicy()
+        self.owner = owner or f"jw-{uuid.uuid4().hex[:12]}"
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.batch_size = batch_size
+        self.write_batch = write_batch
+        self.safety_margin = safety_margin
+        self.clock = clock
+        self.monotonic = monotonic
+        self.rand = rand
+        self.stall_check = stall_check
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="jobwatch-poll")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    # -- polling ---------------------------------------------------------------------------------------------
+    def tick(self, deadline: float | None = None, keys: Sequence[JobKey] | None = None) -> TickResult:
+        """Poll due jobs (or exactly ``keys``, due or not) until none are left or ``deadline`` (a value of
+        ``monotonic``) minus the safety margin is reached. Store faults propagate (the tick is retried);
+        poll faults are recorded per job and never stop the others."""
+        start = self.monotonic()
+        result = TickResult()
+        remaining_keys = list(keys) if keys is not None else None
+        while True:
+            if self._out_of_time(deadline):
+                result.budget_exhausted = True
+                break
+            limit = self.batch_size if remaining_keys is None else min(self.batch_size, len(remaining_keys))
+            chunk = None if remaining_keys is None else remaining_keys[:limit]
+            claimed = self.store.claim_due(self.owner, self.clock(), self._lease_for(deadline), limit, keys=chunk)
+            if remaining_keys is not None:
+                remaining_keys = remaining_keys[limit:]
+            if not claimed:
+                if remaining_keys:
+                    continue
+                break
+            result.merge(self._poll_batch(claimed, deadline))
+            if result.budget_exhausted:
+                break
+            if remaining_keys is not None and not remaining_keys:
+                break
+        if remaining_keys is None:
+            result.left = self.store.count_due(self.clock())
+        else:
+            result.left = len(remaining_keys)
+        result.budget_exhausted = result.budget_exhausted or self._out_of_time(deadline)
+        result.elapsed = self.monotonic() - start
+        return result
+
+    def _lease_for(self, deadline: float | None) -> float:
+        # Never a zero lease (a record stuck forever, or none at all): at least the configured lease.
+        if deadline is None:
+            return self.lease_seconds
+        return max(self.lease_seconds, deadline - self.monotonic() + 30.0)
+
+    def _out_of_time(self, deadline: float | None) -> bool:
+        return deadline is not None and self.monotonic() >= deadline - self.safety_margin
+
+    def _poll_batch(self, claimed: list[TrackedJob], deadline: float | None) -> TickResult:
+        result = TickResult()
+        pool = self._executor()
+        queue = list(claimed)
+        running: dict[Future[Observation], TrackedJob] = {}
+        pending_writes: list[tuple[TrackedJob, Decision]] = []
+        while queue or running:
+            while queue and len(running) < self.concurrency:
+                if self._out_of_time(deadline):
+                    break
+                tj = queue.pop(0)
+                running[pool.submit(self._observe, tj)] = tj
+            if not running:
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                tj = running.pop(fut)
+                obs = fut.result()
+                decision = decide(tj, obs, self.clock(), self.policy, rand=self.rand, stall_check=self.stall_check)
+                pending_writes.append((tj, decision))
+                result.polled += 1
+                if obs.error is not None:
+                    result.errors += 1
+                    if len(result.error_samples) < 10:
+                        result.error_samples.append({"job": str(tj.key), "error": decision.after.last_error or ""})
+            if len(pending_writes) >= self.write_batch or (not running and pending_writes):
+                self._write(pending_writes, result)
+                pending_writes = []
+            if queue and self._out_of_time(deadline):
+                break
+        if pending_writes:
+            self._write(pending_writes, result)
+        if queue:
+            self.store.release(queue, self.owner)
+            result.released += len(queue)
+            result.budget_exhausted = True
+        return result
+
+    def _observe(self, tj: TrackedJob) -> Observation:
+        k = tj.key
+        try:
+            res = self.client.get_job(k.bucket, k.region, k.job_id)
+        except JobwatchError as exc:
+            return Observation.failed(exc)
+        except Exception as exc:  # a bug or an unexpected library error: record it, never sink the batch
+            return Observation.failed(exc)
+        for job in res.jobs:
+            if job.job_id == k.job_id:
+                return Observation.seen(job)
+        if k.job_id in res.non_exist_ids:
+            return Observation.missing()
+        if len(res.jobs) == 1 and not res.non_exist_ids:
+            return Observation.seen(res.jobs[0])
+        from .errors import BadResponseError
+
+        return Observation.failed(BadResponseError(f"answer names neither job {k.job_id} nor NonExistJobIds",
+                                                   request_id=res.request_id))
+
+    def _write(self, items: list[tuple[TrackedJob, Decision]], result: TickResult) -> None:
+        records = [PollRecord(tj, d.after, d.transitions, d.notices) for tj, d in items]
+        written = self.store.record_polls(self.owner, records)
+        for (tj, d), ok in zip(items, written):
+            if not ok:
+                result.lease_lost += 1
+                log.warning("lease_lost", job=str(tj.key))
+                continue
+            result.transitions += len(d.transitions)
+            result.notices += len(d.notices)
+            log.info("job_polled", bucket=tj.key.bucket, region=tj.key.region, job_id=tj.key.job_id,
+                     state=d.after.state, error=d.after.last_error if d.after.error_count else None,
+                     next_poll_at=d.after.next_poll_at.isoformat())
+            for tr in d.transitions:
+                log.info("job_transition", bucket=tj.key.bucket, region=tj.key.region, job_id=tj.key.job_id,
+                         from_state=tr.from_state, to_state=tr.to_state, seq=tr.seq, code=tr.code)
+
+    # -- registration and discovery --------------------------------------------------------------------------
+    def track(self, keys: Sequence[JobKey], tags: dict[str, str] | None = None) -> list[bool]:
+        return self.store.track(keys, self.clock(), tags)
+
+    def discover(self, region: str, bucket: str, deadline: float | None = None,
+                 initial_lookback: timedelta = timedelta(hours=1),
+                 progress: Callable[[int], None] | None = None) -> int:
+        """Track jobs created since the stored watermark (first run: the last ``initial_lookback``)."""
+        now = self.clock()
+        since = self.store.get_watermark(region, bucket) or (now - initial_lookback)
+        newest = since
+        batch: list[JobKey] = []
+        found = 0
+        for job in self.client.list_jobs(bucket, region, start_creation_time=since, order_by_time="Asc"):
+            batch.append(JobKey(region, bucket, job.job_id))
+            if job.created_at is not None and job.created_at > newest:
+                newest = job.created_at
+            if len(batch) >= 100:
+                found += sum(self.store.track(batch, self.clock()))
+                batch = []
+                if progress:
+                    progress(found)
+                if self._out_of_time(deadline):
+                    break
+        if batch:
+            found += sum(self.store.track(batch, self.clock()))
+        # Inclusive filter: the next run sees the newest job again, and track() ignores it.
+        self.store.set_watermark(region, bucket, newest, self.clock())
+        return found
+
+
+__all__ = ["Engine", "TickResult", "JobReader", "StoreError", "utcnow"]

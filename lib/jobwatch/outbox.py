@@ -1,0 +1,127 @@
+"""Delivering the outbox: notices are read back from the store after their state change committed, sent to
+each sink that routes them, and marked per sink, so a retry re-sends only to the sinks that have not
+acknowledged. Delivery is at least once; every send carries the notice's idempotency key.
+
+A notice that keeps failing backs off (exponential, full jitter, ``Retry-After`` honoured) and after
+``max_attempts`` becomes a dead letter, listed and retried by ``jobwatch outbox``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Sequence
+
+import structlog
+
+from .engine import utcnow
+from .retry import Backoff
+from .store.base import OutboxEntry, Store
+
+log = structlog.get_logger("jobwatch.outbox")
+
+
+@dataclass
+class DrainResult:
+    notices: int = 0  # notices handled this drain
+    delivered: int = 0  # (notice, sink) deliveries acknowledged
+    failed: int = 0  # (notice, sink) deliveries that failed and will be retried
+    dead: int = 0  # notices moved to the dead letters
+    done: int = 0  # notices fully delivered
+    unrouted: int = 0  # notices no sink wanted
+    budget_exhausted: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Outbox:
+    store: Store
+    sinks: Sequence[Any]  # jobwatch.notify.Sink
+    owner: str = "jobwatch"
+    max_attempts: int = 8
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=30.0, cap=3600.0, max_attempts=8))
+    timeout: float = 5.0
+    batch: int = 100
+    lease_seconds: float = 120.0
+    max_workers: int = 8
+    safety_margin: float = 2.0
+    clock: Callable[[], datetime] = utcnow
+    monotonic: Callable[[], float] = time.monotonic
+    rand: Callable[[], float] = random.random
+
+    def drain(self, deadline: float | None = None) -> DrainResult:
+        from .notify import send_concurrently
+
+        result = DrainResult()
+        seen: set[int] = set()
+        while True:
+            if deadline is not None and self.monotonic() >= deadline - self.safety_margin - self.timeout:
+                result.budget_exhausted = True
+                break
+            entries = [e for e in self.store.claim_notices(self.owner, self.clock(), self.lease_seconds, self.batch)
+                       if e.notice.id not in seen]
+            if not entries:
+                break
+            pairs = []
+            plan: dict[int, list[str]] = {}
+            for e in entries:
+                seen.add(e.notice.id)  # type: ignore[arg-type]
+                routed = [s for s in self.sinks if s.accepts(e.notice)]
+                todo = [s for s in routed if e.deliveries.get(s.name) is None
+                        or e.deliveries[s.name].status not in ("delivered", "dead")]
+                plan[e.notice.id] = [s.name for s in todo]  # type: ignore[index]
+                if not routed:
+                    result.unrouted += 1
+                pairs.extend((e.notice, s) for s in todo)
+            outcomes = send_concurrently(pairs, timeout=self.timeout, max_workers=self.max_workers) if pairs else []
+            by_notice: dict[str, list[Any]] = {}
+            for r in outcomes:
+                by_notice.setdefault(r.notice_key, []).append(r)
+            for e in entries:
+                self._settle(e, by_notice.get(e.notice.idempotency_key, []), result)
+            result.notices += len(entries)
+        return result
+
+    def _settle(self, e: OutboxEntry, outcomes: list[Any], result: DrainResult) -> None:
+        now = self.clock()
+        nid = e.notice.id
+        assert nid is not None
+        attempts = e.attempts + 1
+        exhausted = attempts >= self.max_attempts
+        failures = []
+        retry_after: float | None = None
+        for r in outcomes:
+            if r.ok:
+                result.delivered += 1
+                self.store.record_delivery(nid, r.sink, True, None, now)
+                log.info("notice_delivered", notice=e.notice.idempotency_key, sink=r.sink, attempt=attempts)
+            else:
+                dead = exhausted or not r.retryable
+                self.store.record_delivery(nid, r.sink, False, r.error, now, dead=dead)
+                log.warning("notice_failed", notice=e.notice.idempotency_key, sink=r.sink, attempt=attempts,
+                            error=r.error, dead=dead)
+                if not dead:
+                    failures.append(r)
+                    result.failed += 1
+                    if r.retry_after is not None:
+                        retry_after = max(retry_after or 0.0, r.retry_after)
+                else:
+                    failures.append(r)
+        retryable_left = [r for r in failures if r.retryable and not exhausted]
+        permanent = [r for r in failures if not (r.retryable and not exhausted)]
+        last_error = "; ".join(f"{r.sink}: {r.error}" for r in failures)[:1000] or None
+        if retryable_left:
+            delay = self.backoff.delay(attempts - 1, self.rand, retry_after)
+            self.store.finish_notice(nid, self.owner, "pending", attempts, now + timedelta(seconds=delay),
+                                     last_error, now)
+        elif permanent or any(d.status == "dead" for d in e.deliveries.values()):
+            result.dead += 1
+            self.store.finish_notice(nid, self.owner, "dead", attempts, None, last_error, now)
+            log.error("notice_dead", notice=e.notice.idempotency_key, error=last_error)
+        else:
+            result.done += 1
+            self.store.finish_notice(nid, self.owner, "done", attempts, None, None, now)

@@ -1,0 +1,56 @@
+"""Stores behind one interface, chosen by URL (``JOBWATCH_STORE_URL``)."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from ..errors import ValidationError
+from .base import VANISHED, Delivery, OutboxEntry, PollRecord, Store, TrackedJob, Transition
+
+__all__ = ["VANISHED", "Delivery", "OutboxEntry", "PollRecord", "Store", "TrackedJob", "Transition", "open_store"]
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """``sqlite:///relative/or/absolute.db``, ``sqlite:///:memory:``, or ``mysql://user:pass@host:port/db``."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ValidationError("store_url", _safe(url), "expected sqlite:///path or mysql://user:pass@host:port/db")
+    scheme = url.split("://", 1)[0].lower()
+    store: Store
+    if scheme == "sqlite":
+        from .sqlite import SqliteStore
+
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ValidationError("store_url", url, "sqlite URL needs a path: sqlite:///path/to/file.db")
+        store = SqliteStore(unquote(path))
+    elif scheme in ("mysql", "mysql+pymysql", "mariadb"):
+        from .mysql import MysqlStore
+
+        parts = urlsplit(url)
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ValidationError("store_url", _safe(url), "mysql URL needs a host and a database name")
+        store = MysqlStore(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+            database=parts.path.strip("/"),
+        )
+    else:
+        raise ValidationError("store_url", _safe(url), "unknown scheme; use sqlite:// or mysql://")
+    if migrate:
+        store.migrate()
+    return store
+
+
+def _safe(url: object) -> object:
+    """The URL without its password, for error messages."""
+    if not isinstance(url, str):
+        return url
+    try:
+        p = urlsplit(url)
+    except ValueError:
+        return "<unparseable>"
+    if p.password:
+        return url.replace(f":{p.password}@", ":***@", 1)
+    return url

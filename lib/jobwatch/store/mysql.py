@@ -1,0 +1,155 @@
+"""The TencentDB for MySQL store (tested against MariaDB), for several function instances sharing one store.
+
+Claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent instances take disjoint batches without waiting
+on each other. Connection faults (refused, gone away, lost mid-query) and lock timeouts or deadlocks become
+:class:`StoreUnavailable`; the connection is dropped and reopened on next use.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from ..errors import StoreError, StoreUnavailable
+from ..redact import Secret
+from .sql import JOB_COLUMNS, OUTBOX_COLUMNS, SqlStore
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS jw_meta (k VARCHAR(64) PRIMARY KEY, v VARCHAR(255) NOT NULL) ENGINE=InnoDB",
+    """CREATE TABLE IF NOT EXISTS jw_jobs (
+        region VARCHAR(32) NOT NULL, bucket VARCHAR(64) NOT NULL, job_id VARCHAR(128) NOT NULL,
+        state VARCHAR(32), active TINYINT NOT NULL DEFAULT 1, job_json MEDIUMTEXT, tags_json TEXT,
+        first_seen DOUBLE NOT NULL, last_seen DOUBLE, last_change DOUBLE, next_poll_at DOUBLE NOT NULL,
+        poll_interval DOUBLE NOT NULL DEFAULT 0, error_count INT NOT NULL DEFAULT 0, last_error TEXT,
+        lease_owner VARCHAR(128), lease_expires DOUBLE, version BIGINT NOT NULL DEFAULT 0,
+        pending_state VARCHAR(32), pending_count INT NOT NULL DEFAULT 0,
+        stalled TINYINT NOT NULL DEFAULT 0, stall_notified_at DOUBLE,
+        transitions INT NOT NULL DEFAULT 0, polls INT NOT NULL DEFAULT 0,
+        PRIMARY KEY (region, bucket, job_id), KEY jw_jobs_due (active, next_poll_at)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS jw_history (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY,
+        region VARCHAR(32) NOT NULL, bucket VARCHAR(64) NOT NULL, job_id VARCHAR(128) NOT NULL, seq INT NOT NULL,
+        from_state VARCHAR(32), to_state VARCHAR(32) NOT NULL, observed_at DOUBLE NOT NULL, service_time DOUBLE,
+        code VARCHAR(255), message TEXT,
+        UNIQUE KEY jw_history_seq (region, bucket, job_id, seq)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS jw_outbox (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY, idem_key VARCHAR(255) NOT NULL, kind VARCHAR(32) NOT NULL,
+        region VARCHAR(32) NOT NULL, bucket VARCHAR(64) NOT NULL, job_id VARCHAR(128) NOT NULL,
+        from_state VARCHAR(32), to_state VARCHAR(32), observed_at DOUBLE NOT NULL, job_json MEDIUMTEXT,
+        tags_json TEXT, created_at DOUBLE NOT NULL, status VARCHAR(16) NOT NULL, attempts INT NOT NULL DEFAULT 0,
+        next_attempt_at DOUBLE, lease_owner VARCHAR(128), lease_expires DOUBLE, last_error TEXT,
+        delivered_at DOUBLE,
+        UNIQUE KEY jw_outbox_key (idem_key), KEY jw_outbox_due (status, next_attempt_at)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS jw_deliveries (
+        notice_id BIGINT NOT NULL, sink VARCHAR(128) NOT NULL, status VARCHAR(16) NOT NULL, attempts INT NOT NULL,
+        last_error TEXT, updated_at DOUBLE NOT NULL, PRIMARY KEY (notice_id, sink)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS jw_watermarks (
+        region VARCHAR(32) NOT NULL, bucket VARCHAR(64) NOT NULL, created_after DOUBLE NOT NULL,
+        updated_at DOUBLE NOT NULL, PRIMARY KEY (region, bucket)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+)
+
+# Client/server errors a retry can cure: can't connect, gone away, lost connection, lock wait timeout, deadlock.
+_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+
+
+class MysqlStore(SqlStore):
+    url_scheme = "mysql"
+    placeholder = "%s"
+    schema = _SCHEMA
+
+    def __init__(self, *, host: str, port: int, user: str, password: str | Secret, database: str,
+                 connect_timeout: float = 5.0, read_timeout: float = 30.0) -> None:
+        super().__init__()
+        self.host, self.port, self.user, self.database = host, port, user, database
+        self._password = password if isinstance(password, Secret) else Secret(password)
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._conn: Any = None
+
+    def __repr__(self) -> str:
+        return f"MysqlStore({self.user}@{self.host}:{self.port}/{self.database})"
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            try:
+                import pymysql
+            except ImportError:
+                raise StoreError("the mysql store needs PyMySQL: pip install 'ci-jobwatch[mysql]'") from None
+            try:
+                self._conn = pymysql.connect(
+                    host=self.host, port=self.port, user=self.user, password=self._password.reveal(),
+                    database=self.database, autocommit=False, charset="utf8mb4",
+                    connect_timeout=self._connect_timeout, read_timeout=self._read_timeout,
+                    write_timeout=self._read_timeout,
+                )
+            except pymysql.MySQLError as exc:
+                raise self._map(exc) from None
+        return self._conn
+
+    def _map(self, exc: Exception) -> StoreError:
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        where = f"mysql store {self.host}:{self.port}/{self.database}"
+        text = str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
+        text = text.replace(self._password.reveal(), "***") if self._password.reveal() else text
+        if code in _TRANSIENT or code is None:
+            return StoreUnavailable(f"{where}: error {code}: {text}")
+        return StoreError(f"{where}: error {code}: {text}")
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[Any]:
+        import pymysql
+
+        with self._lock:
+            conn = self._connection()
+            try:
+                cur = conn.cursor()
+            except pymysql.MySQLError as exc:
+                self._drop()
+                raise self._map(exc) from None
+            try:
+                yield cur
+                conn.commit()
+            except BaseException as exc:
+                try:
+                    conn.rollback()
+                except Exception:
+                    self._drop()
+                if isinstance(exc, (pymysql.MySQLError, OSError)):
+                    mapped = self._map(exc)
+                    if isinstance(mapped, StoreUnavailable):
+                        self._drop()
+                    raise mapped from None
+                raise
+            finally:
+                try:
+                    cur.close()
+                except Exception:
+                    pass
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+    def _insert_ignore(self, table: str, columns: str, n: int) -> str:
+        return f"INSERT IGNORE INTO {table} ({columns}) VALUES ({','.join(['?'] * n)})"
+
+    def _select_due_for_claim(self, where: str, limit: int) -> str:
+        return (f"SELECT {JOB_COLUMNS} FROM jw_jobs WHERE {where} ORDER BY next_poll_at LIMIT {int(limit)} "
+                "FOR UPDATE SKIP LOCKED")
+
+    def _select_outbox_for_claim(self, limit: int) -> str:
+        return (f"SELECT {OUTBOX_COLUMNS} FROM jw_outbox WHERE status='pending' AND next_attempt_at<=? AND "
+                f"(lease_owner IS NULL OR lease_expires<=?) ORDER BY id LIMIT {int(limit)} FOR UPDATE SKIP LOCKED")
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

@@ -1,0 +1,423 @@
+"""SQL shared by the SQLite and MySQL stores. Each backend supplies a connection, its placeholders, its claim
+statement and its error mapping; the queries and row mapping live here once.
+
+Times are stored as UTC epoch seconds (a double): portable, sortable, and cheap to compare in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator, Sequence
+
+from ..errors import StoreError
+from ..models import Job, JobKey, Notice, NoticeKind
+from .base import Delivery, OutboxEntry, PollRecord, Store, TrackedJob, Transition
+
+SCHEMA_VERSION = 1
+
+JOB_COLUMNS = (
+    "region, bucket, job_id, state, active, job_json, tags_json, first_seen, last_seen, last_change, next_poll_at, "
+    "poll_interval, error_count, last_error, lease_owner, lease_expires, version, pending_state, pending_count, "
+    "stalled, stall_notified_at, transitions, polls"
+)
+OUTBOX_COLUMNS = (
+    "id, idem_key, kind, region, bucket, job_id, from_state, to_state, observed_at, job_json, tags_json, "
+    "created_at, status, attempts, next_attempt_at, last_error"
+)
+
+
+def ts(dt: datetime | None) -> float | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        raise StoreError("naive datetime given to the store; use aware UTC datetimes")
+    return dt.timestamp()
+
+
+def dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(float(value), tz=timezone.utc)
+
+
+class SqlStore(Store):
+    """Shared implementation; subclasses set the placeholder and implement the dialect hooks."""
+
+    placeholder = "?"
+    schema: Sequence[str] = ()
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    # -- dialect hooks -----------------------------------------------------------------------------------------
+    def _connection(self) -> Any:  # a DB-API connection, (re)opened as needed
+        raise NotImplementedError
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[Any]:
+        """A transaction yielding a cursor; commits on success, rolls back on error, maps driver errors."""
+        raise NotImplementedError
+        yield
+
+    def _insert_ignore(self, table: str, columns: str, n: int) -> str:
+        raise NotImplementedError
+
+    def _select_due_for_claim(self, where: str, limit: int) -> str:
+        """The statement that picks claimable rows; MySQL adds FOR UPDATE SKIP LOCKED."""
+        return f"SELECT {JOB_COLUMNS} FROM jw_jobs WHERE {where} ORDER BY next_poll_at LIMIT {int(limit)}"
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _q(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur.execute(self._q(sql), tuple(params))
+        return cur
+
+    @staticmethod
+    def _row_to_job(row: Sequence[Any]) -> TrackedJob:
+        (region, bucket, job_id, state, active, job_json, tags_json, first_seen, last_seen, last_change,
+         next_poll_at, poll_interval, error_count, last_error, lease_owner, lease_expires, version, pending_state,
+         pending_count, stalled, stall_notified_at, transitions, polls) = row
+        return TrackedJob(
+            key=JobKey(region, bucket, job_id),
+            state=state,
+            active=bool(active),
+            job=Job.from_json(json.loads(job_json)) if job_json else None,
+            tags=json.loads(tags_json) if tags_json else {},
+            first_seen=dt(first_seen),  # type: ignore[arg-type]
+            last_seen=dt(last_seen),
+            last_change=dt(last_change),
+            next_poll_at=dt(next_poll_at),  # type: ignore[arg-type]
+            poll_interval=float(poll_interval or 0),
+            error_count=int(error_count),
+            last_error=last_error,
+            lease_owner=lease_owner,
+            lease_expires=dt(lease_expires),
+            version=int(version),
+            pending_state=pending_state,
+            pending_count=int(pending_count),
+            stalled=bool(stalled),
+            stall_notified_at=dt(stall_notified_at),
+            transitions=int(transitions),
+            polls=int(polls),
+        )
+
+    @staticmethod
+    def _row_to_entry(row: Sequence[Any]) -> OutboxEntry:
+        (nid, idem_key, kind, region, bucket, job_id, from_state, to_state, observed_at, job_json, tags_json,
+         created_at, status, attempts, next_attempt_at, last_error) = row
+        notice = Notice(
+            idempotency_key=idem_key,
+            kind=NoticeKind(kind),
+            key=JobKey(region, bucket, job_id),
+            from_state=from_state,
+            to_state=to_state,
+            observed_at=dt(observed_at),  # type: ignore[arg-type]
+            job=json.loads(job_json) if job_json else None,
+            tags=json.loads(tags_json) if tags_json else {},
+            id=int(nid),
+        )
+        return OutboxEntry(notice=notice, status=status, attempts=int(attempts), next_attempt_at=dt(next_attempt_at),
+                           last_error=last_error, created_at=dt(created_at))  # type: ignore[arg-type]
+
+    # -- schema ----------------------------------------------------------------------------------------------
+    def migrate(self) -> int:
+        with self._tx() as cur:
+            for stmt in self.schema:
+                self._exec(cur, stmt)
+            self._exec(cur, "SELECT v FROM jw_meta WHERE k = 'schema_version'")
+            row = cur.fetchone()
+            if row is None:
+                self._exec(cur, self._insert_ignore("jw_meta", "k, v", 2), ("schema_version", str(SCHEMA_VERSION)))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(f"store schema version {row[0]} is newer than this code's {SCHEMA_VERSION}")
+        return SCHEMA_VERSION
+
+    # -- tracked jobs ----------------------------------------------------------------------------------------
+    def track(self, keys: Iterable[JobKey], now: datetime, tags: dict[str, str] | None = None) -> list[bool]:
+        out: list[bool] = []
+        t = ts(now)
+        tags_json = json.dumps(tags or {}, sort_keys=True)
+        with self._tx() as cur:
+            for k in keys:
+                self._exec(cur, "SELECT active, state FROM jw_jobs WHERE region=? AND bucket=? AND job_id=?",
+                           (k.region, k.bucket, k.job_id))
+                row = cur.fetchone()
+                if row is None:
+                    self._exec(
+                        cur,
+                        self._insert_ignore(
+                            "jw_jobs",
+                            "region, bucket, job_id, active, tags_json, first_seen, next_poll_at, poll_interval, "
+                            "error_count, version, pending_count, stalled, transitions, polls",
+                            14,
+                        ),
+                        (k.region, k.bucket, k.job_id, 1, tags_json, t, t, 0.0, 0, 0, 0, 0, 0, 0),
+                    )
+                    out.append(cur.rowcount == 1)
+                else:
+                    active, state = row
+                    if not active and state is None:
+                        # untracked before its first observation: watch again
+                        self._exec(cur, "UPDATE jw_jobs SET active=1, next_poll_at=? WHERE region=? AND bucket=? "
+                                   "AND job_id=?", (t, k.region, k.bucket, k.job_id))
+                    elif not active and state is not None and not _is_final(state):
+                        self._exec(cur, "UPDATE jw_jobs SET active=1, next_poll_at=? WHERE region=? AND bucket=? "
+                                   "AND job_id=?", (t, k.region, k.bucket, k.job_id))
+                    if tags:
+                        self._exec(cur, "UPDATE jw_jobs SET tags_json=? WHERE region=? AND bucket=? AND job_id=?",
+                                   (tags_json, k.region, k.bucket, k.job_id))
+                    out.append(False)
+        return out
+
+    def untrack(self, keys: Iterable[JobKey]) -> int:
+        n = 0
+        with self._tx() as cur:
+            for k in keys:
+                self._exec(cur, "UPDATE jw_jobs SET active=0, lease_owner=NULL, lease_expires=NULL, "
+                           "version=version+1 WHERE region=? AND bucket=? AND job_id=? AND active=1",
+                           (k.region, k.bucket, k.job_id))
+                n += cur.rowcount
+        return n
+
+    def get(self, key: JobKey) -> TrackedJob | None:
+        with self._tx(write=False) as cur:
+            self._exec(cur, f"SELECT {JOB_COLUMNS} FROM jw_jobs WHERE region=? AND bucket=? AND job_id=?",
+                       (key.region, key.bucket, key.job_id))
+            row = cur.fetchone()
+        return self._row_to_job(row) if row else None
+
+    def list_jobs(self, *, active: bool | None = None, limit: int = 1000) -> list[TrackedJob]:
+        where = "" if active is None else f"WHERE active={1 if active else 0}"
+        with self._tx(write=False) as cur:
+            self._exec(cur, f"SELECT {JOB_COLUMNS} FROM jw_jobs {where} ORDER BY region, bucket, job_id "
+                       f"LIMIT {int(limit)}")
+            rows = cur.fetchall()
+        return [self._row_to_job(r) for r in rows]
+
+    def claim_due(self, owner: str, now: datetime, lease_seconds: float, limit: int,
+                  keys: Sequence[JobKey] | None = None) -> list[TrackedJob]:
+        if limit <= 0 or (keys is not None and not keys):
+            return []
+        if lease_seconds <= 0:
+            raise StoreError(f"lease_seconds must be positive, got {lease_seconds!r}")
+        t = ts(now)
+        expires = t + lease_seconds  # type: ignore[operator]
+        params: list[Any]
+        if keys is None:
+            where = "active=1 AND next_poll_at<=? AND (lease_owner IS NULL OR lease_expires<=?)"
+            params = [t, t]
+        else:
+            conds = " OR ".join("(region=? AND bucket=? AND job_id=?)" for _ in keys)
+            where = f"active=1 AND (lease_owner IS NULL OR lease_expires<=?) AND ({conds})"
+            params = [t]
+            for k in keys:
+                params.extend((k.region, k.bucket, k.job_id))
+        claimed: list[TrackedJob] = []
+        with self._tx() as cur:
+            self._exec(cur, self._select_due_for_claim(where, limit), params)
+            rows = cur.fetchall()
+            for row in rows:
+                tj = self._row_to_job(row)
+                self._exec(cur, "UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=version+1 "
+                           "WHERE region=? AND bucket=? AND job_id=? AND version=?",
+                           (owner, expires, tj.key.region, tj.key.bucket, tj.key.job_id, tj.version))
+                if cur.rowcount == 1:
+                    claimed.append(tj.evolve(lease_owner=owner, lease_expires=dt(expires), version=tj.version + 1))
+        return claimed
+
+    def release(self, claimed: Iterable[TrackedJob], owner: str) -> None:
+        with self._tx() as cur:
+            for tj in claimed:
+                self._exec(cur, "UPDATE jw_jobs SET lease_owner=NULL, lease_expires=NULL WHERE region=? AND "
+                           "bucket=? AND job_id=? AND lease_owner=? AND version=?",
+                           (tj.key.region, tj.key.bucket, tj.key.job_id, owner, tj.version))
+
+    def record_polls(self, owner: str, records: Sequence[PollRecord]) -> list[bool]:
+        results: list[bool] = []
+        if not records:
+            return results
+        with self._tx() as cur:
+            for rec in records:
+                results.append(self._record_one(cur, owner, rec))
+        return results
+
+    def _record_one(self, cur: Any, owner: str, rec: PollRecord) -> bool:
+        a, k = rec.after, rec.after.key
+        self._exec(
+            cur,
+            "UPDATE jw_jobs SET state=?, active=?, job_json=?, last_seen=?, last_change=?, next_poll_at=?, "
+            "poll_interval=?, error_count=?, last_error=?, lease_owner=NULL, lease_expires=NULL, version=version+1, "
+            "pending_state=?, pending_count=?, stalled=?, stall_notified_at=?, transitions=?, polls=polls+1 "
+            "WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?",
+            (a.state, 1 if a.active else 0, json.dumps(a.job.to_json()) if a.job else None, ts(a.last_seen),
+             ts(a.last_change), ts(a.next_poll_at), a.poll_interval, a.error_count, a.last_error, a.pending_state,
+             a.pending_count, 1 if a.stalled else 0, ts(a.stall_notified_at), a.transitions,
+             k.region, k.bucket, k.job_id, owner, rec.before.version),
+        )
+        if cur.rowcount != 1:
+            return False
+        for tr in rec.transitions:
+            self._exec(cur, "INSERT INTO jw_history (region, bucket, job_id, seq, from_state, to_state, observed_at, "
+                       "service_time, code, message) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       (k.region, k.bucket, k.job_id, tr.seq, tr.from_state, tr.to_state, ts(tr.observed_at),
+                        ts(tr.service_time), tr.code, tr.message))
+        self._insert_notices(cur, rec.notices, rec.after.last_seen or rec.after.first_seen)
+        return True
+
+    def _insert_notices(self, cur: Any, notices: Sequence[Notice], now: datetime) -> int:
+        n = 0
+        sql = self._insert_ignore(
+            "jw_outbox",
+            "idem_key, kind, region, bucket, job_id, from_state, to_state, observed_at, job_json, tags_json, "
+            "created_at, status, attempts, next_attempt_at",
+            14,
+        )
+        for nt in notices:
+            self._exec(cur, sql, (
+                nt.idempotency_key, nt.kind.value, nt.key.region, nt.key.bucket, nt.key.job_id, nt.from_state,
+                nt.to_state, ts(nt.observed_at), json.dumps(nt.job) if nt.job is not None else None,
+                json.dumps(nt.tags, sort_keys=True), ts(now), "pending", 0, ts(now)))
+            n += max(cur.rowcount, 0)
+        return n
+
+    def count_due(self, now: datetime) -> int:
+        t = ts(now)
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT COUNT(*) FROM jw_jobs WHERE active=1 AND next_poll_at<=? AND "
+                       "(lease_owner IS NULL OR lease_expires<=?)", (t, t))
+            return int(cur.fetchone()[0])
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT COALESCE(state, 'New'), active, COUNT(*) FROM jw_jobs GROUP BY state, active")
+            for state, active, n in cur.fetchall():
+                label = state if (active or state is None or _is_final(state)) else f"{state} (untracked)"
+                out[f"jobs.{label}"] = out.get(f"jobs.{label}", 0) + int(n)
+            self._exec(cur, "SELECT status, COUNT(*) FROM jw_outbox GROUP BY status")
+            for status, n in cur.fetchall():
+                out[f"outbox.{status}"] = int(n)
+        return out
+
+    def history(self, key: JobKey) -> list[Transition]:
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT seq, from_state, to_state, observed_at, service_time, code, message FROM "
+                       "jw_history WHERE region=? AND bucket=? AND job_id=? ORDER BY seq",
+                       (key.region, key.bucket, key.job_id))
+            rows = cur.fetchall()
+        return [Transition(key, int(s), f, t, dt(o), dt(st), c, m) for s, f, t, o, st, c, m in rows]  # type: ignore
+
+    # -- outbox ----------------------------------------------------------------------------------------------
+    def add_notices(self, notices: Sequence[Notice], now: datetime) -> int:
+        with self._tx() as cur:
+            return self._insert_notices(cur, notices, now)
+
+    def claim_notices(self, owner: str, now: datetime, lease_seconds: float, limit: int) -> list[OutboxEntry]:
+        t = ts(now)
+        with self._tx() as cur:
+            self._exec(cur, self._select_outbox_for_claim(limit), (t, t))
+            entries = [self._row_to_entry(r) for r in cur.fetchall()]
+            claimed = []
+            for e in entries:
+                self._exec(cur, "UPDATE jw_outbox SET lease_owner=?, lease_expires=? WHERE id=? AND "
+                           "status='pending' AND (lease_owner IS NULL OR lease_expires<=?)",
+                           (owner, t + lease_seconds, e.notice.id, t))  # type: ignore[operator]
+                if cur.rowcount == 1:
+                    claimed.append(e)
+            return self._with_deliveries(cur, claimed)
+
+    def _select_outbox_for_claim(self, limit: int) -> str:
+        return (f"SELECT {OUTBOX_COLUMNS} FROM jw_outbox WHERE status='pending' AND next_attempt_at<=? AND "
+                f"(lease_owner IS NULL OR lease_expires<=?) ORDER BY id LIMIT {int(limit)}")
+
+    def _with_deliveries(self, cur: Any, entries: list[OutboxEntry]) -> list[OutboxEntry]:
+        if not entries:
+            return entries
+        by_id: dict[int, dict[str, Delivery]] = {e.notice.id: {} for e in entries}  # type: ignore[misc]
+        ids = list(by_id)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            self._exec(cur, "SELECT notice_id, sink, status, attempts, last_error, updated_at FROM jw_deliveries "
+                       f"WHERE notice_id IN ({','.join('?' * len(chunk))})", chunk)
+            for nid, sink, status, attempts, err, upd in cur.fetchall():
+                by_id[int(nid)][sink] = Delivery(sink, status, int(attempts), err, dt(upd))  # type: ignore[arg-type]
+        return [OutboxEntry(e.notice, e.status, e.attempts, e.next_attempt_at, e.last_error, e.created_at,
+                            by_id[e.notice.id]) for e in entries]  # type: ignore[index]
+
+    def record_delivery(self, notice_id: int, sink: str, ok: bool, error: str | None, now: datetime,
+                        dead: bool = False) -> None:
+        status = "delivered" if ok else ("dead" if dead else "failed")
+        with self._tx() as cur:
+            self._exec(cur, "UPDATE jw_deliveries SET status=?, attempts=attempts+1, last_error=?, updated_at=? "
+                       "WHERE notice_id=? AND sink=?", (status, error, ts(now), notice_id, sink))
+            if cur.rowcount == 0:
+                self._exec(cur, self._insert_ignore("jw_deliveries",
+                                                    "notice_id, sink, status, attempts, last_error, updated_at", 6),
+                           (notice_id, sink, status, 1, error, ts(now)))
+
+    def finish_notice(self, notice_id: int, owner: str, status: str, attempts: int,
+                      next_attempt_at: datetime | None, last_error: str | None, now: datetime) -> None:
+        if status not in ("pending", "done", "dead"):
+            raise StoreError(f"invalid outbox status {status!r}")
+        with self._tx() as cur:
+            self._exec(cur, "UPDATE jw_outbox SET status=?, attempts=?, next_attempt_at=?, last_error=?, "
+                       "lease_owner=NULL, lease_expires=NULL, delivered_at=? WHERE id=?",
+                       (status, attempts, ts(next_attempt_at), last_error, ts(now) if status == "done" else None,
+                        notice_id))
+
+    def list_outbox(self, *, status: str | None = None, limit: int = 100) -> list[OutboxEntry]:
+        where, params = ("WHERE status=?", (status,)) if status else ("", ())
+        with self._tx(write=False) as cur:
+            self._exec(cur, f"SELECT {OUTBOX_COLUMNS} FROM jw_outbox {where} ORDER BY id LIMIT {int(limit)}", params)
+            entries = [self._row_to_entry(r) for r in cur.fetchall()]
+            return self._with_deliveries(cur, entries)
+
+    def retry_notice(self, notice_id: int, now: datetime) -> bool:
+        with self._tx() as cur:
+            self._exec(cur, "UPDATE jw_outbox SET status='pending', attempts=0, next_attempt_at=?, lease_owner=NULL, "
+                       "lease_expires=NULL WHERE id=? AND status IN ('dead', 'pending')", (ts(now), notice_id))
+            ok = cur.rowcount == 1
+            if ok:
+                self._exec(cur, "UPDATE jw_deliveries SET status='failed', attempts=0 WHERE notice_id=? AND "
+                           "status='dead'", (notice_id,))
+            return ok
+
+    # -- discovery and retention -----------------------------------------------------------------------------
+    def get_watermark(self, region: str, bucket: str) -> datetime | None:
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT created_after FROM jw_watermarks WHERE region=? AND bucket=?", (region, bucket))
+            row = cur.fetchone()
+        return dt(row[0]) if row else None
+
+    def set_watermark(self, region: str, bucket: str, created_after: datetime, now: datetime) -> None:
+        with self._tx() as cur:
+            self._exec(cur, "UPDATE jw_watermarks SET created_after=?, updated_at=? WHERE region=? AND bucket=?",
+                       (ts(created_after), ts(now), region, bucket))
+            if cur.rowcount == 0:
+                self._exec(cur, self._insert_ignore("jw_watermarks", "region, bucket, created_after, updated_at", 4),
+                           (region, bucket, ts(created_after), ts(now)))
+
+    def purge(self, before: datetime) -> dict[str, int]:
+        t = ts(before)
+        with self._tx() as cur:
+            self._exec(cur, "DELETE FROM jw_history WHERE EXISTS (SELECT 1 FROM jw_jobs j WHERE j.region="
+                       "jw_history.region AND j.bucket=jw_history.bucket AND j.job_id=jw_history.job_id AND "
+                       "j.active=0 AND COALESCE(j.last_change, j.first_seen)<?)", (t,))
+            history = cur.rowcount
+            self._exec(cur, "DELETE FROM jw_jobs WHERE active=0 AND COALESCE(last_change, first_seen)<?", (t,))
+            jobs = cur.rowcount
+            self._exec(cur, "DELETE FROM jw_deliveries WHERE notice_id IN (SELECT id FROM (SELECT id FROM jw_outbox "
+                       "WHERE status IN ('done', 'dead') AND created_at<?) AS old)", (t,))
+            self._exec(cur, "DELETE FROM jw_outbox WHERE status IN ('done', 'dead') AND created_at<?", (t,))
+            outbox = cur.rowcount
+        return {"jobs": jobs, "history": history, "outbox": outbox}
+
+
+FINAL_STATES = frozenset({"Success", "Failed", "Cancel", "Vanished"})
+
+
+def _is_final(state: str) -> bool:
+    return state in FINAL_STATES
