@@ -9,4 +9,5 @@ if HERE not in sys.path:
 
 pytest_plugins = [
     "fixtures.emulator",
+    "fixtures.stores",
 ]

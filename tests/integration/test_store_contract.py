@@ -1,0 +1,188 @@
+"""One contract, every store: SQLite and MySQL (MariaDB here) must behave the same."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from jobwatch.models import Job, JobKey, JobState, Notice, NoticeKind
+from jobwatch.store import PollRecord, Transition, open_store
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+K1 = JobKey("ap-guangzhou", "examplebucket-1250000000", "b3deffea2f84911ec9cb15254008618d9")
+K2 = JobKey("ap-guangzhou", "examplebucket-1250000000", "j2")
+K3 = JobKey("ap-beijing", "other-1250000001", "j3")
+
+
+def _job(job_id: str, state: str) -> Job:
+    return Job(job_id=job_id, name="demo", type="Workflow", state=JobState.parse(state), state_raw=state)
+
+
+def _notice(key: JobKey, idem: str, to_state: str = "Running") -> Notice:
+    return Notice(idem, NoticeKind.TRANSITION, key, "Submitted", to_state, T0, job={"job_id": key.job_id},
+                  tags={"team": "media"})
+
+
+def test_migrate_is_idempotent(store):
+    assert store.migrate() == store.migrate() == 1
+
+
+def test_track_is_idempotent_and_get_returns_record(store):
+    assert store.track([K1, K2], T0, tags={"team": "media"}) == [True, True]
+    assert store.track([K1], T0) == [False]
+    tj = store.get(K1)
+    assert tj is not None and tj.key == K1 and tj.active and tj.state is None
+    assert tj.first_seen == T0 and tj.next_poll_at == T0 and tj.tags == {"team": "media"}
+    assert store.get(K3) is None
+    assert {t.key for t in store.list_jobs()} == {K1, K2}
+
+
+def test_claim_first_claim_live_lease_refused_expired_taken(store):
+    store.track([K1, K2], T0)
+    first = store.claim_due("a", T0, 60, 10)
+    assert sorted(t.key for t in first) == sorted([K1, K2])
+    assert all(t.lease_owner == "a" for t in first)
+    assert store.claim_due("b", T0 + timedelta(seconds=59), 60, 10) == []  # live lease refused
+    taken = store.claim_due("b", T0 + timedelta(seconds=61), 60, 10)  # expired lease taken
+    assert sorted(t.key for t in taken) == sorted([K1, K2]) and all(t.lease_owner == "b" for t in taken)
+
+
+def test_claim_respects_due_time_order_and_limit(store):
+    store.track([K1], T0)
+    store.track([K2], T0 - timedelta(seconds=30))
+    store.track([K3], T0 + timedelta(seconds=30))  # not due yet at T0
+    got = store.claim_due("a", T0, 60, 1)
+    assert [t.key for t in got] == [K2]  # earliest next poll first
+    got = store.claim_due("a", T0, 60, 10)
+    assert [t.key for t in got] == [K1]
+
+
+def test_claim_by_keys_ignores_due_time_but_not_leases(store):
+    store.track([K1, K2], T0 + timedelta(hours=1))
+    got = store.claim_due("a", T0, 60, 10, keys=[K1])
+    assert [t.key for t in got] == [K1]
+    got_b = store.claim_due("b", T0, 60, 10, keys=[K1, K2])
+    assert [t.key for t in got_b] == [K2]  # K1 is leased by a
+    assert store.get(K2).lease_owner == "b" and store.get(K1).lease_owner == "a"
+
+
+def test_claim_refuses_zero_lease(store):
+    from jobwatch.errors import StoreError
+
+    store.track([K1], T0)
+    with pytest.raises(StoreError):
+        store.claim_due("a", T0, 0, 10)
+
+
+def test_record_poll_writes_state_history_and_notice_atomically(store):
+    store.track([K1], T0)
+    (tj,) = store.claim_due("a", T0, 60, 10)
+    after = tj.evolve(state="Running", job=_job(K1.job_id, "Running"), last_seen=T0, last_change=T0,
+                      next_poll_at=T0 + timedelta(seconds=30), transitions=1)
+    tr = Transition(K1, 1, None, "Running", T0, None, None, None)
+    n = _notice(K1, "k1#1:Running")
+    assert store.record_polls("a", [PollRecord(tj, after, [tr], [n])]) == [True]
+    got = store.get(K1)
+    assert got.state == "Running" and got.lease_owner is None and got.version == tj.version + 1
+    assert got.job.state is JobState.RUNNING and got.polls == 1
+    assert [(h.seq, h.from_state, h.to_state) for h in store.history(K1)] == [(1, None, "Running")]
+    (entry,) = store.list_outbox()
+    assert entry.notice.idempotency_key == "k1#1:Running" and entry.status == "pending"
+    assert entry.notice.tags == {"team": "media"} and entry.notice.key == K1
+
+
+def test_record_poll_refused_after_lease_lost(store):
+    store.track([K1], T0)
+    (tj,) = store.claim_due("a", T0, 60, 10)
+    (tj_b,) = store.claim_due("b", T0 + timedelta(seconds=61), 60, 10)  # a's lease expired, b took it
+    after = tj.evolve(state="Running", transitions=1)
+    tr = Transition(K1, 1, None, "Running", T0)
+    assert store.record_polls("a", [PollRecord(tj, after, [tr], [_notice(K1, "x")])]) == [False]
+    assert store.history(K1) == [] and store.list_outbox() == []  # nothing half-written
+    assert store.get(K1).lease_owner == "b"
+
+
+def test_duplicate_notice_key_is_dropped(store):
+    store.track([K1], T0)
+    assert store.add_notices([_notice(K1, "same")], T0) == 1
+    assert store.add_notices([_notice(K1, "same")], T0) == 0
+    assert len(store.list_outbox()) == 1
+
+
+def test_outbox_claim_deliver_retry_dead(store):
+    store.track([K1], T0)
+    store.add_notices([_notice(K1, "n1"), _notice(K1, "n2")], T0)
+    claimed = store.claim_notices("a", T0, 60, 10)
+    assert [e.notice.idempotency_key for e in claimed] == ["n1", "n2"]
+    assert store.claim_notices("b", T0, 60, 10) == []  # leased
+    n1, n2 = claimed
+    store.record_delivery(n1.notice.id, "webhook:ops", True, None, T0)
+    store.finish_notice(n1.notice.id, "a", "done", 1, None, None, T0)
+    store.record_delivery(n2.notice.id, "webhook:ops", False, "HTTP 500", T0)
+    store.finish_notice(n2.notice.id, "a", "pending", 1, T0 + timedelta(seconds=30), "HTTP 500", T0)
+    assert store.claim_notices("a", T0 + timedelta(seconds=10), 60, 10) == []  # not due yet
+    (again,) = store.claim_notices("a", T0 + timedelta(seconds=31), 60, 10)
+    assert again.notice.idempotency_key == "n2" and again.attempts == 1
+    assert again.deliveries["webhook:ops"].status == "failed"
+    store.record_delivery(n2.notice.id, "webhook:ops", False, "HTTP 500", T0, dead=True)
+    store.finish_notice(n2.notice.id, "a", "dead", 2, None, "HTTP 500", T0)
+    assert [e.notice.idempotency_key for e in store.list_outbox(status="dead")] == ["n2"]
+    assert store.retry_notice(n2.notice.id, T0) is True
+    (retried,) = store.claim_notices("a", T0, 60, 10)
+    assert retried.notice.idempotency_key == "n2" and retried.attempts == 0
+    assert retried.deliveries["webhook:ops"].status == "failed"
+
+
+def test_untrack_and_retrack(store):
+    store.track([K1], T0)
+    assert store.untrack([K1]) == 1
+    assert store.claim_due("a", T0, 60, 10) == []
+    assert store.track([K1], T0) == [False]
+    assert store.get(K1).active
+
+
+def test_watermarks(store):
+    assert store.get_watermark("ap-guangzhou", "examplebucket-1250000000") is None
+    store.set_watermark("ap-guangzhou", "examplebucket-1250000000", T0, T0)
+    store.set_watermark("ap-guangzhou", "examplebucket-1250000000", T0 + timedelta(hours=1), T0)
+    assert store.get_watermark("ap-guangzhou", "examplebucket-1250000000") == T0 + timedelta(hours=1)
+
+
+def test_purge_removes_old_final_jobs_history_and_done_notices(store):
+    store.track([K1, K2], T0)
+    for tj in store.claim_due("a", T0, 60, 10):
+        final = tj.key == K1
+        after = tj.evolve(state="Success" if final else "Running", active=not final, last_change=T0, transitions=1)
+        store.record_polls("a", [PollRecord(tj, after, [Transition(tj.key, 1, None, after.state, T0)],
+                                            [_notice(tj.key, f"{tj.key}#1")])])
+    for e in store.claim_notices("a", T0, 60, 10):
+        store.finish_notice(e.notice.id, "a", "done", 1, None, None, T0)
+    counts = store.purge(T0 + timedelta(days=1))
+    assert counts == {"jobs": 1, "history": 1, "outbox": 2}
+    assert store.get(K1) is None and store.get(K2) is not None and len(store.history(K2)) == 1
+
+
+def test_counts(store):
+    store.track([K1, K2], T0)
+    store.add_notices([_notice(K1, "n1")], T0)
+    c = store.counts()
+    assert c["jobs.New"] == 2 and c["outbox.pending"] == 1
+
+
+def test_open_store_rejects_bad_urls():
+    from jobwatch.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="store_url"):
+        open_store("postgres://x/y")
+    with pytest.raises(ValidationError) as ei:
+        open_store("mysql://u:hunter22@/")
+    assert "hunter22" not in str(ei.value)
+
+
+def test_mysql_unreachable_is_store_unavailable():
+    from jobwatch.errors import StoreUnavailable
+
+    with pytest.raises(StoreUnavailable) as ei:
+        open_store("mysql://root:s3cretpw@127.0.0.1:1/none")
+    assert "s3cretpw" not in str(ei.value)
