@@ -1,0 +1,204 @@
+"""Structured logging: JSON lines on stdout that CLS can index, with secrets scrubbed on the way out.
+
+Configured once per process (the SCF instance, or the CLI). Every event passes, in order: the invocation's
+context variables (request ID, function name; bound per invocation by :func:`bind_invocation`), the level, an
+ISO UTC timestamp, exception formatting, then :func:`redact_processor`, which scrubs every string, including the
+formatted traceback, through :func:`jobwatch.redact.scrub_value`. Redaction runs after exceptions are turned into
+text, so a secret inside a driver's error message is masked too. Records of the standard library's ``logging``
+(urllib3, PyMySQL, the Tencent Cloud SDK) go through the same chain.
+
+Loggers are cached on first use (structlog's advice for speed), so configure before logging; tests that
+reconfigure pass ``cache=False``. Worker threads do not inherit context variables: run work items with
+``contextvars.copy_context().run`` to keep the request ID on their lines.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import threading
+from typing import Any, MutableMapping, TextIO
+
+import structlog
+from structlog.typing import Processor
+
+from .redact import MASK, Secret, scrub, scrub_value
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+FORMATS = ("auto", "json", "console")
+
+_lock = threading.Lock()
+_current: tuple[Any, ...] | None = None
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _scrub_any(value: Any) -> Any:
+    """Like ``scrub_value``, but objects of other types become scrubbed text: their repr may hold a secret."""
+    if isinstance(value, Secret):
+        return MASK
+    if isinstance(value, _PLAIN):
+        return scrub_value(value)
+    if isinstance(value, dict):
+        return {k: _scrub_any(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_scrub_any(v) for v in value]
+    if isinstance(value, BaseException):
+        return scrub_value(value)
+    return scrub(str(value))
+
+
+def redact_processor(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Scrub every value (and ``exc_info`` not yet formatted) of one event."""
+    exc = event_dict.pop("exc_info", None)
+    if exc:
+        # Formatting happens earlier in the chain; an exc_info still here (capture_logs) must not leak either.
+        event_dict["exception"] = scrub(_format_exc(exc))
+    for key, value in list(event_dict.items()):
+        event_dict[key] = _scrub_any(value)
+    return event_dict
+
+
+def _format_exc(exc: Any) -> str:
+    import traceback
+
+    if isinstance(exc, BaseException):
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if exc is True:
+        exc = sys.exc_info()
+    if isinstance(exc, tuple) and exc[0] is not None:
+        return "".join(traceback.format_exception(*exc))
+    return ""
+
+
+def _timestamper() -> Processor:
+    return structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+def shared_processors() -> list[Processor]:
+    """The chain before rendering; tests pass it to ``structlog.testing.capture_logs(processors=...)``."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _logger_key,
+        _timestamper(),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        redact_processor,
+    ]
+
+
+def _renderer(fmt: str, stream: TextIO) -> Processor:
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+    return structlog.processors.JSONRenderer(
+        serializer=functools.partial(json.dumps, ensure_ascii=False, default=str))
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def resolve_format(fmt: str, stream: Any) -> str:
+    """``auto`` means console on a terminal (a person), JSON otherwise (SCF, pipes, CLS)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "auto":
+        return "console" if _isatty(stream) else "json"
+    return fmt
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None, *,
+                      cache: bool = True) -> None:
+    """Set up structlog and the standard library's logging. Repeated calls with the same arguments do nothing."""
+    global _current
+    level = level.lower()
+    if level not in LEVELS:
+        raise ValueError(f"log level {level!r}: expected one of {', '.join(LEVELS)}")
+    out = stream if stream is not None else sys.stdout
+    resolved = resolve_format(fmt, out)
+    key = (level, resolved, id(out), cache)
+    if _current == key:
+        return
+    with _lock:
+        if _current == key:
+            return
+        renderer = _renderer(resolved, out)
+        structlog.configure(
+            processors=[*shared_processors(), renderer],
+            wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+            logger_factory=structlog.PrintLoggerFactory(file=out),
+            context_class=dict,
+            cache_logger_on_first_use=cache,
+        )
+        _configure_stdlib(LEVELS[level], out, renderer)
+        _current = key
+
+
+_STDLIB_HANDLER_FLAG = "_jobwatch_handler"
+
+
+def _configure_stdlib(level: int, stream: TextIO, renderer: Processor) -> None:
+    """Route library log records through the same redaction and renderer, replacing only our own handler."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            _timestamper(),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact_processor,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    setattr(handler, _STDLIB_HANDLER_FLAG, True)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, _STDLIB_HANDLER_FLAG, False):
+            root.removeHandler(h)
+    root.addHandler(handler)
+    # Libraries are chatty at debug (urllib3 logs every URL); they get at least WARNING unless we debug.
+    root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+
+
+def bind_invocation(request_id: str | None, function_name: str | None, **extra: Any) -> None:
+    """Start an invocation's context: forget the previous invocation's values, bind this one's."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id, function_name=function_name, **extra)
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; ``name`` is bound as ``logger`` so lines say which module wrote them."""
+    # Initial values, not .bind(): bind() on the lazy proxy would build the logger now, before configuration.
+    # ("logger" itself is a parameter name of structlog's wrap_logger, hence the rename in the chain.)
+    return structlog.get_logger(**({"logger_name": name} if name else {}))
+
+
+def _logger_key(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Name the module under ``logger``, the key the standard library's records use too."""
+    name = event_dict.pop("logger_name", None)
+    if name is not None:
+        event_dict["logger"] = name
+    return event_dict
+
+
+def reset_for_tests() -> None:
+    """Forget the configuration (tests that configure with different streams)."""
+    global _current
+    with _lock:
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            if getattr(h, _STDLIB_HANDLER_FLAG, False):
+                root.removeHandler(h)
+        _current = None
