@@ -1,0 +1,74 @@
+"""What is retried, as a table; the backoff's bounds; Retry-After parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobwatch.retry import Backoff, is_retryable_error, is_throttling, parse_retry_after, should_retry
+
+# status, code, retried for an idempotent call, retried for a create (not idempotent)
+ANSWERS = [
+    (503, "SlowDown", True, True),
+    (429, "Unknown", True, True),          # a bare 429 is throttling on purpose
+    (503, "Unknown", True, False),         # a bare 503: retried, but a create may have happened
+    (500, "InternalError", True, False),
+    (502, "BadGateway", True, False),
+    (504, "Unknown", True, False),
+    (403, "RequestTimeTooSkewed", True, True),
+    (403, "AccessDenied", False, False),
+    (403, "SignatureDoesNotMatch", False, False),
+    (403, "InvalidAccessKeyId", False, False),
+    (400, "InvalidArgument", False, False),
+    (400, "InvalidInput", False, False),
+    (404, "NoSuchBucket", False, False),
+    (404, "NoSuchJob", False, False),
+    (400, "Unknown", False, False),
+    (404, "Unknown", False, False),
+    (500, "AccessDenied", False, False),   # a permanent code wins over a 5xx status
+    (503, "RequestLimitExceeded", True, True),
+]
+
+
+@pytest.mark.parametrize("status,code,idem,create", ANSWERS)
+def test_answer_table(status, code, idem, create):
+    assert should_retry(status=status, code=code, idempotent=True) is idem
+    assert should_retry(status=status, code=code, idempotent=False) is create
+
+
+@pytest.mark.parametrize("sent,idempotent,expected", [
+    (True, True, True), (False, True, True), (False, False, True), (True, False, False),
+])
+def test_transport_failures(sent, idempotent, expected):
+    assert should_retry(transport=True, sent=sent, idempotent=idempotent) is expected
+
+
+def test_throttling_classification():
+    assert is_throttling(429, "Unknown") and is_throttling(503, "SlowDown")
+    assert not is_throttling(503, "ServiceUnavailable")
+    assert is_retryable_error(503, "ServiceUnavailable")
+
+
+def test_backoff_full_jitter_bounds():
+    b = Backoff(base=0.5, cap=4.0)
+    assert b.delay(0, rand=lambda: 0.0) == 0.0
+    assert b.delay(0, rand=lambda: 0.999) == pytest.approx(0.4995)
+    assert b.delay(2, rand=lambda: 1.0) == 2.0
+    assert b.delay(10, rand=lambda: 1.0) == 4.0  # capped
+
+
+def test_backoff_honours_a_larger_server_hint_up_to_the_cap():
+    b = Backoff(base=0.1, cap=5.0)
+    assert b.delay(0, rand=lambda: 0.5, retry_after=3) == 3
+    assert b.delay(0, rand=lambda: 0.5, retry_after=60) == 5.0
+    assert b.delay(5, rand=lambda: 1.0, retry_after=0.01) == 3.2
+
+
+@pytest.mark.parametrize("value,now,expected", [
+    ("2", 0, 2.0), ("0.5", 0, 0.5), (" 7 ", 0, 7.0), ("-3", 0, 0.0), (None, 0, None), ("", 0, None),
+    ("soon", 0, None), ("nan", 0, None), ("inf", 0, None),
+    ("Thu, 16 May 2019 06:45:51 GMT", 1557989141.0, 10.0),
+    ("Thu, 16 May 2019 06:45:51 GMT", 1557989200.0, 0.0),
+])
+def test_parse_retry_after(value, now, expected):
+    got = parse_retry_after(value, now)
+    assert got == (pytest.approx(expected) if expected is not None else None)
