@@ -129,21 +129,15 @@ class App:
 
         spec = self.settings.notify
         text = spec.reveal() if hasattr(spec, "reveal") else (spec or "")
-        sinks = parse_sinks(text or "log://", credentials=self.credentials) if _accepts_credentials() else \
-            parse_sinks(text or "log://")
-        return list(sinks)
+        return list(parse_sinks(text or "log://", credentials=lambda: self.credentials.get()))
 
     @cached_property
     def stall_check(self) -> StallCheck | None:
         s = self.settings
-        try:
-            from .stall import StallRules, evaluate_stall
-        except ImportError:
-            return None
-        rules = StallRules.from_settings(
-            running_seconds=s.stall_running_seconds, paused_seconds=s.stall_paused_seconds,
-            repeat_seconds=s.stall_repeat_seconds, rules=s.stall_rules,
-        )
+        from .stall import StallRules, evaluate_stall
+
+        rules = StallRules.parse(s.stall_rules or None, running=s.stall_running_seconds,
+                                 paused=s.stall_paused_seconds, repeat=s.stall_repeat_seconds)
 
         def check(tj: TrackedJob, now: datetime) -> StallDecision | None:
             since = tj.last_change or tj.first_seen
@@ -236,14 +230,6 @@ def _split_discovery(spec: str) -> tuple[str, str]:
         raise ValidationError("JOBWATCH_DISCOVERY", spec, "expected region/bucket")
     JobKey(parts[0], parts[1], "x")  # validates both
     return parts[0], parts[1]
-
-
-def _accepts_credentials() -> bool:
-    import inspect
-
-    from .notify import parse_sinks
-
-    return "credentials" in inspect.signature(parse_sinks).parameters
 
 
 __all__ = ["App", "RunSummary", "Job"]
