@@ -588,8 +588,22 @@ def load_settings(environ: Mapping[str, str] | None = None, toml_path: str | Non
 
 
 def check_environment(environ: Mapping[str, str] | None = None, toml_path: str | None = None) -> list[str]:
-    """Every problem of this environment (empty when it is valid): what ``jobwatch config check`` prints."""
-    return _collect(os.environ if environ is None else environ, toml_path)[1]
+    """Every problem of this environment (empty when it is valid): what ``jobwatch config check`` prints.
+
+    Beyond :func:`load_settings`, this also builds the notification sinks, so a bad ``JOBWATCH_NOTIFY`` spec is
+    listed with the rest (the notify package words its problems without the secrets). That import is heavy,
+    hence only here and not on the function's start-up path, where the app builds the sinks anyway.
+    """
+    values, problems = _collect(os.environ if environ is None else environ, toml_path)
+    notify = values.get("notify")
+    if isinstance(notify, Secret) and notify.reveal().strip():
+        from .notify import parse_sinks  # lazy: requests and the Tencent Cloud SDK
+
+        try:
+            parse_sinks(notify.reveal())
+        except ConfigError as exc:
+            problems.extend(f"JOBWATCH_NOTIFY: {p}" for p in exc.problems)
+    return problems
 
 
 # --- documentation ------------------------------------------------------------------------------------------

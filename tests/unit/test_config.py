@@ -152,7 +152,11 @@ def test_every_problem_is_reported_at_once_naming_variable_and_value():
     assert len(problems) == 15
     # secrets never shown, in the list or in the exception's text
     assert CANARY not in str(info.value) and CANARY not in repr(info.value.problems)
-    assert check_environment(BROKEN) == problems
+    # config check also builds the sinks, so a bad JOBWATCH_NOTIFY spec is listed too (without its secret)
+    checked = check_environment(BROKEN)
+    assert checked[: len(problems)] == problems
+    assert len(checked) == 16 and checked[-1].startswith("JOBWATCH_NOTIFY: sink #1")
+    assert CANARY not in "\n".join(checked)
 
 
 def test_secret_values_are_described_not_shown():
@@ -234,7 +238,7 @@ def test_cli_check_lists_every_problem_and_exits_1(monkeypatch, capsys):
     args = _parser().parse_args(["config", "check"])
     assert args.func(args) == 1
     out = capsys.readouterr().out
-    assert out.startswith("15 configuration problem(s):")
+    assert out.startswith("16 configuration problem(s):")
     for p in check_environment(BROKEN):
         assert f"  - {p}" in out
     assert CANARY not in out
@@ -282,3 +286,25 @@ def test_config_check_runs_as_a_module_without_cli(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert "JOBWATCH_CONCURRENCY='999'" in r.stdout and "JOBWATCH_BATCH_SIZE='x'" in r.stdout
+
+
+def test_check_environment_accepts_a_valid_notify_spec_and_reports_a_bad_one():
+    assert check_environment({"JOBWATCH_NOTIFY": "log://"}) == []
+    problems = check_environment({"JOBWATCH_NOTIFY": f"nosuchkind://x?key={CANARY}"})
+    assert len(problems) == 1 and "unknown kind 'nosuchkind'" in problems[0] and CANARY not in problems[0]
+
+
+def test_jobwatch_cli_has_the_config_group(monkeypatch, capsys):
+    from jobwatch.cli import main
+
+    for k in list(os.environ):
+        if k.startswith("JOBWATCH_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("JOBWATCH_CONFIRMATIONS", "0")
+    monkeypatch.setenv("JOBWATCH_LOG_FORMAT", "xml")
+    assert main(["config", "check"]) == 1
+    out = capsys.readouterr().out
+    assert "JOBWATCH_CONFIRMATIONS='0'" in out and "JOBWATCH_LOG_FORMAT='xml'" in out
+    monkeypatch.delenv("JOBWATCH_CONFIRMATIONS")
+    monkeypatch.delenv("JOBWATCH_LOG_FORMAT")
+    assert main(["config", "check"]) == 0
