@@ -1,0 +1,22 @@
+"""A local emulator of the CI batch-job API (``/inventorytriggerjob``): the ground truth for our tests,
+benchmarks and the README's demo. Real HTTP on loopback, COS signature checks, a lifecycle on an injected clock,
+and seeded faults. See ``server.EmulatorServer`` for the backdoors tests use.
+"""
+
+from .clock import Clock, ManualClock, SpeedClock, SystemClock
+from .faults import FaultRule
+from .server import EmulatorServer, RequestRecord
+from .state import STATES, JobView, Lifecycle
+
+__all__ = [
+    "Clock",
+    "EmulatorServer",
+    "FaultRule",
+    "JobView",
+    "Lifecycle",
+    "ManualClock",
+    "RequestRecord",
+    "STATES",
+    "SpeedClock",
+    "SystemClock",
+]

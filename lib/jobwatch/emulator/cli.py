@@ -1,0 +1,103 @@
+"""``jobwatch emulator``: run the CI batch-job emulator on loopback until interrupted (for the demo and manual
+tries). ``add_arguments`` and ``run`` are wired into the main ``jobwatch`` command; ``python -m
+jobwatch.emulator`` runs the same thing.
+
+With no ``--secret-id``/``--secret-key`` it accepts the demo pair below, which is a fake, published value: it
+guards nothing and is printed so a newcomer can copy it. A key given on the command line is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Sequence, TextIO
+
+from .clock import SpeedClock, SystemClock
+from .server import EmulatorServer
+from .state import Lifecycle
+
+DEMO_SECRET_ID = "AKIDEMULATORDEMO0000000000000000000"
+DEMO_SECRET_KEY = "emulator-demo-secret-key-not-real"
+DEFAULT_BUCKET = "examplebucket-1250000000"
+DEFAULT_REGION = "ap-guangzhou"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8650, help="port (0 picks a free one; default 8650)")
+    parser.add_argument("--secret-id", help=f"SecretId to accept (default the demo value {DEMO_SECRET_ID})")
+    parser.add_argument("--secret-key", help="SecretKey of --secret-id (default the demo value, printed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of job fates, IDs and faults (default 0)")
+    parser.add_argument("--preload", type=int, default=0, metavar="N", help="create N jobs spread over states")
+    parser.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"bucket --preload fills (default {DEFAULT_BUCKET})")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="F",
+                        help="run job lifecycles F times faster than real time (default 1)")
+    parser.add_argument("--fail-ratio", type=float, default=0.1, metavar="R",
+                        help="share of jobs that end Failed (default 0.1)")
+    parser.add_argument("--submitted-seconds", type=float, default=5.0, help="time a job stays Submitted")
+    parser.add_argument("--running-seconds", type=float, default=60.0, help="time a job stays Running")
+
+
+def build(args: argparse.Namespace) -> EmulatorServer:
+    if (args.secret_id is None) != (args.secret_key is None):
+        raise SystemExit("jobwatch emulator: give both --secret-id and --secret-key, or neither")
+    if args.speed <= 0:
+        raise SystemExit(f"jobwatch emulator: --speed must be > 0, got {args.speed}")
+    creds = {args.secret_id: args.secret_key} if args.secret_id else {DEMO_SECRET_ID: DEMO_SECRET_KEY}
+    clock = SystemClock() if args.speed == 1 else SpeedClock(args.speed)
+    lifecycle = Lifecycle(submitted_seconds=args.submitted_seconds, running_seconds=args.running_seconds,
+                          failure_ratio=args.fail_ratio)
+    return EmulatorServer(host=args.host, port=args.port, credentials=creds, clock=clock, seed=args.seed,
+                          lifecycle=lifecycle)
+
+
+def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.Event | None = None) -> int:
+    """Serve until Ctrl-C (or until ``stop`` is set, for tests). Prints the URL first, flushed."""
+    out = out or sys.stdout
+    if stop is None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop is as clean as Ctrl-C
+    try:
+        srv = build(args)
+        srv.start()
+    except (ValueError, OSError) as exc:
+        print(f"jobwatch emulator: cannot start: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.preload:
+            srv.preload(args.bucket, args.preload)
+        print(f"CI batch-job emulator listening on {srv.url}", file=out)
+        print(f"  Host header: {args.bucket}.ci.{DEFAULT_REGION}.myqcloud.com (any <bucket>.ci.<region>.myqcloud.com)",
+              file=out)
+        if args.secret_id:
+            print(f"  SecretId: {args.secret_id} (key as given)", file=out)
+        else:
+            print(f"  demo credentials: SecretId {DEMO_SECRET_ID} SecretKey {DEMO_SECRET_KEY}", file=out)
+        print(f"  seed {args.seed}, speed x{args.speed:g}, preloaded {args.preload} job(s); Ctrl-C to stop", file=out)
+        out.flush()
+        if stop is not None:
+            stop.wait()
+        else:
+            _wait_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_forever() -> None:
+    ev = threading.Event()
+    while not ev.wait(3600):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobwatch emulator", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,429 @@
+"""The emulator's HTTP server: the CI batch-job API on loopback, with backdoors for tests and demos.
+
+Request handling, in the order the service's layers would meet a request: faults (a gateway or throttle in
+front), the bucket from ``Host`` (``<bucket>.ci.<region>.myqcloud.com``, or the ``.cos.`` host the official SDK
+sends when pointed at an IP), the signature (see ``auth``), then the API. Job state lives in ``state.JobTable``
+and is derived from the injected clock; signature validity is judged on a separate ``auth_clock`` (the wall clock
+by default) because clients sign with real time while tests move the lifecycle clock by hours.
+
+The stdlib server stalls 40 ms per keep-alive request unless writes are buffered and Nagle is off (see
+pitfalls.md), hence ``wbufsize = -1`` and ``disable_nagle_algorithm``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+import re
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import Message
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Iterable, Sequence
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..errors import BadResponseError, ValidationError
+from ..models import validate_bucket
+from ..xmlparse import parse_document
+from . import render
+from .auth import TempCredential, verify
+from .clock import Clock, SystemClock
+from .faults import FaultEngine, FaultRule, Plan
+from .state import STATES, ApiError, JobSpec, JobTable, JobView, Lifecycle, ListQuery, invalid
+
+_HOST_RE = re.compile(r"^(?P<bucket>[a-z0-9-]+-[0-9]+)\.(?:ci|cos)\.(?P<region>[a-z0-9-]+)\.myqcloud\.com\.?$")
+_JOB_PATH_RE = re.compile(r"^/inventorytriggerjob/([^/]+)$")
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the emulator saw it; ``status`` is 0 when no answer was sent (reset, hang)."""
+
+    method: str
+    path: str
+    bucket: str | None
+    job_id: str | None
+    status: int
+    time: datetime
+    fault: str | None = None
+    request_id: str = ""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1
+    disable_nagle_algorithm = True
+    server_version = "tencent-ci"
+    sys_version = ""
+    timeout = 120  # an idle keep-alive connection's thread does not live forever
+    emulator: "EmulatorServer"
+
+    def setup(self) -> None:
+        super().setup()
+        self.emulator._track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.emulator._track(self.connection, False)
+
+    def version_string(self) -> str:
+        return "tencent-ci"
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The signature clock, not the lifecycle clock: a client compares Date with its own wall time.
+        return formatdate(self.emulator.auth_clock.now().timestamp() if timestamp is None else timestamp,
+                          usegmt=True)
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet: tests read request_log instead
+        pass
+
+    def _dispatch(self) -> None:
+        self.emulator._handle(self)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _dispatch
+
+
+class EmulatorServer:
+    """The CI batch-job API over real HTTP. ``start()``, use ``url``, ``stop()`` (or use as a context manager)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        credentials: dict[str, str] | None = None,
+        clock: Clock | None = None,
+        seed: int = 0,
+        lifecycle: Lifecycle | None = None,
+        faults: Iterable[FaultRule] = (),
+        *,
+        auth_clock: Clock | None = None,
+        max_skew: float = 900.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.credentials: dict[str, str] = dict(credentials or {})
+        self.clock: Clock = clock or SystemClock()
+        self.auth_clock: Clock = auth_clock or SystemClock()
+        self.seed = seed
+        self.lifecycle = lifecycle or Lifecycle()
+        self.max_skew = max_skew
+        self._ids = random.Random(f"ids:{seed}")
+        self._ids_lock = threading.Lock()
+        self._counter = 0
+        self.jobs = JobTable(self.clock, self.lifecycle, seed, self._new_job_id)
+        self.faults = FaultEngine(faults, seed, monotonic)
+        self.temporary: dict[str, TempCredential] = {}
+        self.request_log: list[RequestRecord] = []
+        self._stopping = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- life ---------------------------------------------------------------------------------------------
+    def start(self) -> "EmulatorServer":
+        if self._httpd is not None:
+            return self
+        handler = type("EmulatorHandler", (_Handler,), {"emulator": self})
+        self._httpd = _Server((self.host, self._port), handler)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"ci-emulator-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake any hung or delayed answer, and close open keep-alive connections."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        with self._conns_lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "EmulatorServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            return self._port
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._conns_lock:
+            (self._conns.add if add else self._conns.discard)(conn)
+
+    # -- backdoors ----------------------------------------------------------------------------------------
+    def issue_token(self, secret_id: str, duration_seconds: float = 7200) -> tuple[str, str, str]:
+        """Temporary credentials (as STS would give) bound to a known permanent key: (SecretId, SecretKey, token)."""
+        if secret_id not in self.credentials:
+            raise ValidationError("secret_id", secret_id, "not a permanent SecretId of this emulator")
+        with self._ids_lock:
+            tmp_id = "AKIDTMP" + "".join(self._ids.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+                                         for _ in range(29))
+            tmp_key = f"{self._ids.getrandbits(160):040x}"
+            token = base64.b64encode(self._ids.getrandbits(384).to_bytes(48, "big")).decode() + "/tok+en="
+        expires = self.auth_clock.now() + timedelta(seconds=duration_seconds)
+        self.temporary[tmp_id] = TempCredential(tmp_key, token, secret_id, expires)
+        return tmp_id, tmp_key, token
+
+    def create_job(self, bucket: str, name: str = "demo", type: str = "Workflow", state: str | None = None,
+                   created_at: datetime | None = None, workflow_id: str = "w7476ff3564ee45b7b490d64bccaba6cc") -> str:
+        validate_bucket(bucket)
+        return self.jobs.create(bucket, JobSpec.default(name, type, workflow_id), state=state,
+                                created_at=created_at).job_id
+
+    def job_state(self, bucket: str, job_id: str) -> str:
+        return self.jobs.require(bucket, job_id).state
+
+    def job_view(self, bucket: str, job_id: str) -> JobView:
+        return self.jobs.require(bucket, job_id).view
+
+    def set_state(self, bucket: str, job_id: str, state: str) -> None:
+        self.jobs.set_state(bucket, job_id, state)
+
+    def pause(self, bucket: str, job_id: str) -> None:
+        self.jobs.set_state(bucket, job_id, "Pause")
+
+    def resume(self, bucket: str, job_id: str) -> None:
+        """Back to the state the job was paused in, keeping the time it had already spent there."""
+        job = self.jobs.require(bucket, job_id)
+        self.jobs.set_state(bucket, job_id, job.paused_from or "Running")
+
+    def delete_job(self, bucket: str, job_id: str) -> None:
+        """The job vanishes: queries answer NonExistJobIds for it."""
+        self.jobs.delete(bucket, job_id)
+
+    def preload(self, bucket: str, n: int) -> list[str]:
+        """``n`` jobs spread over every state and both types, created a minute apart going back from now."""
+        validate_bucket(bucket)
+        if not isinstance(n, int) or n < 0:
+            raise ValidationError("n", n, "expected a count >= 0")
+        rng = random.Random(f"preload:{self.seed}:{bucket}")
+        now = self.clock.now()
+        ids = []
+        for i in range(n):
+            typ = "Job" if rng.random() < 0.4 else "Workflow"
+            ids.append(self.create_job(bucket, name=f"preload-{i}", type=typ, state=STATES[i % len(STATES)],
+                                       created_at=now - timedelta(minutes=n - i)))
+        return ids
+
+    def set_faults(self, rules: Iterable[FaultRule]) -> None:
+        self.faults.set_rules(rules)
+
+    def clear_log(self) -> None:
+        self.request_log.clear()
+
+    # -- request handling ---------------------------------------------------------------------------------
+    def _new_job_id(self) -> str:
+        with self._ids_lock:
+            return f"b{self._ids.getrandbits(128):032x}"
+
+    def _request_id(self) -> str:
+        with self._ids_lock:
+            self._counter += 1
+            raw = f"{int(self.clock.now().timestamp()):08x}_{self._ids.getrandbits(32):08x}_" \
+                  f"{self._ids.getrandbits(12):03x}_{self._counter:x}"
+        return base64.b64encode(raw.encode()).decode()
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        method = h.command
+        split = urlsplit(h.path)
+        path = unquote(split.path)
+        rid = self._request_id()
+        bucket = _bucket(h.headers.get("Host", ""))
+        m = _JOB_PATH_RE.match(path)
+        job_id = m.group(1) if m else None
+        try:
+            length = int(h.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            h.close_connection = True
+            self._send_error(h, rid, ApiError(400, "InvalidArgument", f"Content-Length must be 0 to {MAX_BODY}"))
+            self._log(method, path, bucket, job_id, 400, None, rid)
+            return
+        body = h.rfile.read(length) if length else b""
+
+        plan = self.faults.plan(method, path)
+        if plan.delay > 0:
+            self._stopping.wait(plan.delay)
+        action = plan.action
+        if action is not None and action.kind in ("reset", "hang"):
+            if action.kind == "hang":
+                self._stopping.wait(action.max_hold)
+            _reset(h)
+            self._log(method, path, bucket, job_id, 0, plan.label, rid)
+            return
+        if action is not None:  # status or qps
+            msg = action.message or ("Please reduce your request rate." if action.error_code == "SlowDown"
+                                     else f"emulated {action.status} {action.error_code}")
+            status = self._send_error(h, rid, ApiError(503 if action.kind == "qps" else action.status,
+                                                       action.error_code, msg))
+            self._log(method, path, bucket, job_id, status, plan.label, rid)
+            return
+
+        try:
+            status, payload, job_id = self._api(h, method, path, split.query, body, bucket, job_id, rid, plan)
+        except ApiError as exc:
+            status = self._send_error(h, rid, exc, plan)
+        else:
+            self._send(h, status, payload, rid, plan)
+        self._log(method, path, bucket, job_id, status, plan.label, rid)
+
+    def _api(self, h: BaseHTTPRequestHandler, method: str, path: str, query: str, body: bytes,
+             bucket: str | None, job_id: str | None, rid: str, plan: Plan) -> tuple[int, bytes, str | None]:
+        if bucket is None:
+            raise ApiError(404, "NoSuchBucket", f"Host {h.headers.get('Host', '')!r} names no bucket: expected "
+                           "<BucketName-APPID>.ci.<Region>.myqcloud.com")
+        params = parse_qsl(query, keep_blank_values=True)
+        bare = frozenset(p for p in query.split("&") if p and "=" not in p)
+        verify(method=method, path=path, params=params, bare_params=bare, headers=_Headers(h.headers),
+               credentials=self.credentials, temporary=self.temporary, now=self.auth_clock.now(),
+               max_skew=self.max_skew)
+        pmap = dict(params)
+
+        if path == "/inventorytriggerjob":
+            if method == "GET":
+                page, token = self.jobs.list(bucket, ListQuery.from_params(pmap))
+                return 200, render.response(rid, page, next_token=token), None
+            if method == "POST":
+                try:
+                    root = parse_document(body)
+                except BadResponseError as exc:
+                    raise invalid(f"the request body is not valid XML: {exc.reason}") from None
+                view = self.jobs.create(bucket, JobSpec.from_request(root))
+                return 200, render.response(rid, [view]), view.job_id
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on /inventorytriggerjob")
+        if job_id is not None:
+            if method == "GET":
+                found, missing = [], []
+                for jid in [j for j in job_id.split(",") if j]:
+                    job = self.jobs.job(bucket, jid)
+                    if job is None:
+                        missing.append(jid)
+                        continue
+                    view = job.view
+                    stale = plan.modifiers.get("stale")
+                    if stale is not None and job.previous() is not None and job.changed_at is not None and \
+                            (self.clock.now() - job.changed_at).total_seconds() <= stale.window:
+                        view = job.previous()  # type: ignore[assignment]
+                    found.append(view)
+                return 200, render.response(rid, found, non_exist=missing), job_id
+            if method == "PUT":
+                if "cancel" not in pmap:
+                    raise invalid("PUT /inventorytriggerjob/<jobId> needs the cancel sub-resource (?cancel)")
+                self.jobs.cancel(bucket, job_id)
+                return 200, b"", job_id
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on /inventorytriggerjob/<jobId>")
+        raise ApiError(404, "NoSuchKey", f"no API at {path}")
+
+    # -- answers ------------------------------------------------------------------------------------------
+    def _send_error(self, h: BaseHTTPRequestHandler, rid: str, exc: ApiError, plan: Plan | None = None) -> int:
+        with self._ids_lock:
+            trace = base64.b64encode(f"trace_{self._ids.getrandbits(64):016x}_{rid[:8]}".encode()).decode()
+        self._send(h, exc.status, render.error(exc.code, exc.message, rid, trace), rid, plan, trace=trace)
+        return exc.status
+
+    def _send(self, h: BaseHTTPRequestHandler, status: int, payload: bytes, rid: str, plan: Plan | None,
+              trace: str | None = None) -> None:
+        mods = plan.modifiers if plan is not None else {}
+        ctype = "application/xml"
+        if "not_xml" in mods and payload:
+            payload = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+                       b"</h1></center><hr><center>nginx</center></body></html>\n")
+        if "content_type" in mods:
+            ctype = mods["content_type"].content_type
+        announced = len(payload)
+        if "truncate" in mods and payload:
+            payload = payload[: max(1, len(payload) // 2)]
+        h.send_response(status)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(announced))
+        h.send_header("Connection", "keep-alive")
+        h.send_header("x-ci-request-id", rid)
+        if trace is not None:
+            h.send_header("x-ci-trace-id", trace)
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(payload)
+        if announced != len(payload):
+            h.wfile.flush()
+            h.close_connection = True
+            try:
+                h.connection.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _log(self, method: str, path: str, bucket: str | None, job_id: str | None, status: int,
+             fault: str | None, rid: str) -> None:
+        self.request_log.append(RequestRecord(method, path, bucket, job_id, status, self.clock.now(), fault, rid))
+
+
+class _Headers:
+    """Case-insensitive read access to received headers (the first value of a repeated header)."""
+
+    def __init__(self, msg: Message) -> None:
+        self._msg = msg
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        v = self._msg.get(name)
+        return default if v is None else str(v).strip()
+
+
+def _bucket(host: str) -> str | None:
+    name = host.strip().lower()
+    if name.startswith("["):
+        return None
+    name = name.rsplit(":", 1)[0] if ":" in name else name
+    m = _HOST_RE.match(name)
+    return m.group("bucket") if m else None
+
+
+def _reset(h: BaseHTTPRequestHandler) -> None:
+    """Close with SO_LINGER 0, so the kernel sends RST: the client sees ECONNRESET, not a clean end."""
+    h.close_connection = True
+    try:
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # The descriptor closes only when the handler's file objects let go of it.
+        h.rfile.close()
+        h.wfile.close()
+        h.connection.close()
+    except OSError:
+        pass
+    h.wfile = io.BytesIO()  # the handler flushes wfile after us
+
+
