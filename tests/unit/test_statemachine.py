@@ -1,0 +1,153 @@
+"""The pure decision: transitions, confirmations, final states, vanishing, stalls, and poll timing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from jobwatch.errors import CIError
+from jobwatch.models import Job, JobKey, JobState, NoticeKind
+from jobwatch.statemachine import Observation, PollPolicy, StallDecision, decide, is_final
+from jobwatch.store.base import VANISHED, TrackedJob
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+KEY = JobKey("ap-guangzhou", "examplebucket-1250000000", "j1")
+POLICY = PollPolicy(min_seconds=30, max_seconds=900, backoff=2.0, jitter=0.0, error_max_seconds=600,
+                    confirmations=2)
+MID = lambda: 0.5  # noqa: E731  (no jitter effect)
+
+
+def job(state: str, **kw) -> Job:
+    return Job(job_id="j1", name="demo", type="Workflow", state=JobState.parse(state), state_raw=state, **kw)
+
+
+def fresh() -> TrackedJob:
+    return TrackedJob(key=KEY, first_seen=T0, next_poll_at=T0)
+
+
+def step(tj: TrackedJob, obs: Observation, at: datetime = T0, **kw):
+    return decide(tj, obs, at, POLICY, rand=MID, **kw)
+
+
+def test_first_sight_of_running_job_records_history_without_notice():
+    d = step(fresh(), Observation.seen(job("Running")))
+    assert d.after.state == "Running" and d.after.active
+    assert [(t.seq, t.from_state, t.to_state) for t in d.transitions] == [(1, None, "Running")]
+    assert d.notices == []
+
+
+def test_first_sight_in_final_state_is_notified_and_stops_polling():
+    d = step(fresh(), Observation.seen(job("Success")))
+    assert not d.after.active
+    assert [n.kind for n in d.notices] == [NoticeKind.TRANSITION]
+    assert d.notices[0].to_state == "Success"
+
+
+@pytest.mark.parametrize("final", ["Success", "Failed", "Cancel"])
+def test_forward_moves_are_recorded_at_once_with_stable_keys(final):
+    d1 = step(fresh(), Observation.seen(job("Submitted")))
+    d2 = step(d1.after, Observation.seen(job("Running")), T0 + timedelta(seconds=30))
+    d3 = step(d2.after, Observation.seen(job(final, code="E1", message="boom")), T0 + timedelta(seconds=60))
+    assert [t.to_state for t in d2.transitions + d3.transitions] == ["Running", final]
+    assert d3.after.active is False and is_final(d3.after.state)
+    (n,) = d3.notices
+    assert n.idempotency_key == f"{KEY}#3:{final}" and n.from_state == "Running"
+    assert d3.transitions[0].code == "E1" and d3.transitions[0].message == "boom"
+    # the same decision taken again (a retry after a crash before commit) yields the same key
+    again = step(d2.after, Observation.seen(job(final)), T0 + timedelta(seconds=99))
+    assert again.notices[0].idempotency_key == n.idempotency_key
+
+
+def test_unchanged_state_backs_off_to_the_ceiling():
+    tj = step(fresh(), Observation.seen(job("Running"))).after
+    delays = []
+    for i in range(10):
+        d = step(tj, Observation.seen(job("Running")))
+        delays.append(d.after.poll_interval)
+        assert d.transitions == ()
+        tj = d.after
+    assert delays[:4] == [60, 120, 240, 480] and delays[-1] == 900
+
+
+def test_stale_read_is_not_a_transition_until_confirmed():
+    running = step(fresh(), Observation.seen(job("Running"))).after
+    d = step(running, Observation.seen(job("Submitted")))
+    assert d.transitions == () and d.after.state == "Running" and d.after.pending_state == "Submitted"
+    # the stale read does not repeat: no transition, pending cleared
+    d2 = step(d.after, Observation.seen(job("Running")))
+    assert d2.transitions == () and d2.after.pending_state is None
+    # a real backward move, seen twice, is recorded
+    d3 = step(step(d2.after, Observation.seen(job("Submitted"))).after, Observation.seen(job("Submitted")))
+    assert [t.to_state for t in d3.transitions] == ["Submitted"]
+
+
+def test_vanished_needs_confirmation_then_is_final_and_notified():
+    running = step(fresh(), Observation.seen(job("Running"))).after
+    d1 = step(running, Observation.missing())
+    assert d1.transitions == () and d1.after.active
+    d2 = step(d1.after, Observation.missing())
+    assert d2.after.state == VANISHED and not d2.after.active
+    assert [n.kind for n in d2.notices] == [NoticeKind.VANISHED]
+
+
+def test_unknown_new_state_is_recorded_and_polling_goes_on():
+    running = step(fresh(), Observation.seen(job("Running"))).after
+    d = step(running, Observation.seen(job("Archiving")))
+    assert d.after.state == "Archiving" and d.after.active
+    assert d.after.job.state is JobState.UNKNOWN and d.notices[0].to_state == "Archiving"
+
+
+def test_pause_and_resume_are_transitions_without_confirmation():
+    running = step(fresh(), Observation.seen(job("Running"))).after
+    paused = step(running, Observation.seen(job("Pause")))
+    resumed = step(paused.after, Observation.seen(job("Running")))
+    assert [t.to_state for t in paused.transitions + resumed.transitions] == ["Pause", "Running"]
+
+
+def test_errors_back_off_separately_and_keep_state():
+    running = step(fresh(), Observation.seen(job("Running"))).after
+    err = CIError("InternalError", "oops", status=500, retryable=True)
+    delays = []
+    tj = running
+    for _ in range(7):
+        d = step(tj, Observation.failed(err))
+        delays.append((d.after.next_poll_at - T0).total_seconds())
+        tj = d.after
+    assert tj.state == "Running" and tj.error_count == 7 and "InternalError" in tj.last_error
+    assert delays == [30, 60, 120, 240, 480, 600, 600]
+    ok = step(tj, Observation.seen(job("Running")))
+    assert ok.after.error_count == 0 and ok.after.last_error is None
+
+
+def test_error_text_is_scrubbed_of_secrets():
+    from jobwatch.redact import Secret
+
+    Secret("CANARY-SECRET-KEY-123")
+    d = step(fresh(), Observation.failed(RuntimeError("auth with CANARY-SECRET-KEY-123 failed")))
+    assert "CANARY-SECRET-KEY-123" not in d.after.last_error
+
+
+def test_jitter_stays_within_bounds():
+    p = PollPolicy(min_seconds=100, max_seconds=100, jitter=0.1)
+    assert p.next_delay(0, True, lambda: 0.0) == pytest.approx(90)
+    assert p.next_delay(0, True, lambda: 1.0) == pytest.approx(110)
+
+
+def test_stall_notice_once_then_recovered_when_it_moves():
+    calls = []
+
+    def check(tj, now):
+        calls.append(now)
+        stalled = now - (tj.last_change or tj.first_seen) > timedelta(hours=1)
+        notify = stalled and (tj.stall_notified_at is None or now - tj.stall_notified_at > timedelta(hours=6))
+        return StallDecision(stalled, notify)
+
+    tj = step(fresh(), Observation.seen(job("Running")), stall_check=check).after
+    d1 = step(tj, Observation.seen(job("Running")), T0 + timedelta(hours=2), stall_check=check)
+    assert [n.kind for n in d1.notices] == [NoticeKind.STALLED] and d1.after.stalled
+    d2 = step(d1.after, Observation.seen(job("Running")), T0 + timedelta(hours=3), stall_check=check)
+    assert d2.notices == [] and d2.after.stalled  # not repeated within the interval
+    d3 = step(d2.after, Observation.seen(job("Pause")), T0 + timedelta(hours=4), stall_check=check)
+    assert [n.kind for n in d3.notices] == [NoticeKind.TRANSITION, NoticeKind.RECOVERED]
+    assert not d3.after.stalled
