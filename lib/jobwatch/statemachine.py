@@ -6,7 +6,8 @@ Rules, as data where they can be:
 - A state the API added after this code is recorded and kept polling, never dropped.
 - A move "backwards" (a stale read: Running -> Submitted, or out of a final state) is only recorded after the
   same observation was made ``confirmations`` times in a row; so is a job vanishing (``NonExistJobIds``).
-- Each transition gets a history row and a notice with a stable idempotency key (job + sequence + new state).
+- Each transition, the first sight of a job included, gets one history row and one notice with a stable
+  idempotency key (job + sequence + new state).
 """
 
 from __future__ import annotations
@@ -178,11 +179,10 @@ def decide(
         state=new_state, active=not final, last_change=now, pending_state=None, pending_count=0, transitions=seq,
         poll_interval=delay, next_poll_at=now + timedelta(seconds=delay),
     )
-    notices: list[Notice] = []
-    # The first sight of a job that is already under way is not news; its first sight in a final state is.
-    if old_state is not None or final:
-        kind = NoticeKind.VANISHED if new_state == VANISHED else NoticeKind.TRANSITION
-        notices.append(_notice(after, kind, old_state, new_state, now, notice_key(after, seq, new_state)))
+    # Every history row has exactly one notice (the first sight too: from_state None says "now watched");
+    # sinks that want only outcomes filter by them.
+    kind = NoticeKind.VANISHED if new_state == VANISHED else NoticeKind.TRANSITION
+    notices = [_notice(after, kind, old_state, new_state, now, notice_key(after, seq, new_state))]
     if tj.stalled:
         after = after.evolve(stalled=False, stall_notified_at=None)
         if not final:

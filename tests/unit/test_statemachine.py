@@ -30,11 +30,11 @@ def step(tj: TrackedJob, obs: Observation, at: datetime = T0, **kw):
     return decide(tj, obs, at, POLICY, rand=MID, **kw)
 
 
-def test_first_sight_of_running_job_records_history_without_notice():
+def test_first_sight_is_a_transition_from_none_with_one_notice():
     d = step(fresh(), Observation.seen(job("Running")))
     assert d.after.state == "Running" and d.after.active
     assert [(t.seq, t.from_state, t.to_state) for t in d.transitions] == [(1, None, "Running")]
-    assert d.notices == []
+    assert [(n.from_state, n.to_state, n.idempotency_key) for n in d.notices] == [(None, "Running", f"{KEY}#1:Running")]
 
 
 def test_first_sight_in_final_state_is_notified_and_stops_polling():
