@@ -1,0 +1,145 @@
+"""The tick against the emulator over real HTTP and a real SQLite store: lifecycles, budgets, faults."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+import pytest
+from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
+
+from jobwatch.client import CIClient
+from jobwatch.credentials import StaticProvider
+from jobwatch.emulator import FaultRule
+from jobwatch.engine import Engine
+from jobwatch.models import JobKey
+from jobwatch.statemachine import PollPolicy
+from jobwatch.store import open_store
+
+POLICY = PollPolicy(min_seconds=10, max_seconds=20, backoff=1.5, jitter=0.0, confirmations=2)
+
+
+@pytest.fixture
+def client(emulator):
+    c = CIClient(StaticProvider(TEST_SECRET_ID, TEST_SECRET_KEY), endpoint=emulator.url, read_timeout=2.0,
+                 max_attempts=1, sleep=lambda s: None)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def store(sqlite_url):
+    s = open_store(sqlite_url)
+    yield s
+    s.close()
+
+
+def _engine(store, client, clock, **kw):
+    return Engine(store, client, policy=POLICY, clock=clock.now, concurrency=8, lease_seconds=60,
+                  rand=lambda: 0.5, **kw)
+
+
+def _run_to_completion(engine, clock, store, max_ticks=40):
+    for _ in range(max_ticks):
+        engine.tick()
+        if not store.list_jobs(active=True):
+            return
+        clock.advance(10)
+    raise AssertionError("jobs did not all reach a final state")
+
+
+def test_jobs_move_through_their_lifecycle_with_history_and_notices_once(emulator, emulator_clock, client, store):
+    ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}") for i in range(12)]
+    emulator.lifecycle = type(emulator.lifecycle)(submitted_seconds=5, running_seconds=60, failure_ratio=0.25)
+    keys = [JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids]
+    engine = _engine(store, client, emulator_clock)
+    assert store.track(keys, emulator_clock.now()) == [True] * 12
+    _run_to_completion(engine, emulator_clock, store)
+    outbox = store.list_outbox(limit=1000)
+    total_transitions = 0
+    for k in keys:
+        tj = store.get(k)
+        truth = emulator.job_state(TEST_BUCKET, k.job_id)
+        assert tj.state == truth and truth in ("Success", "Failed")
+        hist = store.history(k)
+        assert [h.seq for h in hist] == list(range(1, len(hist) + 1))
+        assert hist[-1].to_state == truth
+        assert all(a.to_state == b.from_state for a, b in zip(hist, hist[1:]))
+        total_transitions += len(hist)
+    assert len(outbox) == total_transitions
+    assert len({e.notice.idempotency_key for e in outbox}) == total_transitions
+    engine.close()
+
+
+def test_final_jobs_are_no_longer_polled(emulator, emulator_clock, client, store):
+    jid = emulator.create_job(TEST_BUCKET, state="Success")
+    k = JobKey(TEST_REGION, TEST_BUCKET, jid)
+    store.track([k], emulator_clock.now())
+    engine = _engine(store, client, emulator_clock)
+    assert engine.tick().polled == 1
+    emulator_clock.advance(3600)
+    emulator.clear_log()
+    assert engine.tick().polled == 0 and emulator.request_log == []
+
+
+def test_one_bad_job_never_stops_the_others(emulator, emulator_clock, client, store):
+    good = [emulator.create_job(TEST_BUCKET) for _ in range(5)]
+    keys = [JobKey(TEST_REGION, TEST_BUCKET, j) for j in good]
+    bad = JobKey(TEST_REGION, "nosuchbucket-1250000000", "jbad")
+    store.track(keys + [bad], emulator_clock.now())
+    emulator.set_faults([FaultRule(kind="status", status=500, code="InternalError", probability=1.0,
+                                   path=f"/inventorytriggerjob/{good[0]}")])
+    res = _engine(store, client, emulator_clock).tick()
+    assert res.polled == 6 and res.errors >= 1
+    assert store.get(keys[0]).error_count == 1 and "InternalError" in store.get(keys[0]).last_error
+    assert all(store.get(k).state == "Submitted" for k in keys[1:])
+
+
+def test_vanished_job_is_confirmed_then_final(emulator, emulator_clock, client, store):
+    jid = emulator.create_job(TEST_BUCKET)
+    k = JobKey(TEST_REGION, TEST_BUCKET, jid)
+    store.track([k], emulator_clock.now())
+    engine = _engine(store, client, emulator_clock)
+    engine.tick()
+    emulator.delete_job(TEST_BUCKET, jid)
+    emulator_clock.advance(10)
+    engine.tick()
+    assert store.get(k).active and store.get(k).pending_state == "Vanished"
+    emulator_clock.advance(10)
+    engine.tick()
+    tj = store.get(k)
+    assert tj.state == "Vanished" and not tj.active
+    assert [e.notice.kind.value for e in store.list_outbox()][-1] == "vanished"
+
+
+def test_time_budget_stops_claiming_and_reports_work_left(emulator, emulator_clock, client, store):
+    ids = [emulator.create_job(TEST_BUCKET) for _ in range(30)]
+    store.track([JobKey(TEST_REGION, TEST_BUCKET, j) for j in ids], emulator_clock.now())
+    ticks = itertools.count()
+    # a fake monotonic clock: each read advances 1 s, so a 12 s budget with a 2 s margin ends after a few polls
+    engine = _engine(store, client, emulator_clock, monotonic=lambda: float(next(ticks)), safety_margin=2.0)
+    engine.batch_size = 5
+    res = engine.tick(deadline=12.0)
+    assert res.budget_exhausted and 0 < res.polled < 30
+    assert res.left == 30 - res.polled
+    assert all(t.lease_owner is None for t in store.list_jobs())  # nothing left leased
+
+
+def test_tick_by_keys_polls_exactly_those(emulator, emulator_clock, client, store):
+    ids = [emulator.create_job(TEST_BUCKET) for _ in range(4)]
+    keys = [JobKey(TEST_REGION, TEST_BUCKET, j) for j in ids]
+    store.track(keys, emulator_clock.now() + timedelta(hours=1))  # not due
+    emulator.clear_log()
+    res = _engine(store, client, emulator_clock).tick(keys=keys[:2])
+    assert res.polled == 2 and sorted(r.job_id for r in emulator.request_log) == sorted(ids[:2])
+
+
+def test_discovery_tracks_new_jobs_once(emulator, emulator_clock, client, store):
+    engine = _engine(store, client, emulator_clock)
+    first = [emulator.create_job(TEST_BUCKET) for _ in range(3)]
+    assert engine.discover(TEST_REGION, TEST_BUCKET) == 3
+    emulator_clock.advance(60)
+    later = [emulator.create_job(TEST_BUCKET) for _ in range(2)]
+    assert engine.discover(TEST_REGION, TEST_BUCKET) == 2
+    assert engine.discover(TEST_REGION, TEST_BUCKET) == 0
+    assert {t.key.job_id for t in store.list_jobs()} == set(first + later)
