@@ -97,7 +97,8 @@ def markdown(notice: Notice, *, flavour: str = "md", with_title: bool = True) ->
     lines.append(f"{b}Job:{b} {name}")
     lines.append(f"{b}Bucket:{b} {esc(f['bucket'])} ({esc(f['region'])})")
     if f["from_state"] or f["to_state"]:
-        lines.append(f"{b}State:{b} {esc(f['from_state'] or '-')} -> {esc(f['to_state'] or '-')}")
+        arrow = "-&gt;" if flavour == "slack" else "->"
+        lines.append(f"{b}State:{b} {esc(f['from_state'] or '-')} {arrow} {esc(f['to_state'] or '-')}")
     if f["ran_for"]:
         lines.append(f"{b}Ran for:{b} {f['ran_for']}")
     if f["code"] or f["message"]:
