@@ -28,6 +28,7 @@ GROUPS: list[tuple[str, str]] = [
     ("jobwatch.cli", "register_job"),
     ("jobwatch.cli", "register_emulator"),
     ("jobwatch.config", "register_config"),
+    ("jobwatch.cli_ops", "register_ops"),
 ]
 
 
