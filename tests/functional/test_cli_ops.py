@@ -1,0 +1,86 @@
+"""The operator commands, run through ``jobwatch.cli.main`` against the emulator and a SQLite store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
+
+from jobwatch.cli import main
+
+
+@pytest.fixture
+def env(monkeypatch, emulator, sqlite_url):
+    values = {
+        "JOBWATCH_STORE_URL": sqlite_url, "JOBWATCH_CI_ENDPOINT": emulator.url,
+        "JOBWATCH_SECRET_ID": TEST_SECRET_ID, "JOBWATCH_SECRET_KEY": TEST_SECRET_KEY,
+        "JOBWATCH_DEFAULT_BUCKET": TEST_BUCKET, "JOBWATCH_DEFAULT_REGION": TEST_REGION,
+        "JOBWATCH_LOG_LEVEL": "warning", "JOBWATCH_POLL_MIN_SECONDS": "1",
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values
+
+
+def test_track_status_history_untrack(env, emulator, capsys):
+    jid = emulator.create_job(TEST_BUCKET, state="Running")
+    assert main(["track", jid, "--tag", "team=media", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["registered"] == 1 and summary["polled"] == 1 and summary["transitions"] == 1
+    assert main(["track", jid, "--no-poll"]) == 0  # idempotent
+    assert "0 new, 1 already tracked" in capsys.readouterr().out
+    assert main(["status", "--json"]) == 0
+    (rec,) = json.loads(capsys.readouterr().out)
+    assert rec["job_id"] == jid and rec["state"] == "Running" and rec["tags"] == {"team": "media"}
+    assert main(["status"]) == 0
+    table = capsys.readouterr().out
+    assert "STATE" in table and "Running" in table and jid in table
+    assert main(["history", jid, "--json"]) == 0
+    assert [(h["from"], h["to"]) for h in json.loads(capsys.readouterr().out)] == [(None, "Running")]
+    assert main(["untrack", jid]) == 0 and "untracked 1" in capsys.readouterr().out
+
+
+def test_poll_outbox_and_dead_letter_retry(env, emulator, emulator_clock, capsys):
+    jid = emulator.create_job(TEST_BUCKET)
+    assert main(["track", jid, "--no-poll"]) == 0
+    capsys.readouterr()
+    assert main(["poll", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["polled"] == 1 and s["notices_queued"] == 1 and s["notices_delivered"] == 1  # the log sink
+    assert main(["outbox", "--json"]) == 0
+    (n,) = json.loads(capsys.readouterr().out)
+    assert n["status"] == "done" and n["job_id"] == jid and n["to_state"] == "Submitted"
+    assert main(["outbox", "--retry", "999999"]) == 3
+
+
+def test_history_of_untracked_job_exits_3(env, capsys):
+    assert main(["history", "nosuchjob"]) == 3
+
+
+def test_bad_job_id_is_refused_with_field_and_value(env, capsys):
+    assert main(["track", "bad;id"]) == 2
+    err = capsys.readouterr().err
+    assert "job_id" in err and "bad;id" in err
+    assert main(["track", "ap-guangzhou/../x"]) == 2
+    assert "invalid bucket '..'" in capsys.readouterr().err
+
+
+def test_db_migrate_and_purge(env, capsys):
+    assert main(["db", "migrate"]) == 0 and "schema version 1" in capsys.readouterr().out
+    assert main(["db", "purge", "--older-than-days", "0"]) == 0
+    assert "jobs: 0 deleted" in capsys.readouterr().out
+
+
+def test_demo_finishes_with_every_job_final(tmp_path):
+    """The README's main-job command, end to end in a fresh process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobwatch.cli", "demo", "--jobs", "4", "--speed", "80", "--interval", "0.2",
+         "--timeout", "60", "--store", f"sqlite:///{tmp_path / 'demo.db'}"],
+        capture_output=True, text=True, timeout=90, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4/4 jobs final" in proc.stdout
+    assert "Submitted -> Running" in proc.stdout
