@@ -161,7 +161,8 @@ def parse_sink(
         return None
 
     common: dict[str, Any] = {"clock": clock, "wall": wall}
-    common["route"] = check(lambda: _route(opts))
+    outcomes, buckets, tags = check(lambda: _outcomes(opts)), check(lambda: _buckets(opts)), check(lambda: _tags(opts))
+    common["route"] = Route(outcomes or frozenset(), buckets or frozenset(), tags or {})
     common["timeout"] = check(lambda: _timeout(opts.get("timeout")))
     rate_text = opts.get("rate", DEFAULT_RATES[kind])
     common["rate"] = check(lambda: Rate.parse(rate_text)) if rate_text and rate_text != "none" else None
@@ -179,13 +180,20 @@ def parse_sink(
     return sink
 
 
-def _route(opts: dict[str, str]) -> Route:
+def _outcomes(opts: dict[str, str]) -> frozenset[str]:
     outcomes = frozenset(o.strip().lower() for o in opts.get("outcomes", "").split(",") if o.strip())
     bad = sorted(outcomes - OUTCOMES)
     if bad:
         raise ValidationError("outcomes", ",".join(bad), "expected states (Failed, Cancel, Success, ...) or "
                               "vanished, stalled, recovered")
-    buckets = frozenset(validate_bucket(b.strip()) for b in opts.get("buckets", "").split(",") if b.strip())
+    return outcomes
+
+
+def _buckets(opts: dict[str, str]) -> frozenset[str]:
+    return frozenset(validate_bucket(b.strip()) for b in opts.get("buckets", "").split(",") if b.strip())
+
+
+def _tags(opts: dict[str, str]) -> dict[str, str]:
     tags: dict[str, str] = {}
     for t in (x.strip() for x in opts.get("tags", "").split(",")):
         if not t:
@@ -194,7 +202,7 @@ def _route(opts: dict[str, str]) -> Route:
         if not colon or not k:
             raise ValidationError("tags", t, "expected key:value")
         tags[k] = v
-    return Route(outcomes, buckets, tags)
+    return tags
 
 
 def _timeout(text: str | None) -> float | None:
@@ -228,8 +236,6 @@ def _secret(opts: dict[str, str], required: bool = False) -> Secret | None:
 def _build(kind: str, scheme: str, target: str, opts: dict[str, str], passthrough: list[str],
            endpoint: str | None, session: requests.Session, credentials: Callable[[], Any] | None,
            common: dict[str, Any]) -> Sink:
-    if common["route"] is None:  # already reported; keep building to find the other problems
-        common["route"] = Route()
     name = common.pop("name")
     if kind == "webhook":
         if not target or target.startswith("/"):
