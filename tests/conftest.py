@@ -11,3 +11,20 @@ pytest_plugins = [
     "fixtures.emulator",
     "fixtures.stores",
 ]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """Each test starts and ends with structlog's defaults: a test that configured logging onto a captured
+    stream must not leave later tests writing to that stream after it is closed."""
+    import structlog
+
+    from jobwatch import logs
+
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    logs._current = None
