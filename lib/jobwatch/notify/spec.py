@@ -35,7 +35,6 @@ DEFAULT_RATES: dict[str, str | None] = {
     "wecom": "20/min", "dingtalk": "20/min", "feishu": "100/min", "lark": "100/min", "slack": "1/s",
     "eventbridge": "1000/s", "tdmq-queue": "20/s", "tdmq-topic": "20/s", "ses": "20/s",
 }
-KINDS = tuple(DEFAULT_RATES) + ()
 COMMON = {"outcomes", "buckets", "tags", "timeout", "rate", "name", "endpoint"}
 EXTRA: dict[str, set[str]] = {
     "webhook": {"secret"}, "wecom": set(), "dingtalk": {"secret"}, "feishu": {"secret"}, "lark": {"secret"},
