@@ -28,6 +28,7 @@ GROUPS: list[tuple[str, str]] = [
     ("jobwatch.cli", "register_job"),
     ("jobwatch.cli", "register_emulator"),
     ("jobwatch.config", "register_config"),
+    ("jobwatch.packaging", "register_package"),
     ("jobwatch.cli_ops", "register_ops"),
 ]
 
@@ -48,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "pass_through", False):
+        args.extra_args = extra  # a delegated command parses its own options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except ValidationError as exc:
@@ -247,8 +252,7 @@ def register_emulator(subparsers: Any) -> argparse.ArgumentParser:
     when the command runs (so ``jobwatch --help`` neither pays for it nor breaks without it)."""
     p = subparsers.add_parser("emulator", help="run the local CI batch-job API emulator", add_help=False,
                               description="Run the local emulator; `jobwatch emulator --help` lists its options.")
-    p.add_argument("emulator_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_emulator)
+    p.set_defaults(func=_cmd_emulator, pass_through=True)
     return p
 
 
@@ -260,7 +264,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     parser = argparse.ArgumentParser(prog="jobwatch emulator", description="The local CI batch-job API emulator.")
     emu.add_arguments(parser)
-    return int(emu.run(parser.parse_args(args.emulator_args)) or 0)
+    return int(emu.run(parser.parse_args(args.extra_args)) or 0)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ def test_handler_resolves_to_main_handler(sls, tmp_path):
         "print(json.dumps({'callable': callable(f),"
         " 'params': len(inspect.signature(f).parameters) if callable(f) else -1}))\n"
     )
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT / "lib"), "HOME": str(tmp_path)}
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT / "lib"), "HOME": str(tmp_path),
+           "PYTHONDONTWRITEBYTECODE": "1"}
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
