@@ -389,3 +389,36 @@ def test_send_concurrently_reports_each_failure_kind(rx):
     assert results["webhook:t"].retryable is True and results["webhook:t"].retry_after == 2.0
     assert results["wecom"].retryable is True and results["wecom"].retry_after == pytest.approx(60.0)
     assert "rate limit" in results["wecom"].error
+
+
+def test_a_send_that_ignores_its_timeout_is_given_up_on_and_a_bug_is_contained(rx):
+    from jobwatch.notify import Sink
+
+    gate = threading.Event()
+
+    class Stuck(Sink):
+        kind = "stuck"
+
+        def _deliver(self, notice, timeout):
+            gate.wait(5)  # a receiver dribbling bytes outlasts the socket timeout like this
+
+    class Buggy(Sink):
+        kind = "buggy"
+
+        def _deliver(self, notice, timeout):
+            raise KeyError("oops")
+
+    [good] = parse_sinks(f"webhook+{rx.url}/h")
+    n = make_notice()
+    t0 = time.monotonic()
+    try:
+        results = send_concurrently([(n, Stuck("stuck")), (n, Buggy("buggy")), (n, good)], timeout=0.2, grace=0.1)
+    finally:
+        gate.set()
+    assert time.monotonic() - t0 < 1.0
+    stuck, buggy, ok = results
+    assert not stuck.ok and stuck.retryable and stuck.error == "no answer within 0.2s"
+    assert not buggy.ok and buggy.retryable and buggy.error.startswith("unexpected KeyError")
+    assert ok.ok
+    assert "webhook-signature" not in rx.requests[0]["headers"]  # no secret= means unsigned
+    assert rx.requests[0]["headers"]["webhook-id"] == n.idempotency_key
