@@ -72,6 +72,27 @@ def _format_exc(exc: Any) -> str:
     return ""
 
 
+class _CurrentStdout:
+    """Writes to whatever ``sys.stdout`` is at the time of writing, not at configuration time.
+
+    A cached logger keeps its file for the life of the process; if that were the ``sys.stdout`` of the moment,
+    anything that swaps stdout later (pytest's capture, a CLI redirect) would leave loggers writing to a
+    closed stream.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return _isatty(sys.stdout)
+
+
+_STDOUT = _CurrentStdout()
+
+
 def _timestamper() -> Processor:
     return structlog.processors.TimeStamper(fmt="iso", utc=True)
 
@@ -119,7 +140,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     level = level.lower()
     if level not in LEVELS:
         raise ValueError(f"log level {level!r}: expected one of {', '.join(LEVELS)}")
-    out = stream if stream is not None else sys.stdout
+    out = stream if stream is not None else _STDOUT
     resolved = resolve_format(fmt, out)
     key = (level, resolved, id(out), cache)
     if _current == key:

@@ -167,3 +167,20 @@ def test_real_stdout_of_a_process_is_json_lines_without_secrets():
     assert all(e["request_id"] == "req-real" for e in lines)
     assert lines[3]["event"] == "boom ***" and "ZeroDivisionError" in lines[3]["exception"]
     assert lines[4]["logger"] == "pymysql" and lines[4]["event"] == "Access denied password=***"
+
+
+def test_default_stream_follows_sys_stdout_even_for_cached_loggers(capsys):
+    """Configured without a stream and cached, lines still go to the stdout of the moment (pytest swaps it)."""
+    logs.configure_logging("info", "json")
+    log = structlog.get_logger()
+    log.info("first", secret=Secret(CANARY))
+    first = capsys.readouterr().out
+    swapped = io.StringIO()
+    real = sys.stdout
+    sys.stdout = swapped
+    try:
+        log.info("second")
+    finally:
+        sys.stdout = real
+    assert json.loads(first)["event"] == "first" and CANARY not in first
+    assert json.loads(swapped.getvalue())["event"] == "second"
