@@ -294,8 +294,7 @@ SETTINGS: tuple[SettingDef, ...] = (
        fallback_env=("SCF_NAMESPACE",)),
     # The file itself
     _d("JOBWATCH_CONFIG_FILE", S, None,
-       "Optional TOML file of settings (keys are the lower-case names without `JOBWATCH_`); variables win.",
-       check=_check_file),
+       "Optional TOML file of settings (keys are the lower-case names without `JOBWATCH_`); variables win."),
 )
 
 BY_NAME: dict[str, SettingDef] = {s.name: s for s in SETTINGS}

@@ -193,7 +193,7 @@ def test_toml_problems_name_the_key_and_file(tmp_path):
     assert f"concurency: unknown key in {f} (did you mean concurrency?)" in problems
     assert f"JOBWATCH_VERIFY_TLS (verify_tls in {f})='perhaps': expected true or false" in problems
     missing = check_environment({"JOBWATCH_CONFIG_FILE": str(tmp_path / "nope.toml")})
-    assert any("no such file" in p and "JOBWATCH_CONFIG_FILE" in p for p in missing)
+    assert missing == [f"JOBWATCH_CONFIG_FILE={str(tmp_path / 'nope.toml')!r}: no such file"]
     (tmp_path / "broken.toml").write_text("concurrency = = 3\n")
     broken = check_environment({}, toml_path=str(tmp_path / "broken.toml"))
     assert len(broken) == 1 and "cannot read TOML" in broken[0]
