@@ -237,6 +237,7 @@ class StsRoleProvider:
         from tencentcloud.common.profile.client_profile import ClientProfile
         from tencentcloud.common.profile.http_profile import HttpProfile
 
+        _quiet_sdk_logger()
         base = self._base.get()
         cred = Credential(base.secret_id, base.secret_key.reveal(), base.token.reveal() if base.token else None)
         profile = ClientProfile(httpProfile=HttpProfile(protocol=self._scheme, endpoint=self._host,
@@ -266,6 +267,16 @@ class StsRoleProvider:
 
     def __repr__(self) -> str:
         return f"StsRoleProvider(role_arn={self._role_arn!r}, base={self._base!r})"
+
+
+def _quiet_sdk_logger() -> None:
+    """The SDK logs whole requests (our token header) and responses (the new TmpSecretKey) at DEBUG; keep its
+    logger at WARNING or above whatever the root level is."""
+    import logging
+
+    sdk = logging.getLogger("tencentcloud_sdk_common")
+    if sdk.getEffectiveLevel() < logging.WARNING:
+        sdk.setLevel(logging.WARNING)
 
 
 def _split_endpoint(endpoint: str | None) -> tuple[str, str]:

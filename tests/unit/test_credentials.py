@@ -254,3 +254,15 @@ def test_provider_from_settings(tmp_path, sts):
                                   role_duration=900, sts_endpoint=sts.url)
     assert role.get().secret_id == "tmp-id-1"
     assert sts.calls[0]["body"]["DurationSeconds"] == 900 and "scf-id" in sts.calls[0]["auth"]
+
+
+def test_sdk_debug_logging_does_not_leak_keys(sts, caplog):
+    """The SDK logs requests and responses at DEBUG (token header, TmpSecretKey); even with DEBUG on, nothing."""
+    import logging
+
+    logging.getLogger("tencentcloud_sdk_common").setLevel(logging.NOTSET)
+    with caplog.at_level(logging.DEBUG):
+        p = StsRoleProvider(StaticProvider("AKIDbase", KEY_CANARY, "base-token-123"), ROLE, endpoint=sts.url)
+        assert p.get().secret_key.reveal().startswith(TMP_KEY_CANARY)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert TMP_KEY_CANARY not in text and TOKEN_CANARY not in text and "base-token-123" not in text
