@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from email.message import Message
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import BadResponseError, ValidationError
@@ -260,6 +260,7 @@ class EmulatorServer:
         return base64.b64encode(raw.encode()).decode()
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        # Every record is logged *before* the answer leaves, so a test that got its answer sees the record.
         method = h.command
         split = urlsplit(h.path)
         path = unquote(split.path)
@@ -267,14 +268,23 @@ class EmulatorServer:
         bucket = _bucket(h.headers.get("Host", ""))
         m = _JOB_PATH_RE.match(path)
         job_id = m.group(1) if m else None
+
+        def log(status: int, fault: str | None = None) -> None:
+            self.request_log.append(RequestRecord(method, path, bucket, job_id, status, self.clock.now(), fault, rid))
+
         try:
             length = int(h.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
+        refusal = None
         if not 0 <= length <= MAX_BODY:
+            refusal = ApiError(400, "InvalidArgument", f"Content-Length must be 0 to {MAX_BODY}")
+        elif "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+            refusal = ApiError(411, "MissingContentLength", "send a Content-Length, not chunks")
+        if refusal is not None:
             h.close_connection = True
-            self._send_error(h, rid, ApiError(400, "InvalidArgument", f"Content-Length must be 0 to {MAX_BODY}"))
-            self._log(method, path, bucket, job_id, 400, None, rid)
+            log(refusal.status)
+            self._send_error(h, rid, refusal)
             return
         body = h.rfile.read(length) if length else b""
 
@@ -283,26 +293,30 @@ class EmulatorServer:
             self._stopping.wait(plan.delay)
         action = plan.action
         if action is not None and action.kind in ("reset", "hang"):
+            log(0, plan.label)
             if action.kind == "hang":
                 self._stopping.wait(action.max_hold)
             _reset(h)
-            self._log(method, path, bucket, job_id, 0, plan.label, rid)
             return
         if action is not None:  # status or qps
             msg = action.message or ("Please reduce your request rate." if action.error_code == "SlowDown"
                                      else f"emulated {action.status} {action.error_code}")
-            status = self._send_error(h, rid, ApiError(503 if action.kind == "qps" else action.status,
-                                                       action.error_code, msg))
-            self._log(method, path, bucket, job_id, status, plan.label, rid)
+            exc = ApiError(503 if action.kind == "qps" else action.status, action.error_code, msg)
+            log(exc.status, plan.label)
+            self._send_error(h, rid, exc)
             return
 
         try:
             status, payload, job_id = self._api(h, method, path, split.query, body, bucket, job_id, rid, plan)
         except ApiError as exc:
-            status = self._send_error(h, rid, exc, plan)
+            log(exc.status, plan.label)
+            self._send_error(h, rid, exc, plan)
+        except Exception as exc:  # an emulator bug: answer like the service would, and keep the type visible
+            log(500, plan.label)
+            self._send_error(h, rid, ApiError(500, "InternalError", f"emulator error: {type(exc).__name__}"))
         else:
+            log(status, plan.label)
             self._send(h, status, payload, rid, plan)
-        self._log(method, path, bucket, job_id, status, plan.label, rid)
 
     def _api(self, h: BaseHTTPRequestHandler, method: str, path: str, query: str, body: bytes,
              bucket: str | None, job_id: str | None, rid: str, plan: Plan) -> tuple[int, bytes, str | None]:
@@ -352,11 +366,10 @@ class EmulatorServer:
         raise ApiError(404, "NoSuchKey", f"no API at {path}")
 
     # -- answers ------------------------------------------------------------------------------------------
-    def _send_error(self, h: BaseHTTPRequestHandler, rid: str, exc: ApiError, plan: Plan | None = None) -> int:
+    def _send_error(self, h: BaseHTTPRequestHandler, rid: str, exc: ApiError, plan: Plan | None = None) -> None:
         with self._ids_lock:
             trace = base64.b64encode(f"trace_{self._ids.getrandbits(64):016x}_{rid[:8]}".encode()).decode()
         self._send(h, exc.status, render.error(exc.code, exc.message, rid, trace), rid, plan, trace=trace)
-        return exc.status
 
     def _send(self, h: BaseHTTPRequestHandler, status: int, payload: bytes, rid: str, plan: Plan | None,
               trace: str | None = None) -> None:
@@ -387,10 +400,6 @@ class EmulatorServer:
                 h.connection.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-
-    def _log(self, method: str, path: str, bucket: str | None, job_id: str | None, status: int,
-             fault: str | None, rid: str) -> None:
-        self.request_log.append(RequestRecord(method, path, bucket, job_id, status, self.clock.now(), fault, rid))
 
 
 class _Headers:
