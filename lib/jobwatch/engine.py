@@ -7,6 +7,7 @@ connection is never shared between threads and a slow store does not hold a requ
 
 from __future__ import annotations
 
+import contextvars
 import random
 import time
 import uuid
@@ -165,7 +166,8 @@ class Engine:
                 if self._out_of_time(deadline):
                     break
                 tj = queue.pop(0)
-                running[pool.submit(self._observe, tj)] = tj
+                # copy the context so the invocation's bound log fields reach the client's log lines
+                running[pool.submit(contextvars.copy_context().run, self._observe, tj)] = tj
             if not running:
                 break
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)

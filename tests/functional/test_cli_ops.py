@@ -84,3 +84,13 @@ def test_demo_finishes_with_every_job_final(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "4/4 jobs final" in proc.stdout
     assert "Submitted -> Running" in proc.stdout
+
+
+def test_poll_discovers_new_jobs_of_configured_buckets(env, emulator, monkeypatch, capsys):
+    monkeypatch.setenv("JOBWATCH_DISCOVERY", f"{TEST_REGION}/{TEST_BUCKET}")
+    ids = {emulator.create_job(TEST_BUCKET) for _ in range(3)}
+    assert main(["poll", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["discovered"] == 3 and s["polled"] == 3
+    assert main(["status", "--json"]) == 0
+    assert {r["job_id"] for r in json.loads(capsys.readouterr().out)} == ids
