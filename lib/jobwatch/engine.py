@@ -236,17 +236,25 @@ class Engine:
         return self.store.track(keys, self.clock(), tags)
 
     def discover(self, region: str, bucket: str, deadline: float | None = None,
-                 initial_lookback: timedelta = timedelta(hours=1),
                  progress: Callable[[int], None] | None = None) -> int:
-        """Track jobs created since the stored watermark (first run: the last ``initial_lookback``)."""
-        now = self.clock()
-        since = self.store.get_watermark(region, bucket) or (now - initial_lookback)
+        """Track jobs created since the stored watermark. The first run (no watermark yet) takes every job
+        still under way (Submitted, Running, Pause), whatever its age; later runs take every job created since,
+        whatever its state, so a job that starts and ends between two ticks still gets its notice. The
+        watermark is the service's own creation time of the newest job seen: no clock of ours is compared
+        with the service's."""
+        since = self.store.get_watermark(region, bucket)
+        filters: dict[str, Any] = {"order_by_time": "Asc"}
+        if since is None:
+            filters["states"] = ["Submitted", "Running", "Pause"]
+        else:
+            filters["start_creation_time"] = since
         newest = since
         batch: list[JobKey] = []
         found = 0
-        for job in self.client.list_jobs(bucket, region, start_creation_time=since, order_by_time="Asc"):
+        stopped = False
+        for job in self.client.list_jobs(bucket, region, **filters):
             batch.append(JobKey(region, bucket, job.job_id))
-            if job.created_at is not None and job.created_at > newest:
+            if job.created_at is not None and (newest is None or job.created_at > newest):
                 newest = job.created_at
             if len(batch) >= 100:
                 found += sum(self.store.track(batch, self.clock()))
@@ -254,11 +262,14 @@ class Engine:
                 if progress:
                     progress(found)
                 if self._out_of_time(deadline):
+                    stopped = True
                     break
         if batch:
             found += sum(self.store.track(batch, self.clock()))
-        # Inclusive filter: the next run sees the newest job again, and track() ignores it.
-        self.store.set_watermark(region, bucket, newest, self.clock())
+        # The filter is inclusive: the next run sees the newest job again, and track() ignores it. A first run
+        # cut short by the budget keeps no watermark, so the next one lists the active jobs again.
+        if newest is not None and not (stopped and since is None):
+            self.store.set_watermark(region, bucket, newest, self.clock())
         return found
 
 

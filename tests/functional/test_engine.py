@@ -134,12 +134,14 @@ def test_tick_by_keys_polls_exactly_those(emulator, emulator_clock, client, stor
     assert res.polled == 2 and sorted(r.job_id for r in emulator.request_log) == sorted(ids[:2])
 
 
-def test_discovery_tracks_new_jobs_once(emulator, emulator_clock, client, store):
+def test_discovery_first_takes_active_jobs_then_everything_new_once(emulator, emulator_clock, client, store):
     engine = _engine(store, client, emulator_clock)
-    first = [emulator.create_job(TEST_BUCKET) for _ in range(3)]
+    emulator.create_job(TEST_BUCKET, state="Success")  # finished before we started watching: not news
+    emulator_clock.advance(5)
+    active = [emulator.create_job(TEST_BUCKET, state=s) for s in ("Submitted", "Running", "Pause")]
     assert engine.discover(TEST_REGION, TEST_BUCKET) == 3
     emulator_clock.advance(60)
-    later = [emulator.create_job(TEST_BUCKET) for _ in range(2)]
-    assert engine.discover(TEST_REGION, TEST_BUCKET) == 2
+    later = [emulator.create_job(TEST_BUCKET), emulator.create_job(TEST_BUCKET, state="Failed")]
+    assert engine.discover(TEST_REGION, TEST_BUCKET) == 2  # created since: whatever their state
     assert engine.discover(TEST_REGION, TEST_BUCKET) == 0
-    assert {t.key.job_id for t in store.list_jobs()} == set(first + later)
+    assert {t.key.job_id for t in store.list_jobs()} == set(active + later)
