@@ -23,6 +23,7 @@ import requests
 import structlog
 from lxml import etree
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 
 from . import signing, xmlparse
 from .credentials import CredentialsProvider
@@ -140,7 +141,7 @@ class _Answer:
     request_id: str | None
 
 
-class _KeepHeaders(requests.auth.AuthBase):
+class _KeepHeaders(AuthBase):
     """A no-op auth: stops requests from replacing our Authorization header with ~/.netrc credentials."""
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
