@@ -118,6 +118,15 @@ def test_same_seed_same_story_other_seed_other_story():
     assert len(starts(story(7, jitter=0.0)[1])) == 1
 
 
+def test_job_ids_depend_on_seed_and_creation_order_only(emulator):
+    first = emulator.create_job(TEST_BUCKET)
+    for _ in range(3):
+        query(emulator, first)  # requests in between draw request IDs, not job IDs
+    second = emulator.create_job(TEST_BUCKET)
+    quiet = EmulatorServer(credentials={}, seed=1)
+    assert [quiet.create_job(TEST_BUCKET), quiet.create_job(TEST_BUCKET)] == [first, second]
+
+
 def test_system_clock_follows_freezegun():
     with freeze_time("2026-03-01 00:00:00") as frozen:
         srv = EmulatorServer(credentials={}, clock=SystemClock(),

@@ -123,6 +123,9 @@ class EmulatorServer:
         self.seed = seed
         self.lifecycle = lifecycle or Lifecycle()
         self.max_skew = max_skew
+        # Job IDs draw from their own stream, so they depend on the seed and creation order only, never on how
+        # many requests (each with a request ID) came in between.
+        self._job_ids = random.Random(f"jobs:{seed}")
         self._ids = random.Random(f"ids:{seed}")
         self._ids_lock = threading.Lock()
         self._counter = 0
@@ -250,7 +253,7 @@ class EmulatorServer:
     # -- request handling ---------------------------------------------------------------------------------
     def _new_job_id(self) -> str:
         with self._ids_lock:
-            return f"b{self._ids.getrandbits(128):032x}"
+            return f"b{self._job_ids.getrandbits(128):032x}"
 
     def _request_id(self) -> str:
         with self._ids_lock:
