@@ -26,7 +26,7 @@ DEFAULT_REGION = "ap-guangzhou"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8650, help="port (0 picks a free one; default 8650)")
+    parser.add_argument("--port", type=int, default=8787, help="port (0 picks a free one; default 8787)")
     parser.add_argument("--secret-id", help=f"SecretId to accept (default the demo value {DEMO_SECRET_ID})")
     parser.add_argument("--secret-key", help="SecretKey of --secret-id (default the demo value, printed)")
     parser.add_argument("--seed", type=int, default=0, help="seed of job fates, IDs and faults (default 0)")
@@ -66,7 +66,11 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
         return 2
     try:
         if args.preload:
-            srv.preload(args.bucket, args.preload)
+            try:
+                srv.preload(args.bucket, args.preload)
+            except ValueError as exc:
+                print(f"jobwatch emulator: {exc}", file=sys.stderr)
+                return 2
         print(f"CI batch-job emulator listening on {srv.url}", file=out)
         print(f"  Host header: {args.bucket}.ci.{DEFAULT_REGION}.myqcloud.com (any <bucket>.ci.<region>.myqcloud.com)",
               file=out)
