@@ -219,9 +219,10 @@ class App:
     def job_status(self, key: JobKey) -> TrackedJob | None:
         return self.store.get(key)
 
-    def purge(self, older_than_days: float | None = None) -> dict[str, int]:
+    def purge(self, older_than_days: float | None = None,
+              progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
         days = self.settings.retention_days if older_than_days is None else older_than_days
-        return self.store.purge(self.clock() - timedelta(days=days))
+        return self.store.purge(self.clock() - timedelta(days=days), progress=progress)
 
 
 __all__ = ["App", "RunSummary", "Job"]

@@ -211,6 +211,48 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
         app.close()
 
 
+class Progress:
+    """A one-line counter on a terminal (stderr), silent when stderr is not a terminal (pipes, CI, SCF)."""
+
+    def __init__(self, label: str, stream: Any = None) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.shown = False
+
+    def __call__(self, count: int) -> None:
+        if self.live:
+            self.stream.write(f"\r{self.label}: {count}")
+            self.stream.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from .models import validate_bucket, validate_region
+
+    app = _app()
+    try:
+        targets = [(validate_region(args.region), validate_bucket(args.bucket))] if args.bucket else \
+            list(app.settings.discovery or ())
+        if not targets:
+            raise ValidationError("bucket", None, "give --bucket and --region, or set JOBWATCH_DISCOVERY")
+        total = 0
+        for region, bucket in targets:
+            progress = Progress(f"{region}/{bucket} new jobs tracked")
+            found = app.engine.discover(region, bucket, app.deadline_from(args.budget), progress=progress)
+            progress.done()
+            print(f"{region}/{bucket}: {found} new job(s) tracked")
+            total += found
+        return 0
+    finally:
+        app.close()
+
+
 def _cmd_db_migrate(args: argparse.Namespace) -> int:
     app = _app()
     try:
@@ -223,7 +265,9 @@ def _cmd_db_migrate(args: argparse.Namespace) -> int:
 def _cmd_db_purge(args: argparse.Namespace) -> int:
     app = _app()
     try:
-        counts = app.purge(args.older_than_days)
+        progress = Progress("purged")
+        counts = app.purge(args.older_than_days, progress=lambda c: progress(sum(c.values())))
+        progress.done()
         print(", ".join(f"{k}: {v} deleted" for k, v in counts.items()))
         return 0
     finally:
@@ -315,6 +359,14 @@ def register_ops(subparsers: Any) -> None:
     p.add_argument("--no-deliver", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary the function returns")
     p.set_defaults(func=_cmd_poll)
+
+    p = subparsers.add_parser("discover", help="track the jobs of a bucket (new since the last run)",
+                              description="List the bucket's jobs (first run: those still under way; later runs: "
+                                          "every job created since) and track them. Progress on a terminal.")
+    p.add_argument("--bucket", default=None, help="default: every pair in $JOBWATCH_DISCOVERY")
+    p.add_argument("--region", default=None)
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS")
+    p.set_defaults(func=_cmd_discover)
 
     p = subparsers.add_parser("status", help="table of tracked jobs")
     p.add_argument("--active", action="store_true", help="only jobs still polled")

@@ -94,3 +94,31 @@ def test_poll_discovers_new_jobs_of_configured_buckets(env, emulator, monkeypatc
     assert s["discovered"] == 3 and s["polled"] == 3
     assert main(["status", "--json"]) == 0
     assert {r["job_id"] for r in json.loads(capsys.readouterr().out)} == ids
+
+
+def test_discover_command_tracks_and_reports(env, emulator, capsys):
+    ids = {emulator.create_job(TEST_BUCKET, state="Running") for _ in range(2)}
+    assert main(["discover", "--bucket", TEST_BUCKET, "--region", TEST_REGION]) == 0
+    assert "2 new job(s) tracked" in capsys.readouterr().out
+    assert main(["discover", "--bucket", TEST_BUCKET, "--region", TEST_REGION]) == 0
+    assert "0 new job(s) tracked" in capsys.readouterr().out
+    assert main(["discover"]) == 2  # nothing configured, nothing given
+    assert "JOBWATCH_DISCOVERY" in capsys.readouterr().err
+
+
+def test_progress_shows_only_on_a_terminal():
+    import io
+
+    from jobwatch.cli_ops import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        p = Progress("tracked", stream)
+        p(100)
+        p(200)
+        p.done()
+    assert tty.getvalue() == "\rtracked: 100\rtracked: 200\n" and pipe.getvalue() == ""

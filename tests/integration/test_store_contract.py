@@ -186,3 +186,16 @@ def test_mysql_unreachable_is_store_unavailable():
     with pytest.raises(StoreUnavailable) as ei:
         open_store("mysql://root:s3cretpw@127.0.0.1:1/none")
     assert "s3cretpw" not in str(ei.value)
+
+
+def test_purge_in_batches_reports_progress(store):
+    keys = [JobKey("ap-guangzhou", "examplebucket-1250000000", f"p{i}") for i in range(7)]
+    store.track(keys, T0)
+    for tj in store.claim_due("a", T0, 60, 100):
+        after = tj.evolve(state="Cancel", active=False, last_change=T0, transitions=1)
+        store.record_polls("a", [PollRecord(tj, after, [Transition(tj.key, 1, None, "Cancel", T0)], [])])
+    seen = []
+    counts = store.purge(T0 + timedelta(days=1), batch=3, progress=seen.append)
+    assert counts == {"jobs": 7, "history": 7, "outbox": 0}
+    assert [c["jobs"] for c in seen] == [3, 6, 7]
+    assert store.list_jobs() == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..models import Job, JobKey, Notice
 
@@ -188,6 +188,7 @@ class Store(abc.ABC):
     def set_watermark(self, region: str, bucket: str, created_after: datetime, now: datetime) -> None: ...
 
     @abc.abstractmethod
-    def purge(self, before: datetime) -> dict[str, int]:
+    def purge(self, before: datetime, *, batch: int = 1000,
+              progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
         """Delete inactive jobs whose last change is older than ``before`` (with their history) and finished
         notices created before it. Returns counts per table."""

@@ -10,7 +10,7 @@ import json
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import StoreError
 from ..models import Job, JobKey, Notice, NoticeKind
@@ -400,20 +400,43 @@ class SqlStore(Store):
                 self._exec(cur, self._insert_ignore("jw_watermarks", "region, bucket, created_after, updated_at", 4),
                            (region, bucket, ts(created_after), ts(now)))
 
-    def purge(self, before: datetime) -> dict[str, int]:
+    def purge(self, before: datetime, *, batch: int = 1000,
+              progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
+        """In batches of ``batch`` jobs, each its own short transaction, so a large purge neither holds locks
+        for long nor loses its work if interrupted; ``progress`` gets the running counts after each batch."""
         t = ts(before)
-        with self._tx() as cur:
-            self._exec(cur, "DELETE FROM jw_history WHERE EXISTS (SELECT 1 FROM jw_jobs j WHERE j.region="
-                       "jw_history.region AND j.bucket=jw_history.bucket AND j.job_id=jw_history.job_id AND "
-                       "j.active=0 AND COALESCE(j.last_change, j.first_seen)<?)", (t,))
-            history = cur.rowcount
-            self._exec(cur, "DELETE FROM jw_jobs WHERE active=0 AND COALESCE(last_change, first_seen)<?", (t,))
-            jobs = cur.rowcount
-            self._exec(cur, "DELETE FROM jw_deliveries WHERE notice_id IN (SELECT id FROM (SELECT id FROM jw_outbox "
-                       "WHERE status IN ('done', 'dead') AND created_at<?) AS old)", (t,))
-            self._exec(cur, "DELETE FROM jw_outbox WHERE status IN ('done', 'dead') AND created_at<?", (t,))
-            outbox = cur.rowcount
-        return {"jobs": jobs, "history": history, "outbox": outbox}
+        counts = {"jobs": 0, "history": 0, "outbox": 0}
+        while True:
+            with self._tx() as cur:
+                self._exec(cur, "SELECT region, bucket, job_id FROM jw_jobs WHERE active=0 AND "
+                           f"COALESCE(last_change, first_seen)<? LIMIT {int(batch)}", (t,))
+                keys = cur.fetchall()
+                for region, bucket, job_id in keys:
+                    self._exec(cur, "DELETE FROM jw_history WHERE region=? AND bucket=? AND job_id=?",
+                               (region, bucket, job_id))
+                    counts["history"] += max(cur.rowcount, 0)
+                    self._exec(cur, "DELETE FROM jw_jobs WHERE region=? AND bucket=? AND job_id=? AND active=0",
+                               (region, bucket, job_id))
+                    counts["jobs"] += max(cur.rowcount, 0)
+            if progress and keys:
+                progress(dict(counts))
+            if len(keys) < batch:
+                break
+        while True:
+            with self._tx() as cur:
+                self._exec(cur, "SELECT id FROM jw_outbox WHERE status IN ('done', 'dead') AND created_at<? "
+                           f"LIMIT {int(batch)}", (t,))
+                ids = [int(r[0]) for r in cur.fetchall()]
+                if ids:
+                    marks = ",".join("?" * len(ids))
+                    self._exec(cur, f"DELETE FROM jw_deliveries WHERE notice_id IN ({marks})", ids)
+                    self._exec(cur, f"DELETE FROM jw_outbox WHERE id IN ({marks})", ids)
+                    counts["outbox"] += max(cur.rowcount, 0)
+            if progress and ids:
+                progress(dict(counts))
+            if len(ids) < batch:
+                break
+        return counts
 
 
 FINAL_STATES = frozenset({"Success", "Failed", "Cancel", "Vanished"})
