@@ -1,7 +1,7 @@
 """The ``jobwatch`` command: one argparse tree, one ``register_<group>(subparsers)`` function per command group.
 
 Groups live next to the code they drive (``config.register_config``, ``register_job`` here) and are listed in
-:data:`GROUPS`; a group whose module cannot be imported is left out instead of breaking ``jobwatch --help``.
+:data:`GROUPS`; a broken group fails loudly rather than silently vanishing from ``jobwatch --help``.
 Each sub-command sets ``func(args) -> int``. Exit codes: 0 done, 1 a transport or unexpected failure, 2 bad
 input or an error answered by the service (its code and request ID are printed), 3 the job does not exist.
 """
@@ -39,10 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module, func in GROUPS:
-        try:
-            register: Callable[[Any], Any] = getattr(importlib.import_module(module), func)
-        except (ImportError, AttributeError):
-            continue  # a group still being written must not break the others
+        register: Callable[[Any], Any] = getattr(importlib.import_module(module), func)
         register(subparsers)
     return parser
 
