@@ -283,6 +283,14 @@ class SqlStore(Store):
             n += max(cur.rowcount, 0)
         return n
 
+    def list_due(self, now: datetime, limit: int) -> list[JobKey]:
+        """Keys of due, unleased jobs, earliest first, without claiming them (fan-out hands them to shards)."""
+        t = ts(now)
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT region, bucket, job_id FROM jw_jobs WHERE active=1 AND next_poll_at<=? AND "
+                       f"(lease_owner IS NULL OR lease_expires<=?) ORDER BY next_poll_at LIMIT {int(limit)}", (t, t))
+            return [JobKey(r, b, j) for r, b, j in cur.fetchall()]
+
     def count_due(self, now: datetime) -> int:
         t = ts(now)
         with self._tx(write=False) as cur:
