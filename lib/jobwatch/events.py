@@ -1,0 +1,551 @@
+"""SCF event recognition: each trigger's raw dict becomes one typed, read-only command.
+
+Pure: no store, no network, no clock, so every shape is unit-tested without the handler. What cannot be
+understood becomes an :class:`EventError` (a whole event) or a :class:`Rejected` item (one record of a batch)
+whose reason names the field and the value and says what was expected; a batch is never refused as a whole
+because of one record, since SCF retries a CKafka batch whole when the function raises.
+
+Shapes (see ``events/`` and the README): Timer, CKafka ``Records[].Ckafka``, legacy CMQ ``Records[].CMQ``,
+TDMQ through EventBridge (``data.msgBody``), API Gateway integration requests, and direct invocations
+(``{"action": ...}``). A message body either names jobs to watch or is one of CI's own job callbacks
+(``<Response><JobsDetail>`` XML, or the same as JSON).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hmac
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence, Union
+
+from .errors import PermanentError, ValidationError
+from .models import JobKey, validate_bucket, validate_region
+
+MAX_BODY_BYTES = 256 * 1024  # a queue message or HTTP body; CI callbacks are a few KB
+MAX_JOBS_PER_MESSAGE = 1000
+MAX_TAGS = 20
+DIRECT_ACTIONS = ("poll", "track", "untrack", "status", "discover", "deliver", "purge")
+_TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class EventError(PermanentError):
+    """The event (or one record of it) is not of a shape this function accepts. The message names the field,
+    the value and what was expected; it is returned to the caller, never raised out of the handler."""
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(reason)
+
+
+class Source(str, enum.Enum):
+    TIMER = "timer"
+    CKAFKA = "ckafka"
+    CMQ = "cmq"
+    TDMQ = "tdmq"
+    APIGW = "apigw"
+    DIRECT = "direct"
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Bucket and region used when a message or request names none (``JOBWATCH_DEFAULT_*``)."""
+
+    region: str | None = None
+    bucket: str | None = None
+
+
+# --- commands -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TickOptions:
+    """Options a timer's ``Message`` (its trigger argument) may set, as a JSON object."""
+
+    discover: bool = True
+    deliver: bool = True
+    fanout: bool = True
+
+
+@dataclass(frozen=True)
+class TimerEvent:
+    trigger_name: str | None
+    time: str | None
+    options: TickOptions
+    problems: tuple[str, ...] = ()  # a bad Message: the tick still runs with defaults, and says why
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A message naming jobs to register and poll at once."""
+
+    keys: tuple[JobKey, ...]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Callback:
+    """CI's own notice that a job ended. Only a hint: the job is queried before anything is recorded."""
+
+    key: JobKey
+    state: str | None = None
+    event_name: str | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    index: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "reason": self.reason}
+
+
+Item = Union[Watch, Callback, Rejected]
+
+
+@dataclass(frozen=True)
+class MessageBatch:
+    """Queue records (CKafka, CMQ) or one TDMQ message, each parsed on its own."""
+
+    source: Source
+    items: tuple[Item, ...]
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """An API Gateway integration request. Header names are lower-cased; the body is raw bytes."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    path_params: Mapping[str, str] = field(default_factory=dict)
+    request_id: str | None = None
+
+    def __repr__(self) -> str:  # headers may carry the API key
+        return f"HttpRequest({self.method} {self.path}, {len(self.body)} bytes)"
+
+
+@dataclass(frozen=True)
+class DirectCommand:
+    """``{"action": ..., ...}`` from scripts, ``scf invoke`` and fan-out shards."""
+
+    action: str
+    keys: tuple[JobKey, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    poll: bool = True
+    options: TickOptions = field(default_factory=TickOptions)
+    targets: tuple[tuple[str, str], ...] = ()  # discover: (region, bucket) pairs
+    older_than_days: float | None = None  # purge
+
+
+Event = Union[TimerEvent, MessageBatch, HttpRequest, DirectCommand]
+
+EXPECTED = ('a Timer event {"Type": "Timer", ...}, a CKafka or CMQ batch {"Records": [...]}, a TDMQ message '
+            'through EventBridge {"type": "connector:tdmq", "data": {"msgBody": ...}}, an API Gateway request '
+            '{"requestContext": ..., "httpMethod": ..., "path": ...}, or a direct invocation {"action": one of '
+            + ", ".join(DIRECT_ACTIONS) + "}")
+
+
+# --- recognition --------------------------------------------------------------------------------------------
+
+def parse_event(event: Any, defaults: Defaults = Defaults()) -> Event:
+    """Recognise an SCF event. Raises :class:`EventError` naming what was expected when it is none of them."""
+    if not isinstance(event, dict):
+        raise EventError(f"event is {type(event).__name__}, expected a JSON object: {EXPECTED}", field="event")
+    if event.get("Type") == "Timer":
+        return parse_timer(event)
+    if "Records" in event:
+        return parse_records(event, defaults)
+    if "requestContext" in event and ("httpMethod" in event or "path" in event):
+        return parse_http(event)
+    if "action" in event:
+        return parse_direct(event, defaults)
+    data = event.get("data")
+    if isinstance(data, dict) and "msgBody" in data:
+        item = parse_message_body(data.get("msgBody"), defaults, index=0)
+        return MessageBatch(Source.TDMQ, (item,))
+    keys = ", ".join(sorted(str(k) for k in event)[:10]) or "none"
+    raise EventError(f"unrecognised event (top-level keys: {keys}); expected {EXPECTED}", field="event")
+
+
+def parse_timer(event: Mapping[str, Any]) -> TimerEvent:
+    message = event.get("Message")
+    options, problems = TickOptions(), []
+    if isinstance(message, str) and message.strip():
+        try:
+            obj = json.loads(message)
+        except ValueError:
+            obj = None
+            problems.append(f"Message {_short(message)!r} is not JSON: expected an object of options "
+                            '{"discover": bool, "deliver": bool, "fanout": bool}, or empty; ticking with defaults')
+        if obj is not None:
+            try:
+                options = _tick_options(obj, "Message")
+            except EventError as exc:
+                problems.append(exc.reason + "; ticking with defaults")
+    elif message not in (None, "") and not isinstance(message, str):
+        problems.append(f"Message is {type(message).__name__}, expected a string; ticking with defaults")
+    return TimerEvent(_opt_str(event.get("TriggerName")), _opt_str(event.get("Time")), options, tuple(problems))
+
+
+def _tick_options(obj: Any, where: str) -> TickOptions:
+    if not isinstance(obj, dict):
+        raise EventError(f"{where} is {type(obj).__name__}, expected an object of options", field=where)
+    known = {"discover", "deliver", "fanout"}
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise EventError(f"{where}: unknown option(s) {unknown}, expected {sorted(known)}", field=where)
+    values = {}
+    for k, v in obj.items():
+        if not isinstance(v, bool):
+            raise EventError(f"{where}.{k} = {v!r}: expected true or false", field=f"{where}.{k}")
+        values[k] = v
+    return TickOptions(**values)
+
+
+def parse_records(event: Mapping[str, Any], defaults: Defaults) -> MessageBatch:
+    records = event.get("Records")
+    if not isinstance(records, list):
+        raise EventError(f"Records is {type(records).__name__}, expected a list of CKafka or CMQ records",
+                         field="Records")
+    items: list[Item] = []
+    kinds: set[Source] = set()
+    for i, rec in enumerate(records):
+        body: Any
+        if isinstance(rec, dict) and isinstance(rec.get("Ckafka"), dict):
+            kinds.add(Source.CKAFKA)
+            body = rec["Ckafka"].get("msgBody")
+        elif isinstance(rec, dict) and isinstance(rec.get("CMQ"), dict):
+            kinds.add(Source.CMQ)
+            body = rec["CMQ"].get("msgBody")
+        else:
+            shown = sorted(rec)[:5] if isinstance(rec, dict) else type(rec).__name__
+            items.append(Rejected(i, f"record {i} ({shown}): expected {{\"Ckafka\": {{\"msgBody\": ...}}}} or "
+                                     f"{{\"CMQ\": {{\"msgBody\": ...}}}}"))
+            continue
+        items.append(parse_message_body(body, defaults, index=i))
+    source = Source.CMQ if kinds == {Source.CMQ} else Source.CKAFKA
+    return MessageBatch(source, tuple(items))
+
+
+def parse_message_body(body: Any, defaults: Defaults, *, index: int = 0) -> Item:
+    """One record's body: a watch request or a CI callback. Never raises: a bad body becomes ``Rejected``."""
+    try:
+        if isinstance(body, (bytes, bytearray)):
+            body = bytes(body).decode("utf-8")
+        if isinstance(body, dict):
+            obj: Any = body
+        elif isinstance(body, str):
+            if len(body.encode("utf-8")) > MAX_BODY_BYTES:
+                raise EventError(f"msgBody of {len(body)} characters exceeds {MAX_BODY_BYTES} bytes")
+            text = body.strip()
+            if not text:
+                raise EventError("msgBody is empty: expected a JSON object naming jobs, or a CI job callback")
+            if text.startswith("<"):
+                return parse_callback(text.encode("utf-8"), Defaults(), defaults)
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                raise EventError(f"msgBody {_short(text)!r} is neither JSON nor XML: expected "
+                                 '{"bucket": ..., "region": ..., "job_ids": [...]} or a CI job callback') from None
+        else:
+            raise EventError(f"msgBody is {type(body).__name__}, expected a string")
+        if isinstance(obj, dict) and _callback_detail(obj) is not None:
+            return parse_callback_json(obj, Defaults(), defaults)
+        return parse_watch(obj, defaults)
+    except (EventError, ValidationError) as exc:
+        return Rejected(index, _reason(exc))
+    except UnicodeDecodeError:
+        return Rejected(index, "msgBody is not UTF-8 text")
+
+
+def parse_watch(obj: Any, defaults: Defaults, *, where: str = "body") -> Watch:
+    """``{"bucket": ..., "region": ..., "job_ids": [...]}`` or ``"job_id"``; optional ``"tags"``."""
+    if not isinstance(obj, dict):
+        raise EventError(f"{where} is {type(obj).__name__}, expected an object "
+                         '{"bucket": ..., "region": ..., "job_ids": [...]}', field=where)
+    region, bucket = _place(obj, defaults, where)
+    ids = _job_ids(obj, where)
+    tags = parse_tags(obj.get("tags"), f"{where}.tags")
+    keys = tuple(dict.fromkeys(JobKey(region, bucket, j) for j in ids))
+    return Watch(keys, tags)
+
+
+def _place(obj: Mapping[str, Any], defaults: Defaults, where: str) -> tuple[str, str]:
+    bucket = obj.get("bucket", defaults.bucket)
+    region = obj.get("region", defaults.region)
+    if bucket is None:
+        raise EventError(f"{where}: no bucket (and JOBWATCH_DEFAULT_BUCKET is unset): expected \"bucket\": "
+                         "\"<name>-<APPID>\"", field="bucket")
+    if region is None:
+        raise EventError(f"{where}: no region (and JOBWATCH_DEFAULT_REGION is unset): expected \"region\": "
+                         "\"ap-guangzhou\" or similar", field="region")
+    return validate_region(region), validate_bucket(bucket)
+
+
+def _job_ids(obj: Mapping[str, Any], where: str) -> list[str]:
+    if "job_ids" in obj:
+        ids = obj["job_ids"]
+        if not isinstance(ids, list) or not ids:
+            raise EventError(f"{where}.job_ids = {_short(ids)!r}: expected a non-empty list of job IDs",
+                             field="job_ids")
+        if len(ids) > MAX_JOBS_PER_MESSAGE:
+            raise EventError(f"{where}.job_ids has {len(ids)} IDs, at most {MAX_JOBS_PER_MESSAGE} per message",
+                             field="job_ids")
+        return list(ids)
+    if "job_id" in obj:
+        return [obj["job_id"]]
+    shown = sorted(obj)[:8]
+    raise EventError(f"{where} (keys {shown}) names no job: expected \"job_ids\": [...] or \"job_id\": \"...\"",
+                     field="job_ids")
+
+
+def parse_tags(raw: Any, where: str = "tags") -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise EventError(f"{where} is {type(raw).__name__}, expected an object of string values", field=where)
+    if len(raw) > MAX_TAGS:
+        raise EventError(f"{where} has {len(raw)} entries, at most {MAX_TAGS}", field=where)
+    out: dict[str, str] = {}
+    for k, v in raw.items():
+        if not _TAG_KEY_RE.match(str(k)):
+            raise EventError(f"{where} key {_short(k)!r}: expected 1-64 of [A-Za-z0-9_.:-]", field=where)
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool) or len(str(v)) > 256:
+            raise EventError(f"{where}.{k} = {_short(v)!r}: expected a string of at most 256 characters",
+                             field=where)
+        out[str(k)] = str(v)
+    return out
+
+
+# --- CI job callbacks ---------------------------------------------------------------------------------------
+
+def _ci_get(obj: Mapping[str, Any], name: str) -> Any:
+    """A field by name, ignoring case (the JSON form's casing is not documented)."""
+    if name in obj:
+        return obj[name]
+    low = name.lower()
+    for k, v in obj.items():
+        if isinstance(k, str) and k.lower() == low:
+            return v
+    return None
+
+
+def _callback_detail(obj: Mapping[str, Any]) -> Any:
+    inner = _ci_get(obj, "Response")
+    if isinstance(inner, dict):
+        obj = inner
+    return _ci_get(obj, "JobsDetail")
+
+
+def parse_callback(body: bytes, explicit: Defaults, fallback: Defaults) -> Callback:
+    """A CI callback body, XML (``<Response><EventName/><JobsDetail>...``) or JSON of the same fields.
+
+    The job's bucket and region come, in order, from ``explicit`` (the request's query), the callback's
+    ``Input/BucketId`` and ``Input/Region``, then ``fallback`` (the settings)."""
+    text = body.lstrip()
+    if text.startswith(b"<"):
+        from . import xmlparse  # lazy: lxml is not needed by most invocations
+        from .errors import BadResponseError
+
+        try:
+            root = xmlparse.parse_document(body)
+        except BadResponseError as exc:
+            raise EventError(f"callback XML unreadable: {exc.reason}", field="body") from None
+        detail_el = root if root.tag == "JobsDetail" else root.find("JobsDetail")
+        if detail_el is None:
+            raise EventError(f"callback XML <{root.tag}> has no <JobsDetail>: expected "
+                             "<Response><JobsDetail><JobId>...</JobId><State>...</State>", field="JobsDetail")
+        detail = xmlparse.element_to_value(detail_el)
+        event_name = root.findtext("EventName")
+        return _callback_from_detail(detail, event_name, explicit, fallback)
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise EventError("callback body is neither XML nor JSON: expected CI's <Response><JobsDetail> or "
+                         '{"JobsDetail": {...}}', field="body") from None
+    if not isinstance(obj, dict):
+        raise EventError(f"callback JSON is {type(obj).__name__}, expected an object with JobsDetail", field="body")
+    return parse_callback_json(obj, explicit, fallback)
+
+
+def parse_callback_json(obj: Mapping[str, Any], explicit: Defaults, fallback: Defaults) -> Callback:
+    inner = _ci_get(obj, "Response")
+    root = inner if isinstance(inner, dict) else obj
+    detail = _ci_get(root, "JobsDetail")
+    if detail is None:
+        raise EventError(f"callback JSON (keys {sorted(root)[:8]}) has no JobsDetail", field="JobsDetail")
+    return _callback_from_detail(detail, _opt_str(_ci_get(root, "EventName")), explicit, fallback)
+
+
+def _callback_from_detail(detail: Any, event_name: str | None, explicit: Defaults, fallback: Defaults) -> Callback:
+    if isinstance(detail, list):  # one callback names one job; take the first, as CI sends
+        detail = detail[0] if detail else None
+    if not isinstance(detail, dict):
+        raise EventError("callback JobsDetail is empty: expected JobId and State", field="JobsDetail")
+    job_id = _ci_get(detail, "JobId")
+    if not job_id:
+        raise EventError("callback JobsDetail has no JobId", field="JobId")
+    inp = _ci_get(detail, "Input")
+    inp = inp if isinstance(inp, dict) else {}
+    bucket = explicit.bucket or _opt_str(_ci_get(inp, "BucketId")) or fallback.bucket
+    region = explicit.region or _opt_str(_ci_get(inp, "Region")) or fallback.region
+    if bucket is None or region is None:
+        missing = "bucket" if bucket is None else "region"
+        raise EventError(f"callback for job {_short(job_id)!r} names no {missing} (no Input/BucketId or "
+                         f"Input/Region, no ?{missing}= and JOBWATCH_DEFAULT_{missing.upper()} unset)", field=missing)
+    return Callback(JobKey(validate_region(region), validate_bucket(bucket), str(job_id)),
+                    _opt_str(_ci_get(detail, "State")), event_name, _opt_str(_ci_get(detail, "Code")))
+
+
+# --- API Gateway ----------------------------------------------------------------------------------------------
+
+def parse_http(event: Mapping[str, Any]) -> HttpRequest:
+    ctx = event.get("requestContext") if isinstance(event.get("requestContext"), dict) else {}
+    method = str(event.get("httpMethod") or ctx.get("httpMethod") or "").upper()
+    path = str(event.get("path") or "")
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()} \
+        if isinstance(event.get("headers"), dict) else {}
+    query_raw = event.get("queryString") or event.get("queryStringParameters") or {}
+    query = {str(k): (v[0] if isinstance(v, list) and v else str(v)) for k, v in query_raw.items()} \
+        if isinstance(query_raw, dict) else {}
+    body_raw = event.get("body")
+    if body_raw is None:
+        body = b""
+    elif isinstance(body_raw, str):
+        if event.get("isBase64Encoded") is True:
+            try:
+                body = base64.b64decode(body_raw, validate=True)
+            except (binascii.Error, ValueError):
+                raise EventError("isBase64Encoded is true but body is not base64", field="body") from None
+        else:
+            body = body_raw.encode("utf-8")
+    elif isinstance(body_raw, dict):
+        body = json.dumps(body_raw).encode("utf-8")
+    else:
+        raise EventError(f"body is {type(body_raw).__name__}, expected a string", field="body")
+    if len(body) > MAX_BODY_BYTES:
+        raise EventError(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}", field="body")
+    params = event.get("pathParameters") if isinstance(event.get("pathParameters"), dict) else {}
+    return HttpRequest(method, path, headers, query, body, {str(k): str(v) for k, v in params.items()},
+                       _opt_str(ctx.get("requestId")))
+
+
+class Route(str, enum.Enum):
+    REGISTER = "register"  # POST /jobs
+    READ = "read"  # GET /jobs/{jobId}
+    CALLBACK = "callback"  # POST /callback
+    NOT_FOUND = "not_found"
+    BAD_METHOD = "bad_method"
+
+
+ROUTES_TEXT = "POST /jobs, GET /jobs/{jobId}, POST /callback"
+_JOB_PATH_RE = re.compile(r"(?:^|/)jobs/([^/]+)/?$")
+
+
+def route(req: HttpRequest) -> tuple[Route, str | None]:
+    """The route and, for reads, the job ID. Paths are matched on their end, so a stage or service prefix
+    in front (``/release/jobs``) does not matter."""
+    path = req.path.rstrip("/") or "/"
+    m = _JOB_PATH_RE.search(path)
+    if m:
+        job_id = req.path_params.get("jobId") or m.group(1)
+        return (Route.READ, job_id) if req.method == "GET" else (Route.BAD_METHOD, None)
+    if path.endswith("/jobs") or path == "jobs":
+        return (Route.REGISTER, None) if req.method == "POST" else (Route.BAD_METHOD, None)
+    if path.endswith("/callback"):
+        return (Route.CALLBACK, None) if req.method == "POST" else (Route.BAD_METHOD, None)
+    return Route.NOT_FOUND, None
+
+
+def api_key_matches(headers: Mapping[str, str], expected: str) -> bool:
+    """Constant-time comparison of ``x-api-key`` (names are already lower-cased)."""
+    given = headers.get("x-api-key")
+    if given is None or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+# --- direct invocation ----------------------------------------------------------------------------------------
+
+def parse_direct(event: Mapping[str, Any], defaults: Defaults) -> DirectCommand:
+    action = event.get("action")
+    if action not in DIRECT_ACTIONS:
+        raise EventError(f"action {_short(action)!r}: expected one of {', '.join(DIRECT_ACTIONS)}", field="action")
+    keys = _direct_keys(event, defaults)
+    if action in ("track", "untrack") and not keys:
+        raise EventError(f"action {action!r} names no job: expected \"keys\": [\"region/bucket/job_id\", ...] or "
+                         '"job_ids"/"job_id" (with "bucket" and "region", or their defaults)', field="keys")
+    poll = event.get("poll", True)
+    if not isinstance(poll, bool):
+        raise EventError(f"poll = {poll!r}: expected true or false", field="poll")
+    opts = {k: event[k] for k in ("discover", "deliver", "fanout") if k in event}
+    options = _tick_options(opts, "event") if opts else TickOptions()
+    targets: tuple[tuple[str, str], ...] = ()
+    if "targets" in event:
+        raw = event["targets"]
+        if not isinstance(raw, list):
+            raise EventError(f"targets = {_short(raw)!r}: expected a list of \"region/bucket\"", field="targets")
+        parsed = []
+        for t in raw:
+            region, sep, bucket = str(t).partition("/")
+            if not sep:
+                raise EventError(f"targets item {_short(t)!r}: expected \"region/bucket\"", field="targets")
+            parsed.append((validate_region(region), validate_bucket(bucket)))
+        targets = tuple(parsed)
+    days = event.get("older_than_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0):
+        raise EventError(f"older_than_days = {days!r}: expected a positive number", field="older_than_days")
+    return DirectCommand(action, keys, parse_tags(event.get("tags")), poll, options, targets,
+                         float(days) if days is not None else None)
+
+
+def _direct_keys(event: Mapping[str, Any], defaults: Defaults) -> tuple[JobKey, ...]:
+    out: list[JobKey] = []
+    raw = event.get("keys")
+    if raw is not None:
+        if not isinstance(raw, list):
+            raise EventError(f"keys = {_short(raw)!r}: expected a list of \"region/bucket/job_id\"", field="keys")
+        out.extend(JobKey.parse(k) for k in raw)
+    if "job_ids" in event or "job_id" in event:
+        out.extend(parse_watch(dict(event), defaults, where="event").keys)
+    return tuple(dict.fromkeys(out))
+
+
+def encode_shard(keys: Sequence[JobKey]) -> str:
+    """The ``ClientContext`` of a fan-out invocation: a direct poll of exactly these keys."""
+    return json.dumps({"action": "poll", "keys": [str(k) for k in keys]}, separators=(",", ":"))
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+def _opt_str(v: Any) -> str | None:
+    return str(v) if v not in (None, "") else None
+
+
+def _short(v: Any, n: int = 80) -> Any:
+    if isinstance(v, str) and len(v) > n:
+        return v[:n] + "..."
+    if isinstance(v, (list, dict)):
+        s = json.dumps(v, default=str)
+        return s if len(s) <= n else s[:n] + "..."
+    return v
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, EventError) else str(exc)
+
+
+__all__ = [
+    "EventError", "Source", "Defaults", "TickOptions", "TimerEvent", "Watch", "Callback", "Rejected",
+    "MessageBatch", "HttpRequest", "DirectCommand", "Route", "parse_event", "parse_timer", "parse_records",
+    "parse_message_body", "parse_watch", "parse_tags", "parse_callback", "parse_callback_json", "parse_http",
+    "parse_direct", "route", "api_key_matches", "encode_shard", "DIRECT_ACTIONS", "EXPECTED",
+]

@@ -1,0 +1,149 @@
+"""Fan-out on SCF itself: a timer invocation that could not poll every due job hands the rest, in shards of
+job keys, to asynchronous invocations of this same function (``Invoke`` with ``InvocationType=Event``).
+
+Parallel instances then share the work through the shared store: each shard is a direct ``poll`` of its keys,
+and the store's leases keep two instances from polling one job at once. A failed ``Invoke`` is reported and the
+remaining shards are dropped: the jobs stay due, so the next tick takes them. The Tencent Cloud SDK is imported
+only here, and only when a shard is actually sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
+
+import structlog
+
+from .events import encode_shard
+from .models import JobKey
+
+log = structlog.get_logger("jobwatch.fanout")
+
+MAX_CLIENT_CONTEXT = 120 * 1024  # SCF accepts 128 KB for an asynchronous event; keep a margin
+
+
+@dataclass
+class FanoutResult:
+    shards: int = 0  # invocations accepted by SCF
+    keys: int = 0  # job keys in those shards
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"shards": self.shards, "keys": self.keys, "errors": self.errors}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which function to invoke, and where."""
+
+    function_name: str
+    namespace: str
+    region: str
+    qualifier: str | None = None
+    endpoint: str | None = None  # http(s)://host[:port] override (tests); None = scf.tencentcloudapi.com
+
+    @classmethod
+    def resolve(cls, settings: Any, context: Mapping[str, Any],
+                environ: Mapping[str, str] | None = None) -> "Target":
+        """From settings first, then the invocation context, then SCF's variables. Raises ``ValueError``
+        naming what is missing."""
+        env = os.environ if environ is None else environ
+        name = settings.function_name or context.get("function_name")
+        if not name:
+            raise ValueError("fan-out needs the function's name: set JOBWATCH_FUNCTION_NAME")
+        region = (context.get("tencentcloud_region") or env.get("TENCENTCLOUD_REGION") or settings.default_region)
+        if not region:
+            raise ValueError("fan-out needs the function's region: set JOBWATCH_DEFAULT_REGION")
+        namespace = settings.function_namespace or context.get("namespace") or "default"
+        version = context.get("function_version")
+        qualifier = str(version) if version not in (None, "") else None
+        return cls(str(name), str(namespace), str(region), qualifier, settings.scf_endpoint)
+
+
+def shard(keys: Sequence[JobKey], size: int, max_shards: int) -> list[list[JobKey]]:
+    """Split ``keys`` into at most ``max_shards`` shards of at most ``size`` keys, each small enough to be an
+    asynchronous event (a shard too large in bytes is split further)."""
+    out: list[list[JobKey]] = []
+    for i in range(0, len(keys), max(1, size)):
+        chunk = list(keys[i:i + size])
+        while chunk:
+            n = len(chunk)
+            while n > 1 and len(encode_shard(chunk[:n])) > MAX_CLIENT_CONTEXT:
+                n //= 2
+            out.append(chunk[:n])
+            chunk = chunk[n:]
+    return out[:max_shards]
+
+
+def due_keys(store: Any, now: datetime, limit: int) -> list[JobKey]:
+    """Due, unleased job keys, earliest first, without claiming them (the shards claim)."""
+    lister = getattr(store, "list_due", None)
+    if lister is not None:
+        return list(lister(now, limit))
+    # Stores without the query: filter the active jobs (fine for the small stores that lack it).
+    jobs = [tj for tj in store.list_jobs(active=True, limit=100000)
+            if tj.next_poll_at <= now and (tj.lease_owner is None or (tj.lease_expires or now) <= now)]
+    jobs.sort(key=lambda tj: tj.next_poll_at)
+    return [tj.key for tj in jobs[:limit]]
+
+
+Invoker = Callable[[Target, str], str]
+"""Sends one asynchronous invocation with this ``ClientContext``; returns SCF's request ID, raises on failure."""
+
+
+def sdk_invoker(credentials: Callable[[], Any], timeout: float = 5.0) -> Invoker:
+    """An :data:`Invoker` through ``tencentcloud-sdk-python-scf`` (TC3-signed by the SDK)."""
+
+    def invoke(target: Target, client_context: str) -> str:
+        from tencentcloud.common import credential
+        from tencentcloud.common.profile.client_profile import ClientProfile
+        from tencentcloud.common.profile.http_profile import HttpProfile
+        from tencentcloud.scf.v20180416 import models, scf_client
+
+        c = credentials()
+        reveal = lambda v: v.reveal() if hasattr(v, "reveal") else v  # noqa: E731
+        http = HttpProfile(reqTimeout=timeout)
+        if target.endpoint:
+            scheme, _, host = target.endpoint.partition("://")
+            http.protocol = http.scheme = scheme
+            http.endpoint = host.rstrip("/")
+        profile = ClientProfile(httpProfile=http)
+        profile.disable_region_breaker = True
+        client = scf_client.ScfClient(credential.Credential(c.secret_id, reveal(c.secret_key), reveal(c.token)),
+                                      target.region, profile)
+        req = models.InvokeRequest()
+        params: dict[str, Any] = {"FunctionName": target.function_name, "InvocationType": "Event",
+                                  "Namespace": target.namespace, "ClientContext": client_context}
+        if target.qualifier:
+            params["Qualifier"] = target.qualifier
+        req.from_json_string(json.dumps(params))
+        resp = client.Invoke(req)
+        return str(getattr(resp, "RequestId", "") or "")
+
+    return invoke
+
+
+def fan_out(keys: Sequence[JobKey], target: Target, invoker: Invoker, *, shard_size: int,
+            max_shards: int) -> FanoutResult:
+    """Send the shards; stop at the first failure (the rest stay due for the next tick)."""
+    result = FanoutResult()
+    for chunk in shard(keys, shard_size, max_shards):
+        try:
+            rid = invoker(target, encode_shard(chunk))
+        except Exception as exc:  # the SDK's errors, the network, credentials: report, never sink the tick
+            from .redact import scrub
+
+            msg = scrub(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}")[:300]
+            result.errors.append(msg)
+            log.warning("fanout_failed", function=target.function_name, keys=len(chunk), error=msg)
+            break
+        result.shards += 1
+        result.keys += len(chunk)
+        log.info("fanout_shard", function=target.function_name, keys=len(chunk), scf_request_id=rid)
+    return result
+
+
+__all__ = ["FanoutResult", "Target", "shard", "due_keys", "sdk_invoker", "fan_out", "Invoker"]
