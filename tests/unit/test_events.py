@@ -1,0 +1,321 @@
+"""Event recognition and parsing (pure): every sample in events/, every trigger shape, and the reasons given
+for what is refused. Also the handler's pure helpers: the time budget and fan-out sharding."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from jobwatch import events as ev
+from jobwatch.fanout import MAX_CLIENT_CONTEXT, shard
+from jobwatch.handler_app import Budget, Invocation, http_response
+from jobwatch.models import JobKey
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+BUCKET = "examplebucket-1250000000"
+REGION = "ap-guangzhou"
+DEFAULTS = ev.Defaults(REGION, BUCKET)
+NO_DEFAULTS = ev.Defaults()
+
+
+def sample(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+def body(obj: object) -> dict:
+    return {"Records": [{"Ckafka": {"msgBody": json.dumps(obj) if not isinstance(obj, str) else obj}}]}
+
+
+# --- samples --------------------------------------------------------------------------------------------------
+
+EXPECTED_KINDS = {
+    "timer.json": ev.TimerEvent,
+    "ckafka.json": ev.MessageBatch,
+    "cmq_topic.json": ev.MessageBatch,
+    "tdmq_eventbridge.json": ev.MessageBatch,
+    "apigw_register.json": ev.HttpRequest,
+    "apigw_status.json": ev.HttpRequest,
+    "callback_apigw.json": ev.HttpRequest,
+    "callback_ckafka.json": ev.MessageBatch,
+    "direct_poll.json": ev.DirectCommand,
+    "direct_track.json": ev.DirectCommand,
+}
+
+
+def test_every_sample_is_listed_here_and_recognised_without_defaults():
+    assert sorted(p.name for p in EVENTS.glob("*.json")) == sorted(EXPECTED_KINDS)
+    for name, kind in EXPECTED_KINDS.items():
+        parsed = ev.parse_event(sample(name), DEFAULTS)
+        assert isinstance(parsed, kind), name
+        if isinstance(parsed, ev.MessageBatch):
+            assert not [i for i in parsed.items if isinstance(i, ev.Rejected)], name
+
+
+def test_sample_sources_and_contents():
+    ck = ev.parse_event(sample("ckafka.json"), NO_DEFAULTS)
+    assert ck.source is ev.Source.CKAFKA and len(ck.items) == 2
+    assert [len(i.keys) for i in ck.items] == [2, 1] and ck.items[1].tags == {"team": "media"}
+    assert ev.parse_event(sample("cmq_topic.json"), NO_DEFAULTS).source is ev.Source.CMQ
+    assert ev.parse_event(sample("tdmq_eventbridge.json"), NO_DEFAULTS).source is ev.Source.TDMQ
+    cb = ev.parse_event(sample("callback_ckafka.json"), DEFAULTS).items[0]
+    assert isinstance(cb, ev.Callback) and cb.state == "Success" and cb.event_name == "TaskFinish"
+    assert cb.key.bucket == BUCKET  # the batch job's callback names no bucket: the default is used
+    req = ev.parse_event(sample("callback_apigw.json"), NO_DEFAULTS)
+    assert ev.route(req)[0] is ev.Route.CALLBACK
+    c2 = ev.parse_callback(req.body, ev.Defaults(req.query["region"], req.query["bucket"]), NO_DEFAULTS)
+    assert c2.state == "Success" and c2.key.region == REGION
+    status = ev.parse_event(sample("apigw_status.json"), NO_DEFAULTS)
+    assert ev.route(status) == (ev.Route.READ, "b5bc8fbbcbde5c0994164d8399f767c45")
+    track = ev.parse_event(sample("direct_track.json"), NO_DEFAULTS)
+    assert track.action == "track" and len(track.keys) == 1 and track.tags == {"team": "media"}
+
+
+# --- unrecognised -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("event", [[], "poll", 3, None, {}, {"hello": "world"}, {"Type": "Cron"}])
+def test_unrecognised_events_name_what_was_expected(event):
+    with pytest.raises(ev.EventError) as err:
+        ev.parse_event(event, DEFAULTS)
+    msg = str(err.value)
+    assert "expected" in msg and "Timer" in msg and "action" in msg
+
+
+# --- timer --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("message", [None, "", "   ", "{}"])
+def test_timer_without_options_ticks_with_defaults(message):
+    t = ev.parse_timer({"Type": "Timer", "Message": message})
+    assert t.options == ev.TickOptions() and t.problems == ()
+
+
+def test_timer_options_and_problems():
+    t = ev.parse_timer({"Type": "Timer", "TriggerName": "tick", "Message": '{"fanout": false, "discover": false}'})
+    assert t.options == ev.TickOptions(discover=False, deliver=True, fanout=False) and t.trigger_name == "tick"
+    bad_json = ev.parse_timer({"Type": "Timer", "Message": "user define msg body"})
+    assert bad_json.options == ev.TickOptions() and "not JSON" in bad_json.problems[0]
+    unknown = ev.parse_timer({"Type": "Timer", "Message": '{"fan_out": true}'})
+    assert "unknown option" in unknown.problems[0] and "fan_out" in unknown.problems[0]
+    not_bool = ev.parse_timer({"Type": "Timer", "Message": '{"deliver": "no"}'})
+    assert "Message.deliver" in not_bool.problems[0] and "true or false" in not_bool.problems[0]
+
+
+# --- queue records ------------------------------------------------------------------------------------------
+
+def test_batch_rejects_bad_records_by_index_and_keeps_the_rest():
+    good = {"bucket": BUCKET, "region": REGION, "job_ids": ["j1", "j2", "j1"]}
+    event = {"Records": [
+        {"Ckafka": {"msgBody": json.dumps(good)}},
+        {"Ckafka": {"msgBody": "not json at all"}},
+        {"Ckafka": {"msgBody": json.dumps({"bucket": "Bad_Bucket", "region": REGION, "job_id": "x"})}},
+        {"Something": {}},
+        {"Ckafka": {"msgBody": json.dumps({"region": REGION, "job_id": "j3"})}},
+        {"Ckafka": {}},
+        {"Ckafka": {"msgBody": json.dumps({"bucket": BUCKET, "region": REGION, "job_id": "../etc/passwd"})}},
+    ]}
+    batch = ev.parse_event(event, NO_DEFAULTS)
+    assert isinstance(batch.items[0], ev.Watch)
+    assert [k.job_id for k in batch.items[0].keys] == ["j1", "j2"]  # duplicates dropped, order kept
+    rejected = {r.index: r.reason for r in batch.items if isinstance(r, ev.Rejected)}
+    assert sorted(rejected) == [1, 2, 3, 4, 5, 6]
+    assert "neither JSON nor XML" in rejected[1]
+    assert "bucket" in rejected[2] and "Bad_Bucket" in rejected[2]
+    assert "Ckafka" in rejected[3]
+    assert "no bucket" in rejected[4] and "JOBWATCH_DEFAULT_BUCKET" in rejected[4]
+    assert "msgBody is NoneType" in rejected[5]
+    assert "job_id" in rejected[6] and "../etc/passwd" in rejected[6]
+
+
+def test_records_not_a_list_is_an_event_error():
+    with pytest.raises(ev.EventError, match="Records is dict"):
+        ev.parse_event({"Records": {"Ckafka": {}}}, DEFAULTS)
+
+
+@pytest.mark.parametrize("obj, words", [
+    ({"bucket": BUCKET, "region": REGION}, ["names no job", "job_ids"]),
+    ({"bucket": BUCKET, "region": REGION, "job_ids": []}, ["job_ids", "non-empty list"]),
+    ({"bucket": BUCKET, "region": REGION, "job_ids": "j1"}, ["job_ids", "list"]),
+    ({"bucket": BUCKET, "region": REGION, "job_ids": [f"j{i}" for i in range(1001)]}, ["at most 1000"]),
+    ({"bucket": BUCKET, "region": "Guangzhou", "job_id": "j1"}, ["region", "Guangzhou"]),
+    ({"bucket": BUCKET, "region": REGION, "job_id": "j1", "tags": ["a"]}, ["tags", "object"]),
+    ({"bucket": BUCKET, "region": REGION, "job_id": "j1", "tags": {"a b": "x"}}, ["tags key", "a b"]),
+    ({"bucket": BUCKET, "region": REGION, "job_id": "j1", "tags": {"a": {"b": 1}}}, ["tags.a"]),
+    ([1, 2], ["list", "expected an object"]),
+    ("", ["empty"]),
+])
+def test_watch_body_reasons(obj, words):
+    item = ev.parse_message_body(obj if isinstance(obj, str) else json.dumps(obj), DEFAULTS, index=4)
+    assert isinstance(item, ev.Rejected) and item.index == 4
+    for w in words:
+        assert w in item.reason, (w, item.reason)
+
+
+def test_watch_defaults_and_dict_body():
+    item = ev.parse_message_body({"job_id": "j9", "tags": {"n": 3}}, DEFAULTS)
+    assert item == ev.Watch((JobKey(REGION, BUCKET, "j9"),), {"n": "3"})
+
+
+def test_oversized_body_is_rejected():
+    item = ev.parse_message_body("x" * (ev.MAX_BODY_BYTES + 1), DEFAULTS)
+    assert isinstance(item, ev.Rejected) and "exceeds" in item.reason
+
+
+# --- callbacks ----------------------------------------------------------------------------------------------
+
+XML_CB = (b"<Response><EventName>TaskFinish</EventName><JobsDetail><Code>Success</Code><JobId>j1</JobId>"
+          b"<State>Failed</State><Input><BucketId>other-1250000000</BucketId><Region>ap-chongqing</Region></Input>"
+          b"</JobsDetail></Response>")
+
+
+def test_xml_callback_bucket_precedence():
+    cb = ev.parse_callback(XML_CB, NO_DEFAULTS, DEFAULTS)
+    assert cb == ev.Callback(JobKey("ap-chongqing", "other-1250000000", "j1"), "Failed", "TaskFinish", "Success")
+    explicit = ev.parse_callback(XML_CB, ev.Defaults(REGION, BUCKET), NO_DEFAULTS)
+    assert explicit.key == JobKey(REGION, BUCKET, "j1")
+    no_input = b"<Response><JobsDetail><JobId>j2</JobId><State>Success</State></JobsDetail></Response>"
+    assert ev.parse_callback(no_input, NO_DEFAULTS, DEFAULTS).key == JobKey(REGION, BUCKET, "j2")
+    with pytest.raises(ev.EventError, match="names no bucket"):
+        ev.parse_callback(no_input, NO_DEFAULTS, NO_DEFAULTS)
+
+
+def test_json_callback_shapes_are_tolerated():
+    for obj in ({"JobsDetail": {"JobId": "j1", "State": "Success"}},
+                {"Response": {"EventName": "TaskFinish", "JobsDetail": [{"JobId": "j1", "State": "Success"}]}},
+                {"response": {"jobsDetail": {"jobId": "j1", "state": "Success"}}}):
+        cb = ev.parse_callback(json.dumps(obj).encode(), NO_DEFAULTS, DEFAULTS)
+        assert cb.key.job_id == "j1" and cb.state == "Success"
+        # the same body arriving as a queue message is recognised as a callback, not a watch request
+        assert isinstance(ev.parse_message_body(json.dumps(obj), DEFAULTS), ev.Callback)
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"<Response><EventName>X</EventName></Response>", ["no <JobsDetail>"]),
+    (b"<Response><JobsDetail><State>Success</State></JobsDetail></Response>", ["no JobId"]),
+    (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x "y">]><Response/>', ["unreadable"]),
+    (b"<Response><JobsDetail>", ["unreadable"]),
+    (b"{\"JobsDetail\": []}", ["empty"]),
+    (b"\xff\xfe", ["neither XML nor JSON"]),
+])
+def test_bad_callbacks_say_why(raw, words):
+    with pytest.raises(ev.EventError) as err:
+        ev.parse_callback(raw, NO_DEFAULTS, DEFAULTS)
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_xml_callback_in_a_queue_record():
+    batch = ev.parse_event(body(XML_CB.decode()), DEFAULTS)
+    assert isinstance(batch.items[0], ev.Callback) and batch.items[0].state == "Failed"
+
+
+# --- API Gateway --------------------------------------------------------------------------------------------
+
+def _req(method: str, path: str, **kw: object) -> dict:
+    return {"requestContext": {"httpMethod": method, "requestId": "r-1"}, "httpMethod": method, "path": path, **kw}
+
+
+@pytest.mark.parametrize("method, path, expected", [
+    ("POST", "/jobs", (ev.Route.REGISTER, None)),
+    ("POST", "/release/jobs/", (ev.Route.REGISTER, None)),
+    ("GET", "/jobs/j1", (ev.Route.READ, "j1")),
+    ("GET", "/svc/release/jobs/j1", (ev.Route.READ, "j1")),
+    ("POST", "/callback", (ev.Route.CALLBACK, None)),
+    ("GET", "/jobs", (ev.Route.BAD_METHOD, None)),
+    ("DELETE", "/jobs/j1", (ev.Route.BAD_METHOD, None)),
+    ("GET", "/callback", (ev.Route.BAD_METHOD, None)),
+    ("GET", "/", (ev.Route.NOT_FOUND, None)),
+    ("POST", "/jobsx", (ev.Route.NOT_FOUND, None)),
+])
+def test_routes(method, path, expected):
+    assert ev.route(ev.parse_http(_req(method, path))) == expected
+
+
+def test_http_parsing_headers_query_and_base64_body():
+    raw = _req("POST", "/callback", headers={"X-Api-Key": "k1", "Content-Type": "text/xml"},
+               queryString={"bucket": BUCKET, "multi": ["a", "b"]}, isBase64Encoded=True,
+               body=base64.b64encode(XML_CB).decode())
+    req = ev.parse_http(raw)
+    assert req.headers["x-api-key"] == "k1" and req.query == {"bucket": BUCKET, "multi": "a"}
+    assert req.body == XML_CB and req.request_id == "r-1"
+    assert "k1" not in repr(req)
+    with pytest.raises(ev.EventError, match="not base64"):
+        ev.parse_http(_req("POST", "/callback", isBase64Encoded=True, body="***"))
+
+
+def test_api_key_check():
+    assert ev.api_key_matches({"x-api-key": "s3cret"}, "s3cret")
+    assert not ev.api_key_matches({"x-api-key": "s3cre"}, "s3cret")
+    assert not ev.api_key_matches({}, "s3cret")
+    assert not ev.api_key_matches({"x-api-key": ""}, "")
+
+
+def test_http_response_shape():
+    r = http_response(404, {"error": "no"})
+    assert r["isBase64Encoded"] is False and r["statusCode"] == 404
+    assert r["headers"]["Content-Type"].startswith("application/json") and json.loads(r["body"]) == {"error": "no"}
+
+
+# --- direct -------------------------------------------------------------------------------------------------
+
+def test_direct_commands():
+    poll = ev.parse_event({"action": "poll", "keys": [f"{REGION}/{BUCKET}/j1", f"{REGION}/{BUCKET}/j1"]}, DEFAULTS)
+    assert poll.keys == (JobKey(REGION, BUCKET, "j1"),)
+    track = ev.parse_event({"action": "track", "job_ids": ["a", "b"], "poll": False}, DEFAULTS)
+    assert [k.job_id for k in track.keys] == ["a", "b"] and track.poll is False
+    disc = ev.parse_event({"action": "discover", "targets": [f"{REGION}/{BUCKET}"]}, DEFAULTS)
+    assert disc.targets == ((REGION, BUCKET),)
+    assert ev.parse_event({"action": "purge", "older_than_days": 7}, DEFAULTS).older_than_days == 7.0
+    tick = ev.parse_event({"action": "poll", "fanout": False}, DEFAULTS)
+    assert tick.keys == () and tick.options.fanout is False
+
+
+@pytest.mark.parametrize("event, words", [
+    ({"action": "explode"}, ["'explode'", "poll", "track", "purge"]),
+    ({"action": "track"}, ["names no job", "keys"]),
+    ({"action": "untrack", "keys": "a/b/c"}, ["keys", "list"]),
+    ({"action": "poll", "keys": ["ap-guangzhou/examplebucket-1250000000"]}, ["job_key", "region/bucket/job_id"]),
+    ({"action": "poll", "poll": "yes"}, ["poll", "true or false"]),
+    ({"action": "poll", "fanout": 1}, ["fanout"]),
+    ({"action": "discover", "targets": ["ap-guangzhou"]}, ["targets", "region/bucket"]),
+    ({"action": "purge", "older_than_days": -1}, ["older_than_days", "positive"]),
+])
+def test_direct_errors_name_the_field(event, words):
+    with pytest.raises((ev.EventError, ValueError)) as err:
+        ev.parse_event(event, DEFAULTS)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_shard_context_round_trips_as_a_direct_poll():
+    keys = [JobKey(REGION, BUCKET, f"j{i}") for i in range(3)]
+    cmd = ev.parse_event(json.loads(ev.encode_shard(keys)), NO_DEFAULTS)
+    assert cmd.action == "poll" and list(cmd.keys) == keys
+
+
+# --- budget and sharding ------------------------------------------------------------------------------------
+
+def test_budget_keeps_the_margin_but_never_more_than_half_the_limit():
+    b = Budget.of(100.0, 300.0, 10.0)
+    assert b.stop == 390.0 and b.engine == 400.0  # the engine stops `margin` before its deadline: at 390
+    short = Budget.of(100.0, 3.0, 5.0)
+    assert short.stop == 101.5 and short.engine - 5.0 == 101.5
+
+
+def test_invocation_context_defaults():
+    assert Invocation.from_context({}).time_limit_s == 3.0
+    assert Invocation.from_context(None).time_limit_s == 3.0
+    inv = Invocation.from_context({"time_limit_in_ms": 300000, "request_id": "r", "function_name": "f"})
+    assert (inv.time_limit_s, inv.request_id, inv.function_name) == (300.0, "r", "f")
+    assert Invocation.from_context({"time_limit_in_ms": "junk"}).time_limit_s == 3.0
+
+
+def test_shards_respect_size_count_and_event_bytes():
+    keys = [JobKey(REGION, BUCKET, f"j{i:05d}") for i in range(25)]
+    assert [len(s) for s in shard(keys, 10, 20)] == [10, 10, 5]
+    assert [len(s) for s in shard(keys, 10, 2)] == [10, 10]
+    big = [JobKey(REGION, BUCKET, f"j{i:0100d}") for i in range(2000)]
+    shards = shard(big, 2000, 100)
+    assert sum(len(s) for s in shards) == 2000 and len(shards) > 1
+    assert all(len(ev.encode_shard(s)) <= MAX_CLIENT_CONTEXT for s in shards)
