@@ -136,7 +136,9 @@ def fan_out(keys: Sequence[JobKey], target: Target, invoker: Invoker, *, shard_s
         except Exception as exc:  # the SDK's errors, the network, credentials: report, never sink the tick
             from .redact import scrub
 
-            msg = scrub(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}")[:300]
+            code = getattr(exc, "code", None)  # the SDK's exception carries the API's error code
+            text = getattr(exc, "message", None) or exc
+            msg = scrub(f"{code or type(exc).__name__}: {text}")[:300]
             result.errors.append(msg)
             log.warning("fanout_failed", function=target.function_name, keys=len(chunk), error=msg)
             break
