@@ -35,6 +35,9 @@ from .redact import scrub
 log = structlog.get_logger("jobwatch.handler")
 
 DEFAULT_TIME_LIMIT_MS = 3000  # SCF's default function timeout
+# Loggers are cached on first use in production (structlog's advice for speed). Tests that run the handler next to
+# tests configuring other streams set this to False, so no module keeps a logger bound to a finished test's setup.
+LOG_CACHE = True
 
 
 # --- invocation context and budget ----------------------------------------------------------------------------
@@ -88,14 +91,14 @@ def run(get_app: Callable[[], App], event: Any, context: Any, started_wall: floa
     try:
         app = get_app()
     except ConfigError as exc:
-        configure_logging("info", "json")
+        configure_logging("info", "json", cache=LOG_CACHE)
         bind_invocation(_s(ctx.get("request_id")), _s(ctx.get("function_name")))
         log.error("configuration_invalid", problems=exc.problems)
         if isinstance(event, dict) and "requestContext" in event:
             return http_response(500, {"error": "the function's configuration is invalid; see its log"})
         raise  # nothing can be done; a retry after the configuration is fixed loses no message
     s = app.settings
-    configure_logging(s.log_level, s.log_format)
+    configure_logging(s.log_level, s.log_format, cache=LOG_CACHE)
     inv = Invocation.from_context(ctx)
     bind_invocation(inv.request_id, inv.function_name or s.function_name)
     started = app.monotonic() - (time.monotonic() - t0)

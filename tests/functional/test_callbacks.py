@@ -7,7 +7,7 @@ import json
 from collections import Counter
 
 from fixtures.emulator import TEST_BUCKET, TEST_REGION
-from test_handler import API_KEY, harness, load_event, with_api_key  # noqa: F401  (harness is a fixture)
+from test_handler import _handler_logging, API_KEY, harness, load_event, with_api_key  # noqa: F401  (fixtures)
 
 from jobwatch.models import JobKey
 

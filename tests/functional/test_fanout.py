@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from fixtures.emulator import TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
-from test_handler import FUNCTION, load_event, make_harness
+from test_handler import _handler_logging, FUNCTION, load_event, make_harness  # noqa: F401  (fixture)
 
 
 def tc3_problem(method: str, path: str, query: str, headers: dict[str, str], body: bytes,

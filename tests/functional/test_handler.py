@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import pytest
 from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
 
+from jobwatch import handler_app
 from jobwatch.app import App
 from jobwatch.config import load_settings
 from jobwatch.errors import ConfigError, StoreUnavailable
@@ -138,6 +139,27 @@ def make_harness(emulator: Any, clock: Any, store_url: str, monkeypatch: Any, **
     app = App(load_settings(env), environ=env, clock=clock.now, monotonic=mono, rand=lambda: 0.5)
     mod._reset_for_tests(app)
     return Harness(mod, app, emulator, clock, mono, env)
+
+
+def _uncache_loggers() -> None:
+    """Forget loggers that module-level proxies cached under an earlier test's configuration (structlog keeps the
+    assembled logger as the proxy's ``bind`` attribute), so this test's configuration reaches every module."""
+    from structlog._config import BoundLoggerLazyProxy
+
+    for name, module in list(sys.modules.items()):
+        if name == "jobwatch" or name.startswith("jobwatch."):
+            for value in list(vars(module).values()):
+                if isinstance(value, BoundLoggerLazyProxy):
+                    value.__dict__.pop("bind", None)
+
+
+@pytest.fixture(autouse=True)
+def _handler_logging(monkeypatch):
+    """The handler configures logging without caching here, and starts from uncached loggers."""
+    monkeypatch.setattr(handler_app, "LOG_CACHE", False)
+    _uncache_loggers()
+    yield
+    _uncache_loggers()
 
 
 @pytest.fixture
