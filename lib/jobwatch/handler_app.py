@@ -135,6 +135,8 @@ def handle(app: App, event: Any, context: Mapping[str, Any], started: float, *, 
     except Exception as exc:  # a bug: report it; raising would make SCF retry a poison event thousands of times
         msg = scrub(f"{type(exc).__name__}: {exc}")[:500]
         log.exception("invocation_error", error=msg)
+        if isinstance(parsed, ev.HttpRequest):
+            return http_response(500, {"error": "internal error; see the function's log"})
         return {"ok": False, "trigger": trigger, "error": f"internal error: {msg}"}
     log.info("invocation_summary", **{k: v for k, v in out.items() if k not in ("jobs",)})
     return out
