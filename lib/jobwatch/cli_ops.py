@@ -184,7 +184,9 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
             return 0
         entries = app.store.list_outbox(status="dead" if args.dead else args.status, limit=args.limit)
         if args.json:
-            _print_json([{"id": e.notice.id, **e.notice.payload(), "status": e.status, "attempts": e.attempts,
+            # "id" is the row ID that --retry takes; the payload's own "id" (the idempotency key) is "key".
+            _print_json([{**e.notice.payload(), "key": e.notice.idempotency_key, "id": e.notice.id,
+                          "status": e.status, "attempts": e.attempts,
                           "last_error": e.last_error,
                           "deliveries": {k: d.status for k, d in e.deliveries.items()}} for e in entries])
         else:

@@ -90,12 +90,20 @@ class Outbox:
         now = self.clock()
         nid = e.notice.id
         assert nid is not None
-        attempts = e.attempts + 1
+        # A send our own rate limit held back never reached the channel: it spends no attempt and is never dead.
+        sent = [r for r in outcomes if not getattr(r, "deferred", False)]
+        attempts = e.attempts + (1 if sent or not outcomes else 0)
         exhausted = attempts >= self.max_attempts
         failures = []
         retry_after: float | None = None
         for r in outcomes:
-            if r.ok:
+            if getattr(r, "deferred", False):
+                failures.append(r)
+                result.failed += 1
+                if r.retry_after is not None:
+                    retry_after = max(retry_after or 0.0, r.retry_after)
+                log.info("notice_deferred", notice=e.notice.idempotency_key, sink=r.sink, error=r.error)
+            elif r.ok:
                 result.delivered += 1
                 self.store.record_delivery(nid, r.sink, True, None, now)
                 log.info("notice_delivered", notice=e.notice.idempotency_key, sink=r.sink, attempt=attempts)
@@ -111,11 +119,11 @@ class Outbox:
                         retry_after = max(retry_after or 0.0, r.retry_after)
                 else:
                     failures.append(r)
-        retryable_left = [r for r in failures if r.retryable and not exhausted]
-        permanent = [r for r in failures if not (r.retryable and not exhausted)]
+        retryable_left = [r for r in failures if getattr(r, "deferred", False) or (r.retryable and not exhausted)]
+        permanent = [r for r in failures if not (getattr(r, "deferred", False) or (r.retryable and not exhausted))]
         last_error = "; ".join(f"{r.sink}: {r.error}" for r in failures)[:1000] or None
         if retryable_left:
-            delay = self.backoff.delay(attempts - 1, self.rand, retry_after)
+            delay = self.backoff.delay(max(attempts - 1, 0), self.rand, retry_after)
             self.store.finish_notice(nid, self.owner, "pending", attempts, now + timedelta(seconds=delay),
                                      last_error, now)
         elif permanent or any(d.status == "dead" for d in e.deliveries.values()):

@@ -42,6 +42,11 @@ class Route:
         return all(notice.tags.get(k) == v for k, v in self.tags.items())
 
 
+class RateLimited(NotifyError):
+    """Our own limiter held the send back: nothing reached the channel, so the outbox defers the notice without
+    spending one of its attempts (a burst must not turn into dead letters that were never sent)."""
+
+
 @dataclass(frozen=True)
 class DeliveryResult:
     """One attempt of one notice on one sink, as the outbox records it."""
@@ -53,6 +58,7 @@ class DeliveryResult:
     retryable: bool
     retry_after: float | None
     elapsed: float
+    deferred: bool = False  # held back by the sink's rate limit, never sent
 
 
 class Sink:
@@ -84,7 +90,7 @@ class Sink:
         if self.limiter is not None:
             wait = self.limiter.try_acquire()
             if wait is not None:
-                raise NotifyError(self.name, f"rate limit {self.limiter.rate} reached", retryable=True,
+                raise RateLimited(self.name, f"rate limit {self.limiter.rate} reached", retryable=True,
                                   retry_after=round(wait, 3))
         effective = min(timeout, self.timeout) if self.timeout else timeout
         try:

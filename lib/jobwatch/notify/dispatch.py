@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 from ..errors import NotifyError
 from ..models import Notice
 from ..redact import scrub
-from .base import DeliveryResult, Sink
+from .base import DeliveryResult, RateLimited, Sink
 
 GRACE = 1.0  # seconds past the timeout before a send is given up on
 
@@ -28,7 +28,7 @@ def send_one(notice: Notice, sink: Sink, timeout: float,
         sink.send(notice, timeout)
     except NotifyError as exc:
         return DeliveryResult(notice.idempotency_key, sink.name, False, scrub(exc.reason), exc.retryable,
-                              exc.retry_after, clock() - start)
+                              exc.retry_after, clock() - start, deferred=isinstance(exc, RateLimited))
     except Exception as exc:  # a bug in a sink must not lose the notice or stop the others
         return DeliveryResult(notice.idempotency_key, sink.name, False,
                               f"unexpected {type(exc).__name__}: {scrub(str(exc))[:200]}", True, None,
