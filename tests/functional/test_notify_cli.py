@@ -1,0 +1,165 @@
+"""``jobwatch notify test`` through ``jobwatch.cli.main``, against two webhook receivers on 127.0.0.1 configured
+by ``JOBWATCH_NOTIFY``: each sink's answer is printed, and the exit code says whether every sink took it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+from jobwatch.cli import main
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+TOKEN = "canary-token-in-url-7c1d"
+
+
+class Receiver:
+    """Answers 200, 500 (``mode="fail"``) or nothing for a while (``mode="hang"``); records each request."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.hits: list[dict[str, Any]] = []
+        self.release = threading.Event()
+        rx = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                rx.hits.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
+                                "path": self.path})
+                if rx.mode == "hang":
+                    rx.release.wait(5)
+                status = 500 if rx.mode == "fail" else 200
+                out = b'{"error":"receiver broken"}' if status == 500 else b'{"ok":true}'
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                except OSError:
+                    pass
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def spec(self, name: str) -> str:
+        return f"webhook+http://127.0.0.1:{self.port}/hook?token={TOKEN}&secret={SECRET}&name={name}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Receiver, Receiver]]:
+    a, b = Receiver(), Receiver()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _uncache_loggers() -> None:
+    """The CLI configures logging onto the captured stderr with caching on; forget what module-level proxies
+    cached, so no later test writes to a closed stream."""
+    from structlog._config import BoundLoggerLazyProxy
+
+    for name, module in list(sys.modules.items()):
+        if name == "jobwatch" or name.startswith("jobwatch."):
+            for value in list(vars(module).values()):
+                if isinstance(value, BoundLoggerLazyProxy):
+                    value.__dict__.pop("bind", None)
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch, sqlite_url, pair) -> Iterator[None]:
+    a, b = pair
+    monkeypatch.setenv("JOBWATCH_STORE_URL", sqlite_url)
+    monkeypatch.setenv("JOBWATCH_NOTIFY", f"{a.spec('a')}\n{b.spec('b')}")
+    monkeypatch.setenv("JOBWATCH_NOTIFY_TIMEOUT", "0.5")
+    monkeypatch.setenv("JOBWATCH_LOG_LEVEL", "warning")
+    _uncache_loggers()
+    yield
+    _uncache_loggers()
+
+
+def verify(headers: dict[str, str], body: bytes) -> bool:
+    """Standard Webhooks, receiver side: HMAC-SHA256 over ``id.timestamp.body`` with the whsec_ key bytes."""
+    key = base64.b64decode(SECRET.split("_", 1)[1])
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(hmac.compare_digest(s.partition(",")[2], expected) for s in headers["webhook-signature"].split())
+
+
+def lines(out: str) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in out.strip().splitlines())
+
+
+def test_both_receivers_answer_ok_exit_0(pair, capsys):
+    a, b = pair
+    assert main(["notify", "test"]) == 0
+    cap = capsys.readouterr()
+    got = lines(cap.out)
+    assert set(got) == {"webhook:a", "webhook:b"}
+    assert all(v.startswith("ok (") and v.endswith(" ms)") for v in got.values()), got
+    [ha], [hb] = a.hits, b.hits
+    assert ha["headers"]["webhook-id"] == hb["headers"]["webhook-id"]  # one sample notice, sent to each
+    for hit in (ha, hb):
+        assert verify(hit["headers"], hit["body"])
+        payload = json.loads(hit["body"])
+        assert payload["kind"] == "test" and payload["id"] == hit["headers"]["webhook-id"]
+        assert f"token={TOKEN}" in hit["path"]  # extra query options stay in the target URL
+    assert TOKEN not in cap.out + cap.err and SECRET not in cap.out + cap.err
+    assert main(["notify", "test"]) == 0  # a new key each time, so receivers do not drop it as a repeat
+    assert a.hits[1]["headers"]["webhook-id"] != ha["headers"]["webhook-id"]
+
+
+def test_one_failing_receiver_exit_1_and_each_answer_printed(pair, capsys):
+    a, b = pair
+    b.mode = "fail"
+    assert main(["notify", "test"]) == 1
+    cap = capsys.readouterr()
+    got = lines(cap.out)
+    assert got["webhook:a"].startswith("ok (")
+    assert got["webhook:b"].startswith("FAILED: HTTP 500") and "receiver broken" in got["webhook:b"]
+    assert len(a.hits) == len(b.hits) == 1
+    assert TOKEN not in cap.out + cap.err and SECRET not in cap.out + cap.err
+
+
+def test_hanging_receiver_times_out_without_holding_up_the_other(pair, capsys):
+    a, b = pair
+    b.mode = "hang"
+    started = time.monotonic()
+    assert main(["notify", "test"]) == 1
+    elapsed = time.monotonic() - started
+    b.release.set()
+    got = lines(capsys.readouterr().out)
+    assert got["webhook:a"].startswith("ok (")
+    assert got["webhook:b"].startswith("FAILED: timed out after 0.5s")
+    assert elapsed < 0.5 + 1.5, f"notify test took {elapsed:.2f}s with a 0.5 s timeout"
+
+
+def test_bad_spec_exit_2_names_the_problem_without_the_secret(monkeypatch, pair, capsys):
+    a, _ = pair
+    monkeypatch.setenv("JOBWATCH_NOTIFY", a.spec("a") + "&rate=fast")
+    assert main(["notify", "test"]) == 2
+    cap = capsys.readouterr()
+    assert "rate" in cap.err and "fast" in cap.err
+    assert SECRET not in cap.err and TOKEN not in cap.err
+    assert a.hits == []
