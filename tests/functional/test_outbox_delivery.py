@@ -371,6 +371,11 @@ def test_client_side_rate_limit_defers_without_losing_or_dead_lettering(db, cloc
         ob.drain()
     statuses = {k: e.status for k, e in entries(db).items()}
     assert set(statuses.values()) == {"done"}, statuses
+    # Attempts count drains that really sent: 1 for the two sent to both sinks at once, 2 for the rest (the
+    # healthy send, then the limited one), however many drains the limiter held them back.
+    first_two = set(limited.ids()[:2])
+    assert {k: e.attempts for k, e in entries(db).items()} == {
+        n.idempotency_key: 1 if n.idempotency_key in first_two else 2 for n in burst}
     assert sorted(limited.ids()) == sorted(n.idempotency_key for n in burst)  # each exactly once
     assert sorted(healthy.ids()) == sorted(n.idempotency_key for n in burst)
     # 2 at once, then one per 30 s: the last one went out 90 s after the burst, not sooner.
@@ -436,3 +441,79 @@ def test_redelivery_after_a_crash_carries_the_same_webhook_id(db, clock, receive
     assert first["id"] == second["id"] == n.idempotency_key
     assert first["body"] == second["body"]  # the same payload, so a receiver drops the repeat by its key
     assert entries(db)[n.idempotency_key].status == "done"
+
+
+# ---- stalled and recovered notices end to end, under freezegun --------------------------------------------------
+
+STALL_START = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
+
+
+def test_stalled_and_recovered_notices_reach_the_routed_sink_once_under_freezegun(sqlite_url, receivers):
+    """The App wired from settings (stall rules, poll policy, sinks from JOBWATCH_NOTIFY) polls a job on the
+    emulator; freezegun moves the wall clock that the engine, the stall check, the outbox and the emulator read.
+    A job Running past 600 s raises one stalled notice, one more after the 1800 s repeat interval and none in
+    between, and a recovered notice when it moves again (to Pause); the alerts sink gets only those."""
+    from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
+    from freezegun import freeze_time
+
+    from jobwatch.app import App
+    from jobwatch.client import CIClient
+    from jobwatch.config import load_settings
+    from jobwatch.credentials import StaticProvider
+    from jobwatch.emulator import EmulatorServer, Lifecycle, SystemClock
+
+    alerts, everything = receivers["alerts"], receivers["everything"]
+    env = {"JOBWATCH_STORE_URL": sqlite_url, "JOBWATCH_LOG_LEVEL": "warning",
+           "JOBWATCH_NOTIFY": alerts.spec("alerts", "outcomes=stalled,recovered") + "\n" + everything.spec("all"),
+           "JOBWATCH_STALL_RUNNING_SECONDS": "600", "JOBWATCH_STALL_REPEAT_SECONDS": "1800",
+           "JOBWATCH_POLL_MIN_SECONDS": "60", "JOBWATCH_POLL_MAX_SECONDS": "60", "JOBWATCH_POLL_JITTER": "0"}
+    with freeze_time(STALL_START) as frozen:
+        srv = EmulatorServer(credentials={TEST_SECRET_ID: TEST_SECRET_KEY}, clock=SystemClock(), seed=5,
+                             lifecycle=Lifecycle(submitted_seconds=60, running_seconds=7200, failure_ratio=0.0))
+        srv.start()
+        client = CIClient(StaticProvider(TEST_SECRET_ID, TEST_SECRET_KEY), endpoint=srv.url, max_attempts=1,
+                          clock=lambda: datetime.now(timezone.utc).timestamp())
+        app = App(load_settings(env), client=client, environ=env, rand=lambda: 0.5)
+        try:
+            jid = srv.create_job(TEST_BUCKET)
+            key = JobKey(TEST_REGION, TEST_BUCKET, jid)
+            arrived: dict[str, list[datetime]] = {}
+
+            def step(seconds: float) -> None:
+                frozen.tick(seconds)
+                app.tick(discover=False)
+                for h in alerts.hits[sum(len(v) for v in arrived.values()):]:
+                    arrived.setdefault(h["body"]["kind"], []).append(datetime.now(timezone.utc))
+
+            app.register([key])
+            step(60)  # Submitted -> Running
+            running_since = app.store.get(key).last_change
+            assert app.store.get(key).state == "Running" and alerts.hits == []
+            while datetime.now(timezone.utc) < running_since + timedelta(seconds=600 + 1800 + 120):
+                step(60)
+            assert [h["body"]["kind"] for h in alerts.hits] == ["stalled", "stalled"]
+            first, second = arrived["stalled"]
+            assert running_since + timedelta(seconds=600) <= first < running_since + timedelta(seconds=660)
+            assert first + timedelta(seconds=1800) <= second < first + timedelta(seconds=1860)
+            assert app.store.get(key).stalled
+
+            srv.pause(TEST_BUCKET, jid)
+            step(60)
+            kinds = [h["body"]["kind"] for h in alerts.hits]
+            assert kinds == ["stalled", "stalled", "recovered"]
+            recovered = alerts.hits[-1]["body"]
+            assert (recovered["from_state"], recovered["to_state"], recovered["job_id"]) == ("Running", "Pause", jid)
+            assert not app.store.get(key).stalled
+            for _ in range(3):
+                step(60)
+            assert len(alerts.hits) == 3  # the Pause is young: no new stall
+
+            ids = [h["id"] for h in alerts.hits]
+            assert len(set(ids)) == 3 and all(everything.count(i) == 1 for i in ids)
+            assert [h["body"]["to_state"] for h in everything.hits if h["body"]["kind"] == "transition"] == \
+                ["Submitted", "Running", "Pause"]
+            assert {e.status for e in app.store.list_outbox(limit=1000)} == {"done"}
+        finally:
+            app.close()
+            client.close()
+            srv.stop()
