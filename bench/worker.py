@@ -1,0 +1,128 @@
+"""Child processes of the benchmarks, so that what is measured owns its interpreter (its GIL, its RSS).
+
+    worker.py emulator '<json>'   serve preloaded jobs until stdin closes; first stdout line: {"url","port","ids"}
+    worker.py tick '<json>'       one App tick (no discovery, no delivery) in a fresh interpreter; peak RSS
+    worker.py poller '<json>'     build the App, print "ready", wait for a line on stdin, tick, print the result
+    worker.py imports '<json>'    RSS of the interpreter after importing what a tick needs
+
+Each prints one JSON object as its last stdout line. Logs (the production JSON lines) go to /dev/null: their
+cost is measured, their text is not wanted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+
+def _pin(core: int | None) -> None:
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def emulator(cfg: dict[str, Any]) -> int:
+    _pin(cfg.get("core"))
+    from datetime import datetime, timezone
+
+    from common import BUCKET, SECRET_ID, SECRET_KEY
+
+    from jobwatch.emulator import EmulatorServer, FaultRule, Lifecycle, ManualClock
+    from jobwatch.emulator import server as emulator_server
+
+    if cfg.get("backlog"):
+        # socketserver listens with a backlog of 5: a burst of new connections beyond that loses SYNs and waits
+        # out a 1 s retransmit. A benchmark of the poller must not measure that.
+        emulator_server._Server.request_queue_size = int(cfg["backlog"])
+
+    faults = []
+    if cfg.get("latency"):
+        faults.append(FaultRule(kind="latency", path="/inventorytriggerjob/*", latency=float(cfg["latency"])))
+    # A clock that does not move: every job keeps its state, so every run sees the same answers.
+    srv = EmulatorServer(credentials={SECRET_ID: SECRET_KEY}, clock=ManualClock(datetime.now(timezone.utc)),
+                         seed=int(cfg.get("seed", 1)), lifecycle=Lifecycle(), faults=faults)
+    srv.start()
+    try:
+        ids = srv.preload(BUCKET, int(cfg["jobs"]))
+        srv.request_log = _NoLog()  # type: ignore[assignment]  # a long run must not grow the emulator
+        print(json.dumps({"url": srv.url, "port": srv.port, "ids": ids}), flush=True)
+        sys.stdin.read()  # until the parent closes our stdin (or dies)
+    finally:
+        srv.stop()
+    return 0
+
+
+class _NoLog(list):  # type: ignore[type-arg]
+    def append(self, item: Any) -> None:
+        pass
+
+
+def _app(cfg: dict[str, Any]) -> Any:
+    from jobwatch.app import App
+    from jobwatch.config import load_settings
+    from jobwatch.logs import configure_logging
+
+    configure_logging("info", "json", stream=open(os.devnull, "w"))
+    return App(load_settings(environ=cfg["env"]), environ=cfg["env"], owner=cfg.get("owner"))
+
+
+def tick(cfg: dict[str, Any]) -> int:
+    _pin(cfg.get("core"))
+    t0 = time.perf_counter()
+    app = _app(cfg)
+    app.engine  # build every collaborator before the measured part  # noqa: B018
+    rss_ready = _rss_mb()
+    t1 = time.perf_counter()
+    summary = app.tick(discover=False, deliver=bool(cfg.get("deliver", False)))
+    t2 = time.perf_counter()
+    out = {"polled": summary.tick.polled, "errors": summary.tick.errors, "transitions": summary.tick.transitions,
+           "setup_s": t1 - t0, "tick_s": t2 - t1, "rss_ready_mb": rss_ready, "rss_peak_mb": _rss_mb()}
+    app.close()
+    print(json.dumps(out))
+    return 0
+
+
+def poller(cfg: dict[str, Any]) -> int:
+    _pin(cfg.get("core"))
+    app = _app(cfg)
+    app.engine  # noqa: B018
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.time()
+    summary = app.tick(discover=False, deliver=False)
+    t1 = time.time()
+    app.close()
+    print(json.dumps({"polled": summary.tick.polled, "errors": summary.tick.errors,
+                      "lease_lost": summary.tick.lease_lost, "start": t0, "end": t1}), flush=True)
+    return 0
+
+
+def imports(cfg: dict[str, Any]) -> int:
+    _pin(cfg.get("core"))
+    bare = _rss_mb()
+    import jobwatch.app  # noqa: F401
+    import jobwatch.client  # noqa: F401
+    import jobwatch.outbox  # noqa: F401
+    import jobwatch.store.sqlite  # noqa: F401
+
+    print(json.dumps({"bare_mb": bare, "imports_mb": _rss_mb()}))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    modes = {"emulator": emulator, "tick": tick, "poller": poller, "imports": imports}
+    if len(argv) != 3 or argv[1] not in modes:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return modes[argv[1]](json.loads(argv[2]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
