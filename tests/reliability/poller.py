@@ -117,8 +117,16 @@ def main(argv: list[str]) -> int:
     end = time.monotonic() + cfg["run_seconds"]
     summary = {"owner": owner, "ticks": 0, "polled": 0, "transitions": 0, "errors": 0, "lease_lost": 0,
                "delivered": 0, "done": False}
+    from jobwatch.errors import StoreUnavailable
+
+    summary["store_unavailable"] = []
     while time.monotonic() < end:
-        res = engine.tick()
+        try:
+            res = engine.tick()
+        except StoreUnavailable as exc:  # the trigger would retry the invocation; so do we, and report it
+            summary["store_unavailable"].append(str(exc)[:300])
+            time.sleep(cfg["idle_sleep"])
+            continue
         summary["ticks"] += 1
         for k in ("polled", "transitions", "errors", "lease_lost"):
             summary[k] += getattr(res, k)

@@ -372,7 +372,9 @@ def run_concurrent_pollers(store_url: str, n_jobs: int, n_procs: int, tmp_dir: s
         owners = {p["owner"] for p in polls}
         assert len(owners) == n_procs, f"only {sorted(owners)} did any work"
         notices = len(dump_tables(store)["jw_outbox"])
-        return {"jobs": n_jobs, "processes": n_procs, "queries": sum(len(v) for v in times.values()),
+        store_errors = [e for s in summaries for e in s.get("store_unavailable", [])]
+        return {"store_unavailable_retried": len(store_errors), "store_errors_sample": store_errors[:3],
+                "jobs": n_jobs, "processes": n_procs, "queries": sum(len(v) for v in times.values()),
                 "transitions": transitions, "notices": notices, "double_polls": len(close),
                 "min_gap_emulated_s": round(min_gap, 3), "lease_lost": 0, "seconds": round(elapsed, 1),
                 "speed_factor": factor}
