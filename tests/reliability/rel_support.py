@@ -75,7 +75,7 @@ class WebhookReceiver:
     received: list[Received] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
 
-    def start(self) -> "WebhookReceiver":
+    def start(self, port: int = 0) -> "WebhookReceiver":
         recv = self
 
         class H(BaseHTTPRequestHandler):
@@ -98,7 +98,7 @@ class WebhookReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self._server = _QuietServer(("127.0.0.1", 0), H)
+        self._server = _QuietServer(("127.0.0.1", port), H)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
