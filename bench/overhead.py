@@ -122,7 +122,7 @@ def profile_tick(endpoint: str, ids: Sequence[str], tmp: Path) -> tuple[list[tup
 
 
 def run(quick: bool) -> Result:
-    n = 300 if quick else 2000
+    n = 1000 if quick else 3000
     me, emu_core = core_split()
     pin(me)
     t_start = time.perf_counter()
