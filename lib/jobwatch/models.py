@@ -38,11 +38,11 @@ TERMINAL_STATES = frozenset({JobState.SUCCESS, JobState.FAILED, JobState.CANCEL}
 ACTIVE_STATES = frozenset({JobState.SUBMITTED, JobState.RUNNING, JobState.PAUSE})
 
 # COS bucket names are lower-case letters, digits and '-', followed by '-<APPID>'; 50 characters in all.
-_BUCKET_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?-[0-9]{5,12}$")
+_BUCKET_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?-[0-9]{5,12}\Z")
 # ap-beijing, ap-beijing-fsi, na-siliconvalley, eu-frankfurt, ap-shanghai-adc ...
-_REGION_RE = re.compile(r"^[a-z]{2,8}(?:-[a-z0-9]{2,20}){1,3}$")
+_REGION_RE = re.compile(r"^[a-z]{2,8}(?:-[a-z0-9]{2,20}){1,3}\Z")
 # Job IDs seen are a letter and 32 hex digits; allow letters, digits, '-' and '_' only, never a path or host char.
-_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
 
 
 def validate_bucket(bucket: Any) -> str:
