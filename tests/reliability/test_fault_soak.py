@@ -39,7 +39,7 @@ FAULTS = [
     FaultRule(kind="truncate", probability=P, path=PATH),
     FaultRule(kind="not_xml", probability=P, path=PATH),
     FaultRule(kind="content_type", probability=P / 2, path=PATH),
-    FaultRule(kind="stale", probability=0.05, window=5.0, path=PATH),
+    FaultRule(kind="stale", probability=0.05, window=15.0, path=PATH),  # longer than the poll floor
 ]
 KINDS = {"status", "reset", "hang", "truncate", "not_xml", "content_type", "stale"}
 
