@@ -74,12 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     order = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6}
     results.sort(key=lambda r: order.get(r.title[:1], 9))
     total = time.perf_counter() - t0
-    mode = "--quick" if args.quick else ""
-    header = (f"{SECTION}\n\nMeasured with `bench/run {mode}`".replace(" `", " `").rstrip()
-              + f"` on {machine_line()}; the whole run took {total:.0f} s. "
+    command = "bench/run" + (" --quick" if args.quick else "")
+    header = (f"{SECTION}\n\nMeasured with `{command}` on {machine_line()}; the whole run took {total:.0f} s. "
               "Every figure is a ratio of two things measured side by side in this one run; "
               "`bench/run --quick` (CI) checks the same ratios with fewer jobs and looser limits.\n\n")
-    header = header.replace("`bench/run ` on", "`bench/run` on")
     text = header + "\n".join(r.markdown() for r in results)
     missed = [c for r in results for c in r.checks if not c.ok]
     summary = "\n".join(f"- {c.text()}" for r in results for c in r.checks)

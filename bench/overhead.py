@@ -3,8 +3,10 @@ history + outbox rows) and the logs cost, beside the bare floor measured in the 
 ``requests.Session.get`` + ``lxml.etree.fromstring`` over the same emulator answers (requests signed beforehand,
 no store). Both run one request at a time on one core; the emulator runs in its own process on the other core.
 
-Floor and tick alternate (floor, tick, floor, tick) and the best of each is kept. A cProfile of the same tick,
-run with a same-thread executor so the profiler sees the polling work too, says where the time goes.
+Everything runs in this process, pinned to one core, in alternating rounds (floor, client loop, tick, ...), and
+the median of each is kept. The client loop (``CIClient.get_job``: sign + request + size-capped read + hardened
+parse, no store) splits what the client adds from what the engine, store and logs add. A cProfile of the same
+tick, run with a same-thread executor so the profiler sees the polling work too, says where the time goes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from common import Check, Emulator, Result, core_split, pin, run_worker, settings_env, track_all
+from common import Check, Emulator, Result, core_split, median, pin, settings_env, track_all
 from throughput import presigned
 
 TARGET = 0.6
@@ -57,13 +59,41 @@ def floor_loop(url: str, reqs: Sequence[tuple[str, dict[str, str]]]) -> float:
         return len(reqs) / (time.perf_counter() - t0)
 
 
-def tick_rate(endpoint: str, ids: Sequence[str], concurrency: int, core: int | None, tmp: Path, tag: str) -> float:
+def client_loop(endpoint: str, ids: Sequence[str]) -> float:
+    """Jobs per second of ``CIClient.get_job`` one after the other (no store, no engine)."""
+    from common import BUCKET, REGION, SECRET_ID, SECRET_KEY
+
+    from jobwatch.client import CIClient
+    from jobwatch.credentials import StaticProvider
+
+    with CIClient(StaticProvider(SECRET_ID, SECRET_KEY), endpoint=endpoint, max_attempts=1) as c:
+        for j in ids[:20]:
+            c.get_job(BUCKET, REGION, j)
+        t0 = time.perf_counter()
+        for j in ids:
+            c.get_job(BUCKET, REGION, j)
+        return len(ids) / (time.perf_counter() - t0)
+
+
+def tick_rate(endpoint: str, ids: Sequence[str], concurrency: int, tmp: Path, tag: str) -> float:
+    """Jobs per second of one ``App.tick`` in this process (production wiring, logs to /dev/null)."""
+    from jobwatch.app import App
+    from jobwatch.config import load_settings
+    from jobwatch.logs import configure_logging
+
     url = f"sqlite:///{tmp}/oh-{tag}.db"
     track_all(url, ids)
-    res = run_worker("tick", {"env": settings_env(url, endpoint, concurrency)}, core=core)
-    if res["polled"] != len(ids) or res["errors"]:
-        raise RuntimeError(f"tick polled {res['polled']} of {len(ids)} with {res['errors']} errors")
-    return len(ids) / res["tick_s"]
+    env = settings_env(url, endpoint, concurrency)
+    configure_logging("info", "json", stream=open(os.devnull, "w"))
+    app = App(load_settings(environ=env), environ=env)
+    app.engine  # noqa: B018  # built before the clock starts
+    t0 = time.perf_counter()
+    summary = app.tick(discover=False, deliver=False)
+    elapsed = time.perf_counter() - t0
+    app.close()
+    if summary.tick.polled != len(ids) or summary.tick.errors:
+        raise RuntimeError(f"tick polled {summary.tick.polled} of {len(ids)} with {summary.tick.errors} errors")
+    return len(ids) / elapsed
 
 
 class SameThreadExecutor:
@@ -81,8 +111,10 @@ class SameThreadExecutor:
         pass
 
 
-def profile_tick(endpoint: str, ids: Sequence[str], tmp: Path) -> tuple[list[tuple[str, float]], str, float]:
-    """(time share per area, top functions by own time, profiled seconds) of one tick in this process."""
+def profile_tick(endpoint: str, ids: Sequence[str], tmp: Path
+                 ) -> tuple[list[tuple[str, float]], str, float, dict[str, float]]:
+    """(time share per area, top functions by own time, profiled seconds, calls per job of a few hot spots) of
+    one tick in this process."""
     from jobwatch.app import App
     from jobwatch.config import load_settings
     from jobwatch.logs import configure_logging
@@ -118,42 +150,63 @@ def profile_tick(endpoint: str, ids: Sequence[str], tmp: Path) -> tuple[list[tup
     for (filename, line, func), v in top:
         short = filename.replace(root + "/", "").split("site-packages/")[-1]
         lines.append(f"| `{short}:{line} {func}` | {v[2] / total:.1%} | {v[1]:,} |")
-    return shares, "\n".join(lines), elapsed
+    per_job = {"sqlite": 0.0, "json": 0.0}
+    for (filename, _line, func), v in raw.items():
+        if "execute' of 'sqlite3" in func:
+            per_job["sqlite"] += v[1] / len(ids)
+        elif filename.endswith("json/encoder.py") and func == "encode":
+            per_job["json"] += v[1] / len(ids)
+    return shares, "\n".join(lines), elapsed, per_job
 
 
 def run(quick: bool) -> Result:
-    n = 1000 if quick else 3000
+    n = 800 if quick else 3000
     me, emu_core = core_split()
     pin(me)
     t_start = time.perf_counter()
     with Emulator(jobs=n, latency=0.0, core=emu_core) as emu, tempfile.TemporaryDirectory() as tmp:
         reqs = presigned(emu.ids)
-        floors, ticks = [], []
-        for r in range(2):
+        floors, clients, ticks = [], [], []
+        for r in range(3):
             floors.append(floor_loop(emu.url, reqs))
-            ticks.append(tick_rate(emu.url, emu.ids, 1, me, Path(tmp), f"c1-{r}"))
-        default_rate = tick_rate(emu.url, emu.ids, 16, me, Path(tmp), "c16")
-        shares, top, prof_s = profile_tick(emu.url, emu.ids, Path(tmp))
-    floor, ours = max(floors), max(ticks)
+            clients.append(client_loop(emu.url, emu.ids))
+            ticks.append(tick_rate(emu.url, emu.ids, 1, Path(tmp), f"c1-{r}"))
+        default_rate = tick_rate(emu.url, emu.ids, 16, Path(tmp), "c16")
+        shares, top, prof_s, per_job = profile_tick(emu.url, emu.ids, Path(tmp))
+    stmts, encodes = per_job["sqlite"], per_job["json"]
+    floor, client, ours = median(floors), median(clients), median(ticks)
     ratio = ours / floor
+    added = 1000 / ours - 1000 / client
     area_rows = "\n".join(f"| {k} | {v:.0%} |" for k, v in shares)
     body = (
         f"{n:,} jobs, no added latency; the emulator in its own process on its own core. Floor = a loop of "
         "`requests.Session.get` + `lxml.etree.fromstring` over the same answers (signed beforehand, no store). "
-        "Ours = one `App.tick` at concurrency 1 (sign + request + parse + decide + SQLite state/history/outbox "
-        "writes + JSON logs) in a fresh interpreter. Best of two alternating runs each "
-        f"(floor {', '.join(f'{x:,.0f}' for x in floors)}; ours {', '.join(f'{x:,.0f}' for x in ticks)} jobs/s).\n\n"
-        "| loop | jobs/s | per job |\n|---|---|---|\n"
-        f"| floor (requests + lxml) | {floor:,.0f} | {1000 / floor:.2f} ms |\n"
-        f"| ours, concurrency 1 | {ours:,.0f} | {1000 / ours:.2f} ms |\n"
-        f"| ours, concurrency 16 (default) | {default_rate:,.0f} | {1000 / default_rate:.2f} ms |\n\n"
+        "Client = `CIClient.get_job` in a loop (sign + request + capped read + hardened parse). "
+        "Ours = one `App.tick` at concurrency 1 (client + decide + SQLite state/history/outbox writes + JSON "
+        "logs). All in one process on one core, medians of three alternating rounds "
+        f"(floor {', '.join(f'{x:,.0f}' for x in floors)}; client {', '.join(f'{x:,.0f}' for x in clients)}; "
+        f"ours {', '.join(f'{x:,.0f}' for x in ticks)} jobs/s).\n\n"
+        "| loop | jobs/s | per job | vs floor |\n|---|---|---|---|\n"
+        f"| floor (requests + lxml) | {floor:,.0f} | {1000 / floor:.2f} ms | 1.00x |\n"
+        f"| client (sign + request + parse) | {client:,.0f} | {1000 / client:.2f} ms | {client / floor:.2f}x |\n"
+        f"| ours, concurrency 1 | {ours:,.0f} | {1000 / ours:.2f} ms | {ratio:.2f}x |\n"
+        f"| ours, concurrency 16 (default; overlaps waits, not like for like) | {default_rate:,.0f} | "
+        f"{1000 / default_rate:.2f} ms | {default_rate / floor:.2f}x |\n\n"
+        f"The engine, decision, store writes and logs add {added:.2f} ms per job on top of the client.\n\n"
         f"Where a tick's time goes (cProfile, own time by area, same tick run on one thread; {prof_s:.1f} s "
         "under the profiler):\n\n| area | share |\n|---|---|\n" + area_rows + "\n\nTop functions by own time:\n\n"
         + top + "\n"
     )
-    checks = [Check("ours / floor, jobs/s at concurrency 1", ratio, ">=", 0.45 if quick else TARGET)]
+    checks = [Check("ours / floor, jobs/s at concurrency 1", ratio, ">=", 0.35 if quick else TARGET)]
     notes = []
     if not checks[0].ok:
-        notes.append("Closing note: the profile above names the costs; everything outside HTTP is what we add.")
+        notes.append(
+            f"Closing note: the client alone runs at {client / floor:.2f}x of the floor, so signing and parsing are "
+            f"not the gap; the {added:.2f} ms per job is the tick's own work. In this first poll of each job "
+            f"(a transition: state, history and outbox rows) the profile counts {stmts:.1f} SQLite statements and "
+            f"{encodes:.1f} JSON encodings (log lines, stored payloads) per job, plus dataclass copies of each "
+            "record and a hand-off to a worker thread per request. What would close it: `executemany` for a "
+            "batch's rows instead of statement by statement, one log line per batch instead of one per poll, and "
+            "at concurrency 1 running the poll on the calling thread.")
     return Result("2. Overhead per job", "bench/run" + (" --quick" if quick else ""), body, checks,
                   time.perf_counter() - t_start, notes)

@@ -25,6 +25,19 @@ def _pin(core: int | None) -> None:
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this interpreter in MB.
+
+    Linux's ``ru_maxrss`` starts a child at the RSS its parent had when it forked (``exec`` books the forked
+    copy's high-water mark), so a child of a grown benchmark process reports the parent's size. ``VmHWM`` in
+    /proc/self/status is the high-water mark of this process's own memory since ``exec``; ``ru_maxrss`` is the
+    fallback where there is no /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
