@@ -14,7 +14,6 @@ from reliability.rel_support import run_crash_campaign
 
 def test_sigkill_mid_tick_on_sqlite_loses_and_duplicates_nothing(sqlite_url):
     figures = run_crash_campaign(sqlite_url, runs=4, n_jobs=30, seed=11)
-    print(figures)
     assert figures["kills"] >= 3, figures  # the kills really happened (the run is not vacuous)
 
 

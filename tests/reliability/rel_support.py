@@ -414,11 +414,11 @@ def run_crash_campaign(store_url: str, runs: int, n_jobs: int, seed: int, *, fac
                 keys += create_jobs(emulator, store, waves[i], clock.now())
             kill = None
             if mode == "poll":
-                kill = {"mode": "poll", "n": rng.randint(1, 25)}
+                kill = {"mode": "poll", "n": rng.randint(1, 10)}
             elif mode == "tx":
-                kill = {"mode": "tx", "n": rng.randint(1, 40)}
+                kill = {"mode": "tx", "n": rng.randint(1, 20)}
             elif mode == "delivery":
-                kill = {"mode": "delivery", "n": rng.randint(1, 15)}
+                kill = {"mode": "delivery", "n": rng.randint(1, 6)}
             proc = start_poller(poller_config(store_url, emulator, clock, f"crash-{i}", kill=kill, **base))
             if mode == "timer":
                 try:

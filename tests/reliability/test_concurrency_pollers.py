@@ -13,8 +13,8 @@ JOBS = soak_or_quick(1000, 200)
 
 @pytest.mark.mysql
 def test_eight_pollers_on_mariadb(mysql_url, tmp_path):
-    figures = run_concurrent_pollers(mysql_url, n_jobs=JOBS, n_procs=8, tmp_dir=str(tmp_path), factor=soak_or_quick(3.0, 10.0),
-                                     budget=soak_or_quick(240.0, 90.0), seed=8)
+    figures = run_concurrent_pollers(mysql_url, n_jobs=JOBS, n_procs=8, tmp_dir=str(tmp_path),
+                                     factor=soak_or_quick(3.0, 10.0), budget=soak_or_quick(240.0, 90.0), seed=8)
     write_figures("concurrency-mysql", figures)
     assert figures["double_polls"] == 0
 

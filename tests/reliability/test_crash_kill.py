@@ -1,15 +1,15 @@
 """Crashes: poller processes SIGKILLed at seeded points (from outside at a random moment, after the n-th answer,
 inside the write transaction, between a delivery and its record), on SQLite and on MariaDB, then one clean run.
 No transition is lost, none is recorded twice, every notice arrives, and a notice that arrives twice carries the
-same idempotency key (webhook-id) and body. Quick: 10 runs per store; soak (JOBWATCH_SOAK=1): 60 runs."""
+same idempotency key (webhook-id) and body. Quick: 10 runs per store; soak (JOBWATCH_SOAK=1): 70 runs."""
 
 from __future__ import annotations
 
 import pytest
 from rel_support import run_crash_campaign, soak_or_quick, write_figures
 
-RUNS = soak_or_quick(60, 10)
-JOBS = soak_or_quick(120, 40)
+RUNS = soak_or_quick(70, 10)
+JOBS = soak_or_quick(300, 40)
 
 
 def test_crash_campaign_sqlite(sqlite_url):
