@@ -64,7 +64,7 @@ def test_canary_secrets_never_leak(mysql_url):
            "JOBWATCH_POLL_MIN_SECONDS": "10", "JOBWATCH_POLL_MAX_SECONDS": "20", "JOBWATCH_LOG_FORMAT": "json"}
     try:
         with redirect_stdout(out), redirect_stderr(err):
-            configure_logging("debug", "json")
+            configure_logging("debug", "json", cache=False)  # no logger stays bound to this test's streams
             app = App(load_settings(env), environ=env, clock=clock.now)
             ids = [emulator.create_job(BUCKET) for _ in range(8)]
             from jobwatch.models import JobKey
