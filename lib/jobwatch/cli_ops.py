@@ -69,18 +69,6 @@ def _ago(dt: datetime | None, now: datetime) -> str:
     return f"{sign}{text}" if sign else f"{text} ago"
 
 
-def _record_json(tj: Any) -> dict[str, Any]:
-    return {
-        "key": str(tj.key), "region": tj.key.region, "bucket": tj.key.bucket, "job_id": tj.key.job_id,
-        "state": tj.state, "active": tj.active, "first_seen": tj.first_seen.isoformat(),
-        "last_seen": tj.last_seen.isoformat() if tj.last_seen else None,
-        "last_change": tj.last_change.isoformat() if tj.last_change else None,
-        "next_poll_at": tj.next_poll_at.isoformat() if tj.active else None,
-        "error_count": tj.error_count, "last_error": tj.last_error, "stalled": tj.stalled,
-        "transitions": tj.transitions, "tags": tj.tags, "job": tj.job.to_json() if tj.job else None,
-    }
-
-
 def render_status_table(records: Sequence[Any], now: datetime) -> str:
     rows = [("JOB", "STATE", "AGE", "LAST CHANGE", "NEXT POLL", "ERRORS")]
     for tj in records:
@@ -139,7 +127,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         active = True if args.active else None
         records = app.store.list_jobs(active=active, limit=args.limit)
         if args.json:
-            _print_json([_record_json(r) for r in records])
+            _print_json([r.to_json(with_job=True) for r in records])
         else:
             print(render_status_table(records, app.clock()))
             counts = app.store.counts()

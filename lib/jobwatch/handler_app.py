@@ -395,15 +395,7 @@ def _summary(summary: RunSummary, action: str) -> dict[str, Any]:
 
 
 def record_json(tj: Any) -> dict[str, Any]:
-    return {
-        "key": str(tj.key), "region": tj.key.region, "bucket": tj.key.bucket, "job_id": tj.key.job_id,
-        "state": tj.state, "active": tj.active, "first_seen": tj.first_seen.isoformat(),
-        "last_seen": tj.last_seen.isoformat() if tj.last_seen else None,
-        "last_change": tj.last_change.isoformat() if tj.last_change else None,
-        "next_poll_at": tj.next_poll_at.isoformat() if tj.active else None,
-        "error_count": tj.error_count, "last_error": tj.last_error, "stalled": tj.stalled,
-        "transitions": tj.transitions, "tags": dict(tj.tags),
-    }
+    return tj.to_json()
 
 
 def _reason(exc: Exception) -> str:

@@ -47,6 +47,21 @@ class TrackedJob:
     def evolve(self, **changes: Any) -> "TrackedJob":
         return replace(self, **changes)
 
+    def to_json(self, *, with_job: bool = False) -> dict[str, Any]:
+        """The stable JSON form shown by ``jobwatch status --json`` and the API Gateway read."""
+        out: dict[str, Any] = {
+            "key": str(self.key), "region": self.key.region, "bucket": self.key.bucket, "job_id": self.key.job_id,
+            "state": self.state, "active": self.active, "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+            "last_change": self.last_change.isoformat() if self.last_change else None,
+            "next_poll_at": self.next_poll_at.isoformat() if self.active else None,
+            "error_count": self.error_count, "last_error": self.last_error, "stalled": self.stalled,
+            "transitions": self.transitions, "tags": dict(self.tags),
+        }
+        if with_job:
+            out["job"] = self.job.to_json() if self.job else None
+        return out
+
 
 @dataclass(frozen=True)
 class Transition:
