@@ -79,6 +79,7 @@ class Engine:
         lease_seconds: float = 120.0,
         batch_size: int = 200,
         write_batch: int = 50,
+        write_interval: float = 1.0,
         safety_margin: float = 5.0,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
@@ -95,6 +96,7 @@ class Engine:
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
         self.write_batch = write_batch
+        self.write_interval = write_interval
         self.safety_margin = safety_margin
         self.clock = clock
         self.monotonic = monotonic
@@ -161,13 +163,16 @@ class Engine:
         queue = list(claimed)
         running: dict[Future[Observation], TrackedJob] = {}
         pending_writes: list[tuple[TrackedJob, Decision]] = []
-        while queue or running:
-            while queue and len(running) < self.concurrency:
-                if self._out_of_time(deadline):
-                    break
+        oldest_pending = 0.0
+
+        def submit_more() -> None:
+            while queue and len(running) < self.concurrency and not self._out_of_time(deadline):
                 tj = queue.pop(0)
                 # copy the context so the invocation's bound log fields reach the client's log lines
                 running[pool.submit(contextvars.copy_context().run, self._observe, tj)] = tj
+
+        while queue or running:
+            submit_more()
             if not running:
                 break
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -175,13 +180,21 @@ class Engine:
                 tj = running.pop(fut)
                 obs = fut.result()
                 decision = decide(tj, obs, self.clock(), self.policy, rand=self.rand, stall_check=self.stall_check)
+                if not pending_writes:
+                    oldest_pending = self.monotonic()
                 pending_writes.append((tj, decision))
                 result.polled += 1
                 if obs.error is not None:
                     result.errors += 1
                     if len(result.error_samples) < 10:
                         result.error_samples.append({"job": str(tj.key), "error": decision.after.last_error or ""})
-            if len(pending_writes) >= self.write_batch or (not running and pending_writes):
+            # Start the next requests before writing, so the store's commit overlaps their round trips.
+            submit_more()
+            # One transaction per batch, not per answer: at concurrency 1 a commit per job cost more than the
+            # rest of our work together. The age bound keeps a slow trickle of answers from waiting on its
+            # lease (and its notices) for long.
+            if pending_writes and (len(pending_writes) >= self.write_batch or not (queue or running)
+                                   or self.monotonic() - oldest_pending >= self.write_interval):
                 self._write(pending_writes, result)
                 pending_writes = []
             if queue and self._out_of_time(deadline):
@@ -224,12 +237,19 @@ class Engine:
                 continue
             result.transitions += len(d.transitions)
             result.notices += len(d.notices)
-            log.info("job_polled", bucket=tj.key.bucket, region=tj.key.region, job_id=tj.key.job_id,
-                     state=d.after.state, error=d.after.last_error if d.after.error_count else None,
-                     next_poll_at=d.after.next_poll_at.isoformat())
+            # One line per change, not per poll: a steady state of unchanged jobs is debug noise (and CLS cost);
+            # the invocation's summary line counts the polls.
+            k, a = tj.key, d.after
+            if a.error_count:
+                log.warning("job_poll_failed", bucket=k.bucket, region=k.region, job_id=k.job_id, state=a.state,
+                            error=a.last_error, error_count=a.error_count, next_poll_at=a.next_poll_at.isoformat())
+            elif not d.transitions:
+                log.debug("job_polled", bucket=k.bucket, region=k.region, job_id=k.job_id, state=a.state,
+                          next_poll_at=a.next_poll_at.isoformat())
             for tr in d.transitions:
-                log.info("job_transition", bucket=tj.key.bucket, region=tj.key.region, job_id=tj.key.job_id,
-                         from_state=tr.from_state, to_state=tr.to_state, seq=tr.seq, code=tr.code)
+                log.info("job_transition", bucket=k.bucket, region=k.region, job_id=k.job_id,
+                         from_state=tr.from_state, to_state=tr.to_state, seq=tr.seq, code=tr.code,
+                         next_poll_at=a.next_poll_at.isoformat())
 
     # -- registration and discovery --------------------------------------------------------------------------
     def track(self, keys: Sequence[JobKey], tags: dict[str, str] | None = None) -> list[bool]:
