@@ -18,13 +18,10 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _fresh_logging():
-    """Each test starts and ends with structlog's defaults: a test that configured logging onto a captured
-    stream must not leave later tests writing to that stream after it is closed."""
-    import structlog
-
+    """Each test starts and ends with structlog's defaults and no cached loggers: a test that configured logging
+    onto a captured stream must not leave later tests writing to that stream after it is closed."""
     from jobwatch import logs
 
+    logs.reset_for_tests()
     yield
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
-    logs._current = None
+    logs.reset_for_tests()

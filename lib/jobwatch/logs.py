@@ -24,7 +24,7 @@ from typing import Any, MutableMapping, TextIO
 import structlog
 from structlog.typing import Processor
 
-from .redact import MASK, Secret, scrub, scrub_value
+from .redact import MASK, Secret, might_hold_secret, scrub, scrub_value
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 FORMATS = ("auto", "json", "console")
@@ -32,6 +32,7 @@ FORMATS = ("auto", "json", "console")
 _lock = threading.Lock()
 _current: tuple[Any, ...] | None = None
 _PLAIN = (str, int, float, bool, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
 
 
 def _scrub_any(value: Any) -> Any:
@@ -55,6 +56,10 @@ def redact_processor(logger: Any, method: str, event_dict: MutableMapping[str, A
     if exc:
         # Formatting happens earlier in the chain; an exc_info still here (capture_logs) must not leak either.
         event_dict["exception"] = scrub(_format_exc(exc))
+    values = event_dict.values()
+    if all(type(v) in _PLAIN_TYPES for v in values) and not might_hold_secret(
+            "\n".join(v for v in values if type(v) is str)):
+        return event_dict  # nothing to mask: skip the per-field pass (most lines, at one scan)
     for key, value in list(event_dict.items()):
         event_dict[key] = _scrub_any(value)
     return event_dict
@@ -213,9 +218,18 @@ def _logger_key(logger: Any, method: str, event_dict: MutableMapping[str, Any]) 
 
 
 def reset_for_tests() -> None:
-    """Forget the configuration (tests that configure with different streams)."""
+    """Forget the configuration (tests that configure with different streams), including the loggers that our
+    modules' proxies cached under it: structlog keeps the assembled logger as the proxy's ``bind`` attribute, and
+    one built on a test's captured stream would write to that stream after it is closed."""
     global _current
+    from structlog._config import BoundLoggerLazyProxy
+
     with _lock:
+        for name, module in list(sys.modules.items()):
+            if name == "jobwatch" or name.startswith("jobwatch."):
+                for value in list(vars(module).values()):
+                    if isinstance(value, BoundLoggerLazyProxy):
+                        value.__dict__.pop("bind", None)
         structlog.reset_defaults()
         structlog.contextvars.clear_contextvars()
         root = logging.getLogger()

@@ -61,17 +61,29 @@ def remember(value: str | None) -> None:
             _pattern = None
 
 
-def scrub(text: str) -> str:
-    """Replace every remembered secret, and obvious credential fields, in ``text``."""
+def _known_pattern() -> re.Pattern[str] | None:
     global _pattern
     pat = _pattern
     if pat is None and _known:
         with _known_lock:
             vals = sorted(_known, key=len, reverse=True)
             _pattern = pat = re.compile("|".join(re.escape(v) for v in vals))
+    return pat
+
+
+def scrub(text: str) -> str:
+    """Replace every remembered secret, and obvious credential fields, in ``text``."""
+    pat = _known_pattern()
     if pat is not None:
         text = pat.sub(MASK, text)
     return _FIELD_RE.sub(lambda m: m.group(1) + MASK, text)
+
+
+def might_hold_secret(text: str) -> bool:
+    """True if :func:`scrub` could change ``text``: one scan instead of a substitution per field, so a log line
+    of plain fields (nearly all of them) is checked at the cost of one search over its joined values."""
+    pat = _known_pattern()
+    return bool((pat is not None and pat.search(text)) or _FIELD_RE.search(text))
 
 
 # Credential-shaped fields in URLs, headers and DSNs: ?key=..., &access_token=..., password=..., user:pw@host

@@ -75,18 +75,6 @@ def pair() -> Iterator[tuple[Receiver, Receiver]]:
     b.close()
 
 
-def _uncache_loggers() -> None:
-    """The CLI configures logging onto the captured stderr with caching on; forget what module-level proxies
-    cached, so no later test writes to a closed stream."""
-    from structlog._config import BoundLoggerLazyProxy
-
-    for name, module in list(sys.modules.items()):
-        if name == "jobwatch" or name.startswith("jobwatch."):
-            for value in list(vars(module).values()):
-                if isinstance(value, BoundLoggerLazyProxy):
-                    value.__dict__.pop("bind", None)
-
-
 @pytest.fixture(autouse=True)
 def env(monkeypatch, sqlite_url, pair) -> Iterator[None]:
     a, b = pair
@@ -94,9 +82,7 @@ def env(monkeypatch, sqlite_url, pair) -> Iterator[None]:
     monkeypatch.setenv("JOBWATCH_NOTIFY", f"{a.spec('a')}\n{b.spec('b')}")
     monkeypatch.setenv("JOBWATCH_NOTIFY_TIMEOUT", "0.5")
     monkeypatch.setenv("JOBWATCH_LOG_LEVEL", "warning")
-    _uncache_loggers()
     yield
-    _uncache_loggers()
 
 
 def verify(headers: dict[str, str], body: bytes) -> bool:

@@ -119,25 +119,6 @@ def receivers() -> Iterator[dict[str, Receiver]]:
         r.close()
 
 
-def _uncache_loggers() -> None:
-    """The CLI configures logging onto the test's captured stderr with caching on; forget the loggers that
-    module-level proxies cached then, so later drains do not write to a closed stream."""
-    from structlog._config import BoundLoggerLazyProxy
-
-    for name, module in list(sys.modules.items()):
-        if name == "jobwatch" or name.startswith("jobwatch."):
-            for value in list(vars(module).values()):
-                if isinstance(value, BoundLoggerLazyProxy):
-                    value.__dict__.pop("bind", None)
-
-
-@pytest.fixture(autouse=True)
-def _uncached_logging() -> Iterator[None]:
-    _uncache_loggers()
-    yield
-    _uncache_loggers()
-
-
 # ---- time, store, notices -----------------------------------------------------------------------------------
 
 class Clock:
