@@ -75,6 +75,13 @@ class SqlStore(Store):
         cur.execute(self._q(sql), tuple(params))
         return cur
 
+    def _exec_many(self, cur: Any, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """One statement over many rows; returns the rows it changed, summed (both drivers sum them)."""
+        if not rows:
+            return 0
+        cur.executemany(self._q(sql), [tuple(r) for r in rows])
+        return max(cur.rowcount, 0)
+
     @staticmethod
     def _row_to_job(row: Sequence[Any]) -> TrackedJob:
         (region, bucket, job_id, state, active, job_json, tags_json, first_seen, last_seen, last_change,
@@ -218,14 +225,23 @@ class SqlStore(Store):
         claimed: list[TrackedJob] = []
         with self._tx() as cur:
             self._exec(cur, self._select_due_for_claim(where, limit), params)
-            rows = cur.fetchall()
-            for row in rows:
-                tj = self._row_to_job(row)
-                self._exec(cur, "UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=version+1 "
-                           "WHERE region=? AND bucket=? AND job_id=? AND version=?",
-                           (owner, expires, tj.key.region, tj.key.bucket, tj.key.job_id, tj.version))
-                if cur.rowcount == 1:
-                    claimed.append(tj.evolve(lease_owner=owner, lease_expires=dt(expires), version=tj.version + 1))
+            found = [self._row_to_job(row) for row in cur.fetchall()]
+            # The rows are ours until commit (SQLite: BEGIN IMMEDIATE; MySQL: FOR UPDATE), so one statement for
+            # all of them; the version guard stays, and a short count falls back to asking row by row.
+            sql = ("UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=version+1 "
+                   "WHERE region=? AND bucket=? AND job_id=? AND version=?")
+            rows = [(owner, expires, tj.key.region, tj.key.bucket, tj.key.job_id, tj.version) for tj in found]
+            self._exec(cur, "SAVEPOINT jw_claim")
+            if self._exec_many(cur, sql, rows) != len(rows):
+                self._exec(cur, "ROLLBACK TO SAVEPOINT jw_claim")
+                ok = []
+                for row in rows:
+                    self._exec(cur, sql, row)
+                    ok.append(cur.rowcount == 1)
+            else:
+                ok = [True] * len(rows)
+            claimed = [tj.evolve(lease_owner=owner, lease_expires=dt(expires), version=tj.version + 1)
+                       for tj, won in zip(found, ok) if won]
         return claimed
 
     def release(self, claimed: Iterable[TrackedJob], owner: str) -> None:
@@ -236,52 +252,51 @@ class SqlStore(Store):
                            (tj.key.region, tj.key.bucket, tj.key.job_id, owner, tj.version))
 
     def record_polls(self, owner: str, records: Sequence[PollRecord]) -> list[bool]:
-        results: list[bool] = []
+        """All records in one transaction and, when every lease still holds (nearly always), one statement per
+        table. A lost lease rolls the batch back to a savepoint and writes it row by row, so exactly the records
+        whose lease holds are written."""
         if not records:
-            return results
+            return []
         with self._tx() as cur:
-            for rec in records:
-                results.append(self._record_one(cur, owner, rec))
-        return results
+            self._exec(cur, "SAVEPOINT jw_record")
+            if self._exec_many(cur, _UPDATE_JOB, [self._job_row(owner, r) for r in records]) == len(records):
+                self._exec_many(cur, _INSERT_HISTORY,
+                                [_history_row(r.after.key, tr) for r in records for tr in r.transitions])
+                self._insert_notices(cur, [(nt, r.after.last_seen or r.after.first_seen)
+                                           for r in records for nt in r.notices])
+                return [True] * len(records)
+            self._exec(cur, "ROLLBACK TO SAVEPOINT jw_record")
+            return [self._record_one(cur, owner, rec) for rec in records]
+
+    @staticmethod
+    def _job_row(owner: str, rec: PollRecord) -> tuple[Any, ...]:
+        a, k = rec.after, rec.after.key
+        return (a.state, 1 if a.active else 0, json.dumps(a.job.to_json()) if a.job else None, ts(a.last_seen),
+                ts(a.last_change), ts(a.next_poll_at), a.poll_interval, a.error_count, a.last_error, a.pending_state,
+                a.pending_count, 1 if a.stalled else 0, ts(a.stall_notified_at), a.transitions,
+                k.region, k.bucket, k.job_id, owner, rec.before.version)
 
     def _record_one(self, cur: Any, owner: str, rec: PollRecord) -> bool:
-        a, k = rec.after, rec.after.key
-        self._exec(
-            cur,
-            "UPDATE jw_jobs SET state=?, active=?, job_json=?, last_seen=?, last_change=?, next_poll_at=?, "
-            "poll_interval=?, error_count=?, last_error=?, lease_owner=NULL, lease_expires=NULL, version=version+1, "
-            "pending_state=?, pending_count=?, stalled=?, stall_notified_at=?, transitions=?, polls=polls+1 "
-            "WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?",
-            (a.state, 1 if a.active else 0, json.dumps(a.job.to_json()) if a.job else None, ts(a.last_seen),
-             ts(a.last_change), ts(a.next_poll_at), a.poll_interval, a.error_count, a.last_error, a.pending_state,
-             a.pending_count, 1 if a.stalled else 0, ts(a.stall_notified_at), a.transitions,
-             k.region, k.bucket, k.job_id, owner, rec.before.version),
-        )
+        self._exec(cur, _UPDATE_JOB, self._job_row(owner, rec))
         if cur.rowcount != 1:
             return False
         for tr in rec.transitions:
-            self._exec(cur, "INSERT INTO jw_history (region, bucket, job_id, seq, from_state, to_state, observed_at, "
-                       "service_time, code, message) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                       (k.region, k.bucket, k.job_id, tr.seq, tr.from_state, tr.to_state, ts(tr.observed_at),
-                        ts(tr.service_time), tr.code, tr.message))
-        self._insert_notices(cur, rec.notices, rec.after.last_seen or rec.after.first_seen)
+            self._exec(cur, _INSERT_HISTORY, _history_row(rec.after.key, tr))
+        self._insert_notices(cur, [(nt, rec.after.last_seen or rec.after.first_seen) for nt in rec.notices])
         return True
 
-    def _insert_notices(self, cur: Any, notices: Sequence[Notice], now: datetime) -> int:
-        n = 0
+    def _insert_notices(self, cur: Any, notices: Sequence[tuple[Notice, datetime]]) -> int:
+        """Insert (notice, created-at) pairs; one already there (same idempotency key) is left as it is."""
         sql = self._insert_ignore(
             "jw_outbox",
             "idem_key, kind, region, bucket, job_id, from_state, to_state, observed_at, job_json, tags_json, "
             "created_at, status, attempts, next_attempt_at",
             14,
         )
-        for nt in notices:
-            self._exec(cur, sql, (
-                nt.idempotency_key, nt.kind.value, nt.key.region, nt.key.bucket, nt.key.job_id, nt.from_state,
-                nt.to_state, ts(nt.observed_at), json.dumps(nt.job) if nt.job is not None else None,
-                json.dumps(nt.tags, sort_keys=True), ts(now), "pending", 0, ts(now)))
-            n += max(cur.rowcount, 0)
-        return n
+        return self._exec_many(cur, sql, [(
+            nt.idempotency_key, nt.kind.value, nt.key.region, nt.key.bucket, nt.key.job_id, nt.from_state,
+            nt.to_state, ts(nt.observed_at), json.dumps(nt.job) if nt.job is not None else None,
+            json.dumps(nt.tags, sort_keys=True), ts(now), "pending", 0, ts(now)) for nt, now in notices])
 
     def list_due(self, now: datetime, limit: int) -> list[JobKey]:
         """Keys of due, unleased jobs, earliest first, without claiming them (fan-out hands them to shards)."""
@@ -321,7 +336,7 @@ class SqlStore(Store):
     # -- outbox ----------------------------------------------------------------------------------------------
     def add_notices(self, notices: Sequence[Notice], now: datetime) -> int:
         with self._tx() as cur:
-            return self._insert_notices(cur, notices, now)
+            return self._insert_notices(cur, [(nt, now) for nt in notices])
 
     def claim_notices(self, owner: str, now: datetime, lease_seconds: float, limit: int) -> list[OutboxEntry]:
         t = ts(now)
@@ -445,6 +460,23 @@ class SqlStore(Store):
             if len(ids) < batch:
                 break
         return counts
+
+
+_UPDATE_JOB = (
+    "UPDATE jw_jobs SET state=?, active=?, job_json=?, last_seen=?, last_change=?, next_poll_at=?, "
+    "poll_interval=?, error_count=?, last_error=?, lease_owner=NULL, lease_expires=NULL, version=version+1, "
+    "pending_state=?, pending_count=?, stalled=?, stall_notified_at=?, transitions=?, polls=polls+1 "
+    "WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?"
+)
+_INSERT_HISTORY = (
+    "INSERT INTO jw_history (region, bucket, job_id, seq, from_state, to_state, observed_at, service_time, code, "
+    "message) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _history_row(k: JobKey, tr: Transition) -> tuple[Any, ...]:
+    return (k.region, k.bucket, k.job_id, tr.seq, tr.from_state, tr.to_state, ts(tr.observed_at),
+            ts(tr.service_time), tr.code, tr.message)
 
 
 FINAL_STATES = frozenset({"Success", "Failed", "Cancel", "Vanished"})
