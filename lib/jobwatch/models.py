@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -236,6 +237,19 @@ _TIME_RE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=64)
+def _zone(off: str | None) -> timezone:
+    """The zone of an offset as written (``+0800``, ``+08:00``, ``Z``; none means +08:00). Cached: the service
+    writes the same one or two offsets in every answer."""
+    if off is None:
+        return timezone(timedelta(hours=8))
+    if off == "Z":
+        return timezone.utc
+    sign = -1 if off[0] == "-" else 1
+    digits = off[1:].replace(":", "")
+    return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+
+
 def parse_time(text: str | None, *, field_name: str = "time") -> datetime | None:
     """Parse the service's time forms into an aware datetime; ``-``, empty or ``None`` mean "not set".
 
@@ -251,14 +265,7 @@ def parse_time(text: str | None, *, field_name: str = "time") -> datetime | None
     if not m:
         raise ValidationError(field_name, text, "expected a time like 2022-06-27T15:23:10+0800")
     year, month, day, hour, minute, second, frac, off = m.groups()
-    if off is None:
-        tz = timezone(timedelta(hours=8))
-    elif off == "Z":
-        tz = timezone.utc
-    else:
-        sign = -1 if off[0] == "-" else 1
-        digits = off[1:].replace(":", "")
-        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    tz = _zone(off)
     micro = int((frac or "0").ljust(6, "0")[:6])
     try:
         return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz)

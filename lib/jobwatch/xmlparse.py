@@ -49,23 +49,17 @@ def parse_document(body: bytes, *, status: int | None = None, request_id: str | 
         raise BadResponseError(f"not well-formed XML: {exc}", status=status, request_id=request_id) from None
     if root is None:
         raise BadResponseError("no root element", status=status, request_id=request_id)
-    if _depth(root) > MAX_DEPTH:
+    if _too_deep(root):
         raise BadResponseError(f"XML nested deeper than {MAX_DEPTH} levels", status=status, request_id=request_id)
     return root
 
 
-def _depth(el: etree._Element) -> int:
-    deepest = 0
-    for node in el.iter():
-        d = 0
-        p = node
-        while p is not None and d <= MAX_DEPTH + 1:
-            p = p.getparent()
-            d += 1
-        deepest = max(deepest, d)
-        if deepest > MAX_DEPTH:
-            break
-    return deepest
+# True when some element sits deeper than MAX_DEPTH: one compiled query, evaluated in C.
+_TOO_DEEP = etree.XPath("boolean(/" + "*/" * MAX_DEPTH + "*)")
+
+
+def _too_deep(root: etree._Element) -> bool:
+    return bool(_TOO_DEEP(root))
 
 
 def _text(el: etree._Element | None, tag: str) -> str | None:
@@ -75,6 +69,22 @@ def _text(el: etree._Element | None, tag: str) -> str | None:
     if child is None:
         return None
     return (child.text or "").strip()
+
+
+def _children(el: etree._Element) -> dict[str, etree._Element]:
+    """Element children by tag, the first of each (what ``find`` would return), in one pass over the children:
+    a ``find`` per field cost more than parsing the document."""
+    out: dict[str, etree._Element] = {}
+    for c in el:
+        tag = c.tag
+        if isinstance(tag, str) and tag not in out:
+            out[tag] = c
+    return out
+
+
+def _child_text(children: dict[str, etree._Element], tag: str) -> str | None:
+    c = children.get(tag)
+    return None if c is None else (c.text or "").strip()
 
 
 def element_to_value(el: etree._Element) -> Any:
@@ -100,14 +110,16 @@ def _opt(text: str | None) -> str | None:
     return text if text not in (None, "", "-") else None
 
 
-def _time(el: etree._Element | None, tag: str, job_id: str | None) -> Any:
+def _time(text: str | None, tag: str, job_id: str | None) -> Any:
     try:
-        return parse_time(_text(el, tag), field_name=f"JobsDetail.{tag}")
+        return parse_time(text, field_name=f"JobsDetail.{tag}")
     except ValidationError as exc:
         raise BadResponseError(f"job {job_id}: {exc}") from None
 
 
 _INPUT_KNOWN = {"Prefix": "prefix", "Manifest": "manifest", "UrlFile": "url_file", "Object": "object"}
+_JOB_KNOWN = frozenset({"JobId", "State", "Name", "Type", "Code", "Message", "CreationTime", "StartTime", "EndTime",
+                        "Input", "Operation"})
 _OP_KNOWN = {
     "WorkflowIds", "Tag", "QueueId", "JobParam", "Output", "TimeInterval", "UserData", "CallBack", "JobLevel",
 }
@@ -115,14 +127,15 @@ _OP_KNOWN = {
 
 def parse_job(el: etree._Element) -> Job:
     """One ``JobsDetail`` element into a :class:`Job` (either variant)."""
-    job_id = _opt(_text(el, "JobId"))
+    kids = _children(el)
+    job_id = _opt(_child_text(kids, "JobId"))
     if not job_id:
         raise BadResponseError("JobsDetail without a JobId")
-    state_raw = _text(el, "State")
+    state_raw = _child_text(kids, "State")
     if state_raw is None or state_raw == "":
         raise BadResponseError(f"job {job_id}: JobsDetail without a State")
 
-    inp_el = el.find("Input")
+    inp_el = kids.get("Input")
     inp_kw: dict[str, Any] = {}
     inp_extra: dict[str, Any] = {}
     if inp_el is not None:
@@ -134,51 +147,51 @@ def parse_job(el: etree._Element) -> Job:
             else:
                 inp_extra[c.tag] = element_to_value(c)
 
-    op_el = el.find("Operation")
+    op_el = kids.get("Operation")
     op_kw: dict[str, Any] = {}
     op_extra: dict[str, Any] = {}
     if op_el is not None:
-        wf = [(_opt((w.text or "").strip())) for w in op_el.findall("WorkflowIds")]
+        op = _children(op_el)
         ids: list[str] = []
-        for w in wf:
-            if w:
-                ids.extend(x.strip() for x in w.split(",") if x.strip())
+        for w in op_el.iterchildren("WorkflowIds"):
+            text = _opt((w.text or "").strip())
+            if text:
+                ids.extend(x.strip() for x in text.split(",") if x.strip())
         op_kw["workflow_ids"] = tuple(ids)
-        op_kw["tag"] = _opt(_text(op_el, "Tag"))
-        op_kw["queue_id"] = _opt(_text(op_el, "QueueId"))
-        op_kw["user_data"] = _opt(_text(op_el, "UserData"))
-        op_kw["callback"] = _opt(_text(op_el, "CallBack"))
-        op_kw["job_level"] = _opt(_text(op_el, "JobLevel"))
-        jp = op_el.find("JobParam")
+        op_kw["tag"] = _opt(_child_text(op, "Tag"))
+        op_kw["queue_id"] = _opt(_child_text(op, "QueueId"))
+        op_kw["user_data"] = _opt(_child_text(op, "UserData"))
+        op_kw["callback"] = _opt(_child_text(op, "CallBack"))
+        op_kw["job_level"] = _opt(_child_text(op, "JobLevel"))
+        jp = op.get("JobParam")
         if jp is not None:
             val = element_to_value(jp)
             op_kw["job_param"] = val if isinstance(val, dict) else {"value": val}
             op_kw["template_id"] = _opt(_text(jp, "TemplateId"))
-        out = op_el.find("Output")
+        out = op.get("Output")
         if out is not None:
             val = element_to_value(out)
             op_kw["output"] = val if isinstance(val, dict) else {"value": val}
-        ti = op_el.find("TimeInterval")
+        ti = op.get("TimeInterval")
         if ti is not None:
-            op_kw["time_interval"] = TimeInterval(_time(ti, "Start", job_id), _time(ti, "End", job_id))
+            op_kw["time_interval"] = TimeInterval(_time(_text(ti, "Start"), "Start", job_id),
+                                                  _time(_text(ti, "End"), "End", job_id))
         for c in op_el:
             if isinstance(c.tag, str) and c.tag not in _OP_KNOWN:
                 op_extra[c.tag] = element_to_value(c)
 
-    known = {"JobId", "State", "Name", "Type", "Code", "Message", "CreationTime", "StartTime", "EndTime",
-             "Input", "Operation"}
-    extra = {c.tag: element_to_value(c) for c in el if isinstance(c.tag, str) and c.tag not in known}
+    extra = {c.tag: element_to_value(c) for c in el if isinstance(c.tag, str) and c.tag not in _JOB_KNOWN}
     return Job(
         job_id=job_id,
-        name=_opt(_text(el, "Name")),
-        type=_opt(_text(el, "Type")),
+        name=_opt(_child_text(kids, "Name")),
+        type=_opt(_child_text(kids, "Type")),
         state=JobState.parse(state_raw),
         state_raw=state_raw,
-        code=_opt(_text(el, "Code")),
-        message=_opt(_text(el, "Message")),
-        created_at=_time(el, "CreationTime", job_id),
-        started_at=_time(el, "StartTime", job_id),
-        ended_at=_time(el, "EndTime", job_id),
+        code=_opt(_child_text(kids, "Code")),
+        message=_opt(_child_text(kids, "Message")),
+        created_at=_time(_child_text(kids, "CreationTime"), "CreationTime", job_id),
+        started_at=_time(_child_text(kids, "StartTime"), "StartTime", job_id),
+        ended_at=_time(_child_text(kids, "EndTime"), "EndTime", job_id),
         input=JobInput(**inp_kw, extra=inp_extra),
         operation=JobOperation(**op_kw, extra=op_extra),
         extra=extra,

@@ -146,6 +146,15 @@ def test_doctype_xxe_and_billion_laughs_refused(body):
         xmlparse.parse_response(body)
 
 
+def test_depth_limit_is_exact():
+    def nested(levels: int) -> bytes:  # the <Response> root is level 1
+        return b"<Response>" + b"<a>" * (levels - 1) + b"</a>" * (levels - 1) + b"</Response>"
+
+    assert xmlparse.parse_document(nested(xmlparse.MAX_DEPTH)).tag == "Response"
+    with pytest.raises(BadResponseError, match="deeper"):
+        xmlparse.parse_document(nested(xmlparse.MAX_DEPTH + 1))
+
+
 def test_deep_nesting_refused():
     body = b"<Response>" + b"<a>" * 40 + b"</a>" * 40 + b"</Response>"
     with pytest.raises(BadResponseError, match="deeper"):
