@@ -151,3 +151,19 @@ def test_stall_notice_once_then_recovered_when_it_moves():
     d3 = step(d2.after, Observation.seen(job("Pause")), T0 + timedelta(hours=4), stall_check=check)
     assert [n.kind for n in d3.notices] == [NoticeKind.TRANSITION, NoticeKind.RECOVERED]
     assert not d3.after.stalled
+
+
+def test_evolve_copies_and_refuses_unknown_fields():
+    from datetime import datetime, timezone
+
+    from jobwatch.models import JobKey
+    from jobwatch.store.base import TrackedJob
+
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    tj = TrackedJob(JobKey("ap-guangzhou", "b-1250000000", "j1"), t, t, tags={"team": "a"})
+    after = tj.evolve(state="Running", polls=3)
+    assert (after.state, after.polls, after.tags) == ("Running", 3, {"team": "a"})
+    assert (tj.state, tj.polls) == (None, 0)  # the original is untouched
+    assert after == tj.evolve(state="Running", polls=3) and after != tj
+    with pytest.raises(TypeError, match="no field"):
+        tj.evolve(sate="Running")

@@ -9,7 +9,7 @@ lease owner and version, so a crash at any point leaves either all of it or none
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
@@ -45,7 +45,15 @@ class TrackedJob:
     tags: dict[str, str] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> "TrackedJob":
-        return replace(self, **changes)
+        """A copy with ``changes``. Copies the instance dict instead of ``dataclasses.replace`` (which re-runs
+        ``__init__`` field by field): a decision evolves a record several times per poll."""
+        unknown = changes.keys() - _TRACKED_FIELDS
+        if unknown:
+            raise TypeError(f"TrackedJob has no field(s) {', '.join(sorted(unknown))}")
+        new = object.__new__(TrackedJob)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
 
     def to_json(self, *, with_job: bool = False) -> dict[str, Any]:
         """The stable JSON form shown by ``jobwatch status --json`` and the API Gateway read."""
@@ -61,6 +69,9 @@ class TrackedJob:
         if with_job:
             out["job"] = self.job.to_json() if self.job else None
         return out
+
+
+_TRACKED_FIELDS = frozenset(f.name for f in fields(TrackedJob))
 
 
 @dataclass(frozen=True)
