@@ -100,6 +100,8 @@ def test_discover_command_tracks_and_reports(env, emulator, capsys):
     ids = {emulator.create_job(TEST_BUCKET, state="Running") for _ in range(2)}
     assert main(["discover", "--bucket", TEST_BUCKET, "--region", TEST_REGION]) == 0
     assert "2 new job(s) tracked" in capsys.readouterr().out
+    assert main(["status", "--json"]) == 0
+    assert {r["job_id"] for r in json.loads(capsys.readouterr().out)} == ids
     assert main(["discover", "--bucket", TEST_BUCKET, "--region", TEST_REGION]) == 0
     assert "0 new job(s) tracked" in capsys.readouterr().out
     assert main(["discover"]) == 2  # nothing configured, nothing given

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -9,7 +9,6 @@ move by hand, so nothing sleeps to test timing; only the sink timeout (0.3 s) is
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
