@@ -594,3 +594,30 @@ def test_emulator_faults_are_ridden_out(emulator):
     with emu_client(emulator, sleep=sleeps.append, max_attempts=6) as c:
         assert c.get_job(TEST_BUCKET, TEST_REGION, wf).jobs[0].job_id == wf
     assert len(sleeps) >= 2 and len(emulator.request_log) == len(sleeps) + 1
+
+
+@pytest.fixture
+def clean_proxy_env(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def test_proxy_from_the_environment_is_used_and_read_once(ci, clean_proxy_env):
+    clean_proxy_env.setenv("HTTP_PROXY", ci.url)  # the scripted server plays the proxy
+    # The endpoint's host does not resolve: an answer can only have come through the proxy.
+    c = CIClient(StaticProvider(SID, KEY), endpoint="http://ci-direct.invalid:9", max_attempts=1)
+    assert c.get_job(BUCKET, REGION, JOB).jobs[0].job_id == JOB
+    assert ci.seen[-1].path == f"/inventorytriggerjob/{JOB}" and ci.seen[-1].sig_ok
+    clean_proxy_env.delenv("HTTP_PROXY")  # a function's environment is fixed: read when first needed, kept
+    assert c.get_job(BUCKET, REGION, JOB).jobs[0].job_id == JOB and len(ci.seen) == 2
+
+
+def test_no_proxy_from_the_environment_is_respected(ci, emulator, clean_proxy_env):
+    clean_proxy_env.setenv("HTTP_PROXY", ci.url)
+    clean_proxy_env.setenv("NO_PROXY", "127.0.0.1")
+    job_id = emulator.create_job(TEST_BUCKET, state="Running")
+    c = CIClient(StaticProvider(TEST_SECRET_ID, TEST_SECRET_KEY), endpoint=emulator.url, max_attempts=1)
+    assert c.get_job(TEST_BUCKET, TEST_REGION, job_id).jobs[0].state is JobState.RUNNING
+    assert ci.seen == []  # straight to the emulator, not through the proxy
