@@ -53,6 +53,7 @@ class RunSummary:
             "notices_failed": self.drain.failed,
             "notices_dead": self.drain.dead,
             "errors": t.errors,
+            "throttled": t.throttled,
             "error_samples": t.error_samples,
             "registered": self.registered,
             "already_tracked": self.already_tracked,

@@ -225,7 +225,9 @@ SETTINGS: tuple[SettingDef, ...] = (
     _d("JOBWATCH_HTTP_MAX_ATTEMPTS", I, 4, "Attempts per CI request, the first included.", minimum=1, maximum=10),
     _d("JOBWATCH_HTTP_POOL_SIZE", I, 32, "Pooled connections per host.", minimum=1, maximum=256),
     # Engine
-    _d("JOBWATCH_CONCURRENCY", I, 16, "Jobs polled in parallel within one invocation.", minimum=1, maximum=256),
+    _d("JOBWATCH_CONCURRENCY", I, 32,
+       "Most jobs polled in parallel within one invocation; halved while the service answers with throttling.",
+       minimum=1, maximum=256),
     _d("JOBWATCH_LEASE_SECONDS", D, 120.0,
        "How long a claimed job stays reserved to one instance; must outlast one poll.", minimum=10, maximum=3600),
     _d("JOBWATCH_BATCH_SIZE", I, 200, "Due jobs claimed per store round trip.", minimum=1, maximum=10000),

@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import structlog
 
-from .errors import JobwatchError, StoreError
+from .errors import CIError, JobwatchError, StoreError
 from .models import Job, JobKey, QueryResult
+from .retry import AdaptiveLimit, is_throttling
 from .statemachine import Decision, Observation, PollPolicy, StallCheck, decide
 from .store.base import PollRecord, Store, TrackedJob
 
@@ -45,6 +46,7 @@ class TickResult:
     notices: int = 0
     errors: int = 0
     lease_lost: int = 0
+    throttled: int = 0  # polls the service refused as too many (each also counts in errors)
     released: int = 0  # claimed but not polled (budget ran out)
     left: int = 0  # due jobs not handled this tick
     budget_exhausted: bool = False
@@ -52,14 +54,15 @@ class TickResult:
     error_samples: list[dict[str, str]] = field(default_factory=list)
 
     def merge(self, other: "TickResult") -> None:
-        for name in ("polled", "transitions", "notices", "errors", "lease_lost", "released"):
+        for name in ("polled", "transitions", "notices", "errors", "lease_lost", "released", "throttled"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.error_samples.extend(other.error_samples[: max(0, 10 - len(self.error_samples))])
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "polled": self.polled, "transitions": self.transitions, "notices_queued": self.notices,
-            "errors": self.errors, "lease_lost": self.lease_lost, "released": self.released, "left": self.left,
+            "errors": self.errors, "throttled": self.throttled, "lease_lost": self.lease_lost,
+            "released": self.released, "left": self.left,
             "budget_exhausted": self.budget_exhausted, "elapsed_s": round(self.elapsed, 3),
             "error_samples": self.error_samples,
         }
@@ -75,7 +78,7 @@ class Engine:
         *,
         policy: PollPolicy | None = None,
         owner: str | None = None,
-        concurrency: int = 16,
+        concurrency: int = 32,
         lease_seconds: float = 120.0,
         batch_size: int = 200,
         write_batch: int = 50,
@@ -103,6 +106,8 @@ class Engine:
         self.rand = rand
         self.stall_check = stall_check
         self._pool: ThreadPoolExecutor | None = None
+        # Requests in flight: up to ``concurrency``, fewer while the service throttles us.
+        self.limit = AdaptiveLimit(concurrency, monotonic=monotonic)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -166,7 +171,7 @@ class Engine:
         oldest_pending = 0.0
 
         def submit_more() -> None:
-            while queue and len(running) < self.concurrency and not self._out_of_time(deadline):
+            while queue and len(running) < self.limit.allowed and not self._out_of_time(deadline):
                 tj = queue.pop(0)
                 # copy the context so the invocation's bound log fields reach the client's log lines
                 running[pool.submit(contextvars.copy_context().run, self._observe, tj)] = tj
@@ -179,6 +184,7 @@ class Engine:
             for fut in done:
                 tj = running.pop(fut)
                 obs = fut.result()
+                self._adapt(obs, result)
                 decision = decide(tj, obs, self.clock(), self.policy, rand=self.rand, stall_check=self.stall_check)
                 if not pending_writes:
                     oldest_pending = self.monotonic()
@@ -206,6 +212,16 @@ class Engine:
             result.released += len(queue)
             result.budget_exhausted = True
         return result
+
+    def _adapt(self, obs: Observation, result: TickResult) -> None:
+        err = obs.error
+        if err is None:
+            self.limit.succeeded()
+        elif isinstance(err, CIError) and is_throttling(err.status or 0, err.code):
+            result.throttled += 1
+            if self.limit.throttled():
+                log.warning("ci_throttled", in_flight=self.limit.allowed, ceiling=self.concurrency,
+                            code=err.code, status=err.status)
 
     def _observe(self, tj: TrackedJob) -> Observation:
         k = tj.key

@@ -8,6 +8,8 @@ retried on purpose: the status says the service is struggling, whatever the body
 from __future__ import annotations
 
 import random
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -52,6 +54,42 @@ class Backoff:
         if retry_after is not None:
             d = max(d, min(retry_after, self.cap))
         return d
+
+
+class AdaptiveLimit:
+    """How many requests may be in flight: halved when the service throttles us, grown back by about one per
+    round of successes (additive increase, multiplicative decrease, as TCP does). Retrying each throttled
+    request alone keeps the pressure on; this lowers it for the whole tick, and for the next ones while the
+    instance stays warm. Cuts closer together than ``cooldown`` seconds count once: the requests already in
+    flight when the first refusal came back say nothing new."""
+
+    def __init__(self, ceiling: int, *, floor: int = 1, cooldown: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        if not 1 <= floor <= ceiling:
+            raise ValueError(f"need 1 <= floor <= ceiling, got floor {floor}, ceiling {ceiling}")
+        self.ceiling, self.floor, self.cooldown = ceiling, floor, cooldown
+        self._monotonic = monotonic
+        self._value = float(ceiling)
+        self._last_cut: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def allowed(self) -> int:
+        return max(self.floor, int(self._value))
+
+    def throttled(self) -> bool:
+        """Note a throttling answer; True if it cut the limit."""
+        with self._lock:
+            now = self._monotonic()
+            if self._last_cut is not None and now - self._last_cut < self.cooldown:
+                return False
+            self._last_cut = now
+            self._value = max(float(self.floor), self._value / 2)
+            return True
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._value = min(float(self.ceiling), self._value + 1.0 / self._value)
 
 
 # Codes that say the service refused the request before doing anything: safe to resend even a create.

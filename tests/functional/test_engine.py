@@ -145,3 +145,23 @@ def test_discovery_first_takes_active_jobs_then_everything_new_once(emulator, em
     assert engine.discover(TEST_REGION, TEST_BUCKET) == 2  # created since: whatever their state
     assert engine.discover(TEST_REGION, TEST_BUCKET) == 0
     assert {t.key.job_id for t in store.list_jobs()} == set(active + later)
+
+
+def test_throttling_answers_lower_the_requests_in_flight(emulator, emulator_clock, client, store):
+    from structlog.testing import capture_logs
+
+    ids = [emulator.create_job(TEST_BUCKET, state="Running") for _ in range(40)]
+    store.track([JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids], emulator_clock.now())
+    emulator.set_faults([FaultRule(kind="status", status=503, code="SlowDown", path="/inventorytriggerjob/*",
+                                   times=5)])
+    engine = Engine(store, client, policy=POLICY, clock=emulator_clock.now, concurrency=16, lease_seconds=60,
+                    rand=lambda: 0.5, monotonic=lambda: 0.0)  # time stands still: one cut per cooldown
+    with capture_logs() as logs:
+        res = engine.tick()
+    assert (res.polled, res.errors, res.throttled) == (40, 5, 5)
+    assert 8 <= engine.limit.allowed < 16  # halved once, grown back a little by the 35 answers after
+    cuts = [entry for entry in logs if entry["event"] == "ci_throttled"]
+    assert len(cuts) == 1 and cuts[0]["in_flight"] == 8 and cuts[0]["code"] == "SlowDown"
+    # the throttled jobs are polled again on the error schedule, not lost
+    assert sum(1 for tj in store.list_jobs(active=True) if tj.error_count == 1) == 5
+    engine.close()

@@ -51,7 +51,7 @@ def test_defaults_load_and_have_documented_values():
     assert s.store_url.reveal() == "sqlite:///.jobwatch/jobwatch.db"
     assert (s.verify_tls, s.role_session_name, s.role_duration, s.sign_window) == (True, "ci-jobwatch", 7200, 600)
     assert (s.http_connect_timeout, s.http_read_timeout, s.http_max_attempts, s.http_pool_size) == (3.05, 10, 4, 32)
-    assert (s.concurrency, s.lease_seconds, s.batch_size) == (16, 120, 200)
+    assert (s.concurrency, s.lease_seconds, s.batch_size) == (32, 120, 200)
     assert (s.poll_min_seconds, s.poll_max_seconds, s.poll_backoff, s.poll_jitter) == (30, 900, 1.5, 0.1)
     assert (s.error_backoff_max_seconds, s.confirmations, s.safety_margin_seconds) == (1800, 2, 5)
     assert (s.notify_timeout, s.notify_max_attempts, s.notify_backoff_base, s.notify_backoff_cap) == (5, 8, 30, 3600)
@@ -99,7 +99,7 @@ def test_fallback_variables_of_scf():
 
 
 def test_empty_variable_counts_as_unset():
-    assert load_settings({"JOBWATCH_CONCURRENCY": "", "JOBWATCH_API_KEY": "  "}).concurrency == 16
+    assert load_settings({"JOBWATCH_CONCURRENCY": "", "JOBWATCH_API_KEY": "  "}).concurrency == 32
 
 
 BROKEN = {
@@ -203,7 +203,7 @@ def test_markdown_table_lists_every_setting_once():
     table = render_markdown_table()
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == [d.name for d in SETTINGS]
-    assert "| `JOBWATCH_CONCURRENCY` | int 1..256 | `16` |" in table
+    assert "| `JOBWATCH_CONCURRENCY` | int 1..256 | `32` |" in table
     assert "| `JOBWATCH_LOG_FORMAT` | auto \\| json \\| console | `auto` |" in table
 
 
@@ -257,7 +257,7 @@ def test_cli_check_ok_and_show_masks_secrets(monkeypatch, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     shown = json.loads(out)
-    assert shown["JOBWATCH_API_KEY"] == "***" and shown["JOBWATCH_CONCURRENCY"] == 16
+    assert shown["JOBWATCH_API_KEY"] == "***" and shown["JOBWATCH_CONCURRENCY"] == 32
     assert shown["JOBWATCH_STORE_URL"] == "mysql://u:***@127.0.0.1:3306/test"
     assert CANARY not in out
 

@@ -72,3 +72,32 @@ def test_backoff_honours_a_larger_server_hint_up_to_the_cap():
 def test_parse_retry_after(value, now, expected):
     got = parse_retry_after(value, now)
     assert got == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_adaptive_limit_halves_on_throttling_once_per_cooldown_and_grows_back():
+    from jobwatch.retry import AdaptiveLimit
+
+    now = [0.0]
+    lim = AdaptiveLimit(32, cooldown=1.0, monotonic=lambda: now[0])
+    assert lim.allowed == 32
+    assert lim.throttled() is True and lim.allowed == 16
+    assert lim.throttled() is False and lim.allowed == 16  # the requests already in flight say nothing new
+    now[0] = 1.0
+    assert lim.throttled() is True and lim.allowed == 8
+    for _ in range(8):  # one round of successes at 8 in flight: about one more
+        lim.succeeded()
+    assert lim.allowed == 8 or lim.allowed == 9
+    for _ in range(2000):
+        lim.succeeded()
+    assert lim.allowed == 32  # never above the ceiling
+    for i in range(20):
+        now[0] = 10.0 + 2 * i
+        lim.throttled()
+    assert lim.allowed == 1  # never below the floor
+
+
+def test_adaptive_limit_refuses_a_floor_above_the_ceiling():
+    from jobwatch.retry import AdaptiveLimit
+
+    with pytest.raises(ValueError, match="floor"):
+        AdaptiveLimit(4, floor=5)
