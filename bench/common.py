@@ -90,13 +90,20 @@ class Emulator:
         self.close()
 
 
-def settings_env(store_url: str, endpoint: str, concurrency: int = 16, **extra: str) -> dict[str, str]:
+def default_concurrency() -> int:
+    """JOBWATCH_CONCURRENCY's default, read from the code so the benchmarks follow it."""
+    from jobwatch.config import load_settings
+
+    return load_settings(environ={}).concurrency
+
+
+def settings_env(store_url: str, endpoint: str, concurrency: int | None = None, **extra: str) -> dict[str, str]:
     """The environment a deployed function would have, pointed at the emulator. Polls are spaced an hour apart
     so that no job comes due twice within one benchmark."""
     env = {
         "JOBWATCH_STORE_URL": store_url, "JOBWATCH_CI_ENDPOINT": endpoint,
         "JOBWATCH_SECRET_ID": SECRET_ID, "JOBWATCH_SECRET_KEY": SECRET_KEY,
-        "JOBWATCH_CONCURRENCY": str(concurrency), "JOBWATCH_NOTIFY": "log://",
+        "JOBWATCH_CONCURRENCY": str(concurrency or default_concurrency()), "JOBWATCH_NOTIFY": "log://",
         "JOBWATCH_LOG_LEVEL": "info", "JOBWATCH_LOG_FORMAT": "json",
         "JOBWATCH_POLL_MIN_SECONDS": "3600", "JOBWATCH_POLL_MAX_SECONDS": "3600", "JOBWATCH_HTTP_MAX_ATTEMPTS": "1",
     }

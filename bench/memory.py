@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Check, Emulator, Result, core_split, run_worker, settings_env, track_all
+from common import Check, Emulator, Result, core_split, default_concurrency, run_worker, settings_env, track_all
 
 TARGET_MB = 64.0
 
@@ -23,11 +23,12 @@ def run(quick: bool) -> Result:
     with Emulator(jobs=n, latency=0.0, core=emu_core) as emu, tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp)}/mem.db"
         track_all(url, emu.ids)
-        res = run_worker("tick", {"env": settings_env(url, emu.url, 16)}, core=me, timeout=600)
+        res = run_worker("tick", {"env": settings_env(url, emu.url)}, core=me, timeout=600)
     if res["polled"] != n or res["errors"]:
         raise RuntimeError(f"memory tick polled {res['polled']} of {n} with {res['errors']} errors")
     body = (
-        f"One `App.tick` (default concurrency 16, SQLite store, JSON logs, no delivery) over {n:,} tracked jobs "
+        f"One `App.tick` (default concurrency {default_concurrency()}, SQLite store, JSON logs, no delivery) over "
+        f"{n:,} tracked jobs "
         f"at zero added latency, in a fresh interpreter: {res['tick_s']:.1f} s, {n / res['tick_s']:,.0f} jobs/s.\n\n"
         "Peak RSS is `VmHWM` from /proc/self/status: `resource.getrusage().ru_maxrss` in a child starts at the "
         "RSS of the parent at fork (a first run reported 48.9 MB for a bare interpreter started by the grown "

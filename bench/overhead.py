@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from common import Check, Emulator, Result, core_split, median, pin, settings_env, track_all
+from common import Check, Emulator, Result, core_split, default_concurrency, median, pin, settings_env, track_all
 from throughput import presigned
 
 TARGET = 0.6
@@ -168,7 +168,7 @@ def profile_tick(endpoint: str, ids: Sequence[str], tmp: Path
              "", "Top functions by own time:", "", *lines]
     per_job = {"sqlite": 0.0, "json": 0.0}
     for (filename, _line, func), v in raw.items():
-        if "execute' of 'sqlite3" in func:
+        if "of 'sqlite3.Cursor'" in func and "execute" in func:  # execute and executemany
             per_job["sqlite"] += v[1] / len(ids)
         elif filename.endswith("json/encoder.py") and func == "encode":
             per_job["json"] += v[1] / len(ids)
@@ -177,6 +177,7 @@ def profile_tick(endpoint: str, ids: Sequence[str], tmp: Path
 
 def run(quick: bool) -> Result:
     n = 800 if quick else 3000
+    default_c = default_concurrency()
     me, emu_core = core_split()
     pin(me)
     t_start = time.perf_counter()
@@ -187,9 +188,9 @@ def run(quick: bool) -> Result:
             floors.append(floor_loop(emu.url, reqs))
             clients.append(client_loop(emu.url, emu.ids))
             ticks.append(tick_rate(emu.url, emu.ids, 1, Path(tmp), f"c1-{r}"))
-        default_rate = tick_rate(emu.url, emu.ids, 16, Path(tmp), "c16")
+        default_rate = tick_rate(emu.url, emu.ids, default_c, Path(tmp), "cdefault")
         shares, top, prof_s, per_job = profile_tick(emu.url, emu.ids, Path(tmp))
-    stmts, encodes = per_job["sqlite"], per_job["json"]
+    stmts = per_job["sqlite"]
     floor, client, ours = median(floors), median(clients), median(ticks)
     ratio = ours / floor
     added = 1000 / ours - 1000 / client
@@ -206,7 +207,7 @@ def run(quick: bool) -> Result:
         f"| floor (requests + lxml) | {floor:,.0f} | {1000 / floor:.2f} ms | 1.00x |\n"
         f"| client (sign + request + parse) | {client:,.0f} | {1000 / client:.2f} ms | {client / floor:.2f}x |\n"
         f"| ours, concurrency 1 | {ours:,.0f} | {1000 / ours:.2f} ms | {ratio:.2f}x |\n"
-        f"| ours, concurrency 16 (default; overlaps waits, not like for like) | {default_rate:,.0f} | "
+        f"| ours, concurrency {default_c} (default; overlaps waits, not like for like) | {default_rate:,.0f} | "
         f"{1000 / default_rate:.2f} ms | {default_rate / floor:.2f}x |\n\n"
         f"The engine, decision, store writes and logs add {added:.2f} ms per job on top of the client.\n\n"
         f"Where a tick's time goes (cProfile, own time by area, same tick run on one thread; {prof_s:.1f} s "
@@ -219,11 +220,8 @@ def run(quick: bool) -> Result:
         notes.append(
             f"Closing note: the client alone runs at {client / floor:.2f}x of the floor, so signing and parsing are "
             f"not the gap; the {added:.2f} ms per job is the tick's own work, in the stages above: the store "
-            f"writes (this is each job's first poll, a transition, so state, history and outbox rows: "
-            f"{stmts:.1f} SQLite statements per job, one by one), the log lines (two per job, each field scrubbed "
-            "for secrets by regular expressions, then JSON-encoded) and the decision. What would close it: "
-            "`executemany` for a batch's rows, one summary log line per batch instead of one per poll (or a "
-            "cheaper redaction that skips values of known-safe types). The profiler inflates Python code more than "
-            "waiting on a socket, so its shares understate these against the client.")
+            f"writes ({stmts:.2f} SQLite statements per job: one transaction per batch of answers, one statement "
+            "per table), the transition's log line (JSON) and the decision. The profiler inflates Python code more "
+            "than waiting on a socket, so its shares understate these against the client.")
     return Result("2. Overhead per job", "bench/run" + (" --quick" if quick else ""), body, checks,
                   time.perf_counter() - t_start, notes)

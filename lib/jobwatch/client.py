@@ -25,6 +25,7 @@ import structlog
 from lxml import etree
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
+from requests.structures import CaseInsensitiveDict
 
 from . import signing, xmlparse
 from .credentials import CredentialsProvider
@@ -345,9 +346,7 @@ class CIClient:
         failure: JobwatchError | None = None
         resp: requests.Response | None = None
         try:
-            resp = self._session.request(method, url, headers=headers, data=body, timeout=self._timeout,
-                                         verify=self._verify, stream=True, allow_redirects=False,
-                                         auth=_KeepHeaders(), proxies=self._proxies_for(base))
+            resp = self._send(method, url, headers, body, base)
         except requests.exceptions.ConnectTimeout:
             failure = ConnectError(f"{method} {host}{path}: connect timeout after {self._timeout[0]} s")
         except requests.exceptions.Timeout:
@@ -364,6 +363,20 @@ class CIClient:
             return self._read(resp)
         finally:
             resp.close()
+
+    def _send(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+              base: str) -> requests.Response:
+        if not self._own_session:  # the caller's session: its defaults, hooks and adapters all apply
+            return self._session.request(method, url, headers=headers, data=body, timeout=self._timeout,
+                                         verify=self._verify, stream=True, allow_redirects=False,
+                                         auth=_KeepHeaders(), proxies=self._proxies_for(base))
+        # Our own session has nothing to merge (no cookies, hooks, default headers, redirects or environment):
+        # hand the request straight to its adapter. Session.request spent a third of a call merging nothing.
+        # The URL is ours, built from validated parts and quoted, and the headers are complete.
+        prep = requests.PreparedRequest()
+        prep.method, prep.url, prep.headers, prep.body = method, url, CaseInsensitiveDict(headers), body
+        return self._session.get_adapter(url).send(prep, stream=True, timeout=self._timeout, verify=self._verify,
+                                                   proxies=self._proxies_for(base))
 
     def _proxies_for(self, base: str) -> dict[str, str] | None:
         """HTTP(S)_PROXY / NO_PROXY as requests would apply them to ``base``, looked up once per base URL."""

@@ -621,3 +621,19 @@ def test_no_proxy_from_the_environment_is_respected(ci, emulator, clean_proxy_en
     c = CIClient(StaticProvider(TEST_SECRET_ID, TEST_SECRET_KEY), endpoint=emulator.url, max_attempts=1)
     assert c.get_job(TEST_BUCKET, TEST_REGION, job_id).jobs[0].state is JobState.RUNNING
     assert ci.seen == []  # straight to the emulator, not through the proxy
+
+
+def test_request_carries_exactly_our_headers(ci):
+    """Our own session hands requests straight to its adapter: nothing of requests' session defaults (cookies,
+    its User-Agent, gzip) rides along, and what we send is what we signed plus who we are."""
+    from jobwatch.client import DEFAULT_USER_AGENT
+
+    c = CIClient(StaticProvider(SID, KEY), endpoint=ci.url, max_attempts=1)
+    c.get_job(BUCKET, REGION, JOB)
+    c.create_job(BUCKET, REGION, JobSpec("demo", JobInput(prefix="in/"), JobOperation(tag="Transcode")))
+    get, put = ci.seen
+    assert get.sig_ok and put.sig_ok
+    assert get.headers["user-agent"] == DEFAULT_USER_AGENT and get.headers["accept"] == "application/xml"
+    assert get.headers["host"] == HOST and "cookie" not in get.headers
+    assert get.headers.get("accept-encoding", "identity") == "identity"
+    assert put.headers["content-length"] == str(len(put.body)) and put.headers["content-type"] == "application/xml"
