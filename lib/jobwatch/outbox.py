@@ -31,6 +31,7 @@ class DrainResult:
     dead: int = 0  # notices moved to the dead letters
     done: int = 0  # notices fully delivered
     unrouted: int = 0  # notices no sink wanted
+    lease_lost: int = 0  # notices another drain took over before this one finished them
     budget_exhausted: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,12 +125,18 @@ class Outbox:
         last_error = "; ".join(f"{r.sink}: {r.error}" for r in failures)[:1000] or None
         if retryable_left:
             delay = self.backoff.delay(max(attempts - 1, 0), self.rand, retry_after)
-            self.store.finish_notice(nid, self.owner, "pending", attempts, now + timedelta(seconds=delay),
-                                     last_error, now)
+            status, next_at, error = "pending", now + timedelta(seconds=delay), last_error
         elif permanent or any(d.status == "dead" for d in e.deliveries.values()):
-            result.dead += 1
-            self.store.finish_notice(nid, self.owner, "dead", attempts, None, last_error, now)
-            log.error("notice_dead", notice=e.notice.idempotency_key, error=last_error)
+            status, next_at, error = "dead", None, last_error
         else:
+            status, next_at, error = "done", None, None
+        if not self.store.finish_notice(nid, self.owner, status, attempts, next_at, error, now):
+            # Our lease ran out and another drain took the notice: its outcome stands. Deliveries recorded
+            # above still count; a receiver drops a repeat by the notice's key.
+            result.lease_lost += 1
+            log.warning("notice_lease_lost", notice=e.notice.idempotency_key, status=status)
+        elif status == "dead":
+            result.dead += 1
+            log.error("notice_dead", notice=e.notice.idempotency_key, error=last_error)
+        elif status == "done":
             result.done += 1
-            self.store.finish_notice(nid, self.owner, "done", attempts, None, None, now)

@@ -423,6 +423,35 @@ def test_redelivery_after_a_crash_carries_the_same_webhook_id(db, clock, receive
     assert entries(db)[n.idempotency_key].status == "done"
 
 
+def test_a_drain_that_outlived_its_lease_does_not_overwrite_the_takeover(db, clock, receivers):
+    rx = receivers["rx"]
+    n = notice(2)
+    db.add_notices([n], clock.now())
+    survivor = outbox(db, clock, [rx.spec("rx")], lease_seconds=60)
+    slow = outbox(db, clock, [rx.spec("rx")], lease_seconds=60)
+    slow.owner = "slow-drain"
+    calls = {"n": 0}
+    taken_over: dict[str, Any] = {}
+
+    def late_clock() -> datetime:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the send failed; before that is recorded, the lease runs out and another drain runs
+            clock.advance(61)
+            rx.mode = "ok"
+            taken_over["result"] = survivor.drain()
+        return clock.now()
+
+    rx.mode = "fail"
+    slow.clock = late_clock
+    r = slow.drain()
+    assert (taken_over["result"].notices, taken_over["result"].done) == (1, 1)
+    assert (r.notices, r.failed, r.done, r.lease_lost) == (1, 1, 0, 1)
+    e = entries(db)[n.idempotency_key]
+    assert (e.status, e.attempts, e.last_error) == ("done", 1, None)  # the survivor's outcome stands
+    assert [d.status for d in e.deliveries.values()] == ["delivered"]  # a late failure never downgrades it
+    assert rx.ids() == [n.idempotency_key, n.idempotency_key]  # one key: the receiver drops the repeat
+
+
 # ---- stalled and recovered notices end to end, under freezegun --------------------------------------------------
 
 STALL_START = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)

@@ -103,6 +103,19 @@ def test_record_poll_refused_after_lease_lost(store):
     assert store.get(K1).lease_owner == "b"
 
 
+def test_finish_notice_needs_the_lease(store):
+    """A drain whose lease ran out, and whose notice another drain took over, cannot overwrite the outcome."""
+    store.track([K1], T0)
+    store.add_notices([_notice(K1, "slow")], T0)
+    (mine,) = store.claim_notices("a", T0, 60, 10)
+    (theirs,) = store.claim_notices("b", T0 + timedelta(seconds=61), 60, 10)  # a's lease expired
+    assert theirs.notice.id == mine.notice.id
+    assert store.finish_notice(mine.notice.id, "a", "dead", 9, None, "late", T0) is False
+    assert store.finish_notice(theirs.notice.id, "b", "done", 1, None, None, T0) is True
+    assert [e.notice.idempotency_key for e in store.list_outbox(status="done")] == ["slow"]
+    assert store.finish_notice(mine.notice.id, "a", "dead", 9, None, "late", T0) is False  # done stays done
+
+
 def test_duplicate_notice_key_is_dropped(store):
     store.track([K1], T0)
     assert store.add_notices([_notice(K1, "same")], T0) == 1
@@ -118,9 +131,9 @@ def test_outbox_claim_deliver_retry_dead(store):
     assert store.claim_notices("b", T0, 60, 10) == []  # leased
     n1, n2 = claimed
     store.record_delivery(n1.notice.id, "webhook:ops", True, None, T0)
-    store.finish_notice(n1.notice.id, "a", "done", 1, None, None, T0)
+    assert store.finish_notice(n1.notice.id, "a", "done", 1, None, None, T0) is True
     store.record_delivery(n2.notice.id, "webhook:ops", False, "HTTP 500", T0)
-    store.finish_notice(n2.notice.id, "a", "pending", 1, T0 + timedelta(seconds=30), "HTTP 500", T0)
+    assert store.finish_notice(n2.notice.id, "a", "pending", 1, T0 + timedelta(seconds=30), "HTTP 500", T0)
     assert store.claim_notices("a", T0 + timedelta(seconds=10), 60, 10) == []  # not due yet
     (again,) = store.claim_notices("a", T0 + timedelta(seconds=31), 60, 10)
     assert again.notice.idempotency_key == "n2" and again.attempts == 1

@@ -196,8 +196,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def finish_notice(self, notice_id: int, owner: str, status: str, attempts: int,
-                      next_attempt_at: datetime | None, last_error: str | None, now: datetime) -> None:
-        """Set the notice's status (pending with a next attempt, done, dead) and release its lease."""
+                      next_attempt_at: datetime | None, last_error: str | None, now: datetime) -> bool:
+        """Set the notice's status (pending with a next attempt, done, dead) and release its lease, if ``owner``
+        still holds it; False when another drain took the notice over (its outcome then stands)."""
 
     @abc.abstractmethod
     def list_outbox(self, *, status: str | None = None, limit: int = 100) -> list[OutboxEntry]: ...

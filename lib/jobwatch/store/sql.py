@@ -374,22 +374,26 @@ class SqlStore(Store):
                         dead: bool = False) -> None:
         status = "delivered" if ok else ("dead" if dead else "failed")
         with self._tx() as cur:
+            # A late failure (a drain that outlived its lease) never downgrades a delivery another one made.
             self._exec(cur, "UPDATE jw_deliveries SET status=?, attempts=attempts+1, last_error=?, updated_at=? "
-                       "WHERE notice_id=? AND sink=?", (status, error, ts(now), notice_id, sink))
+                       "WHERE notice_id=? AND sink=?" + ("" if ok else " AND status<>'delivered'"),
+                       (status, error, ts(now), notice_id, sink))
             if cur.rowcount == 0:
                 self._exec(cur, self._insert_ignore("jw_deliveries",
                                                     "notice_id, sink, status, attempts, last_error, updated_at", 6),
                            (notice_id, sink, status, 1, error, ts(now)))
 
     def finish_notice(self, notice_id: int, owner: str, status: str, attempts: int,
-                      next_attempt_at: datetime | None, last_error: str | None, now: datetime) -> None:
+                      next_attempt_at: datetime | None, last_error: str | None, now: datetime) -> bool:
         if status not in ("pending", "done", "dead"):
             raise StoreError(f"invalid outbox status {status!r}")
         with self._tx() as cur:
             self._exec(cur, "UPDATE jw_outbox SET status=?, attempts=?, next_attempt_at=?, last_error=?, "
-                       "lease_owner=NULL, lease_expires=NULL, delivered_at=? WHERE id=?",
+                       "lease_owner=NULL, lease_expires=NULL, delivered_at=? WHERE id=? AND lease_owner=? "
+                       "AND status='pending'",
                        (status, attempts, ts(next_attempt_at), last_error, ts(now) if status == "done" else None,
-                        notice_id))
+                        notice_id, owner))
+            return cur.rowcount == 1
 
     def list_outbox(self, *, status: str | None = None, limit: int = 100) -> list[OutboxEntry]:
         where, params = ("WHERE status=?", (status,)) if status else ("", ())
