@@ -129,3 +129,26 @@ def test_sample_notice_is_a_test_notice_with_a_fresh_key():
     a, b = sample_notice(), sample_notice()
     assert a.kind is NoticeKind.TEST and a.outcome == "test" and a.idempotency_key != b.idempotency_key
     assert a.payload()["job"]["state"] == "Failed"
+
+
+def test_log_sink_lines_carry_the_invocations_request_id():
+    """send_concurrently runs each send in a copy of the caller's context: lines written in its worker threads
+    keep the invocation's bound fields."""
+    import structlog
+    from structlog.testing import capture_logs
+
+    from jobwatch.logs import bind_invocation
+    from jobwatch.notify import send_concurrently
+
+    n = Notice("ap-guangzhou/b-1250000000/j1#1:Success", NoticeKind.TRANSITION,
+               JobKey("ap-guangzhou", "b-1250000000", "j1"), "Running", "Success",
+               datetime(2026, 1, 1, tzinfo=timezone.utc))
+    bind_invocation("req-42", "jobwatch-poller")
+    try:
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            [res] = send_concurrently([(n, LogSink("audit"))], timeout=2.0)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert res.ok
+    [line] = [entry for entry in logs if entry["event"] == "notice"]
+    assert line["request_id"] == "req-42" and line["sink"] == "audit"

@@ -9,6 +9,7 @@ the notice's idempotency key lets the receiver drop the retry.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextvars
 import time
 from typing import Callable, Iterable
 
@@ -52,7 +53,9 @@ def send_concurrently(
     pool = cf.ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(items))),
                                  thread_name_prefix="jobwatch-notify")
     try:
-        futures = [pool.submit(send_one, n, s, timeout, clock) for n, s in items]
+        # Each send runs in a copy of the caller's context, so the invocation's request ID reaches the lines
+        # the sinks write (the log sink's notice lines above all).
+        futures = [pool.submit(contextvars.copy_context().run, send_one, n, s, timeout, clock) for n, s in items]
         # With more pairs than workers, later pairs start late: give each wave its own timeout.
         waves = -(-len(items) // max(1, min(max_workers, len(items))))
         cf.wait(futures, timeout=waves * timeout + grace)
