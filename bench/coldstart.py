@@ -58,7 +58,7 @@ def run(quick: bool, pkg: Path | None) -> Result:
     if pkg is None:
         return Result("4. Cold start", "bench/run", "Not measured: no deploy package (see Package).\n",
                       [Check("cold start measured", 0.0, ">=", 1.0, "")])
-    rounds = 3 if quick else 9
+    rounds = 2 if quick else 9
     with tempfile.TemporaryDirectory() as tmp:
         nopyc = Path(tmp) / "package"
         shutil.copytree(pkg, nopyc, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

@@ -16,7 +16,7 @@ TARGET_MB = 64.0
 
 
 def run(quick: bool) -> Result:
-    n = 2000 if quick else 10000
+    n = 1000 if quick else 10000
     me, emu_core = core_split()
     t_start = time.perf_counter()
     base = run_worker("imports", {}, core=me)

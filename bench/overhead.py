@@ -176,7 +176,7 @@ def profile_tick(endpoint: str, ids: Sequence[str], tmp: Path
 
 
 def run(quick: bool) -> Result:
-    n = 800 if quick else 3000
+    n = 500 if quick else 3000
     default_c = default_concurrency()
     me, emu_core = core_split()
     pin(me)
@@ -188,13 +188,13 @@ def run(quick: bool) -> Result:
             floors.append(floor_loop(emu.url, reqs))
             clients.append(client_loop(emu.url, emu.ids))
             ticks.append(tick_rate(emu.url, emu.ids, 1, Path(tmp), f"c1-{r}"))
-        default_rate = tick_rate(emu.url, emu.ids, default_c, Path(tmp), "cdefault")
-        shares, top, prof_s, per_job = profile_tick(emu.url, emu.ids, Path(tmp))
-    stmts = per_job["sqlite"]
+        if not quick:  # the report's extras; the quick (CI) mode checks the ratio only
+            default_rate = tick_rate(emu.url, emu.ids, default_c, Path(tmp), "cdefault")
+            shares, top, prof_s, per_job = profile_tick(emu.url, emu.ids, Path(tmp))
+    stmts = 0.0 if quick else per_job["sqlite"]
     floor, client, ours = median(floors), median(clients), median(ticks)
     ratio = ours / floor
     added = 1000 / ours - 1000 / client
-    area_rows = "\n".join(f"| {k} | {v:.0%} |" for k, v in shares)
     body = (
         f"{n:,} jobs, no added latency; the emulator in its own process on its own core. Floor = a loop of "
         "`requests.Session.get` + `lxml.etree.fromstring` over the same answers (signed beforehand, no store). "
@@ -207,14 +207,18 @@ def run(quick: bool) -> Result:
         f"| floor (requests + lxml) | {floor:,.0f} | {1000 / floor:.2f} ms | 1.00x |\n"
         f"| client (sign + request + parse) | {client:,.0f} | {1000 / client:.2f} ms | {client / floor:.2f}x |\n"
         f"| ours, concurrency 1 | {ours:,.0f} | {1000 / ours:.2f} ms | {ratio:.2f}x |\n"
-        f"| ours, concurrency {default_c} (default; overlaps waits, not like for like) | {default_rate:,.0f} | "
-        f"{1000 / default_rate:.2f} ms | {default_rate / floor:.2f}x |\n\n"
-        f"The engine, decision, store writes and logs add {added:.2f} ms per job on top of the client.\n\n"
-        f"Where a tick's time goes (cProfile, own time by area, same tick run on one thread; {prof_s:.1f} s "
-        "under the profiler, which slows everything about twofold):\n\n| area | share |\n|---|---|\n" + area_rows
-        + "\n\nThe same profile by stage (cumulative time):\n\n" + top + "\n"
     )
-    checks = [Check("ours / floor, jobs/s at concurrency 1", ratio, ">=", 0.35 if quick else TARGET)]
+    if not quick:
+        area_rows = "\n".join(f"| {k} | {v:.0%} |" for k, v in shares)
+        body += (
+            f"| ours, concurrency {default_c} (default; overlaps waits, not like for like) | {default_rate:,.0f} | "
+            f"{1000 / default_rate:.2f} ms | {default_rate / floor:.2f}x |\n\n"
+            f"The engine, decision, store writes and logs add {added:.2f} ms per job on top of the client.\n\n"
+            f"Where a tick's time goes (cProfile, own time by area, same tick run on one thread; {prof_s:.1f} s "
+            "under the profiler, which slows everything about twofold):\n\n| area | share |\n|---|---|\n"
+            + area_rows + "\n\nThe same profile by stage (cumulative time):\n\n" + top + "\n"
+        )
+    checks = [Check("ours / floor, jobs/s at concurrency 1", ratio, ">=", 0.5 if quick else TARGET)]
     notes = []
     if not checks[0].ok:
         notes.append(

@@ -101,7 +101,7 @@ def run(quick: bool) -> Result:
     n = 300 if quick else 1000
     sample = 20 if quick else 100
     target_c = default_concurrency()
-    concurrencies = sorted({16, target_c} if quick else {16, target_c, 64})
+    concurrencies = [target_c] if quick else sorted({16, target_c, 64})
     me, emu_core = core_split()
     pin(me)
     t_start = time.perf_counter()
@@ -137,7 +137,9 @@ def run(quick: bool) -> Result:
     )
     t = ticks[target_c]["tick_s"]
     b = n * LATENCY / target_c
-    vs_a_limit, vs_b_limit = (15.0, 2.0) if quick else (TARGET_VS_A, TARGET_VS_B)
+    # Quick (CI) limits catch regressions, not a busy machine: a default back at 16 in flight (at most ~17x),
+    # or a commit per answer, fails them; the 2 ms of CPU per job of a slow shared core passes.
+    vs_a_limit, vs_b_limit = (15.0, 2.5) if quick else (TARGET_VS_A, TARGET_VS_B)
     checks = [Check(f"tick vs A (SDK loop), default concurrency {target_c}", a_total / t, ">=", vs_a_limit),
               Check(f"tick / B (ideal), default concurrency {target_c}", t / b, "<=", vs_b_limit)]
     notes = []
