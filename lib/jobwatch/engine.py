@@ -120,9 +120,10 @@ class Engine:
             self._pool = None
 
     # -- polling ---------------------------------------------------------------------------------------------
-    def tick(self, deadline: float | None = None, keys: Sequence[JobKey] | None = None) -> TickResult:
-        """Poll due jobs (or exactly ``keys``, due or not) until none are left or ``deadline`` (a value of
-        ``monotonic``) minus the safety margin is reached. Store faults propagate (the tick is retried);
+    def tick(self, deadline: float | None = None, keys: Sequence[JobKey] | None = None, *,
+             due_only: bool = False) -> TickResult:
+        """Poll due jobs (or exactly ``keys``, due or not, or with ``due_only`` those of them that are due) until
+        none are left or ``deadline`` (a value of ``monotonic``) minus the safety margin is reached. Store faults propagate (the tick is retried);
         poll faults are recorded per job and never stop the others."""
         start = self.monotonic()
         result = TickResult()
@@ -133,7 +134,8 @@ class Engine:
                 break
             limit = self.batch_size if remaining_keys is None else min(self.batch_size, len(remaining_keys))
             chunk = None if remaining_keys is None else remaining_keys[:limit]
-            claimed = self.store.claim_due(self.owner, self.clock(), self._lease_for(deadline), limit, keys=chunk)
+            claimed = self.store.claim_due(self.owner, self.clock(), self._lease_for(deadline), limit, keys=chunk,
+                                           due_only=due_only)
             if remaining_keys is not None:
                 remaining_keys = remaining_keys[limit:]
             if not claimed:

@@ -143,6 +143,7 @@ class DirectCommand:
     options: TickOptions = field(default_factory=TickOptions)
     targets: tuple[tuple[str, str], ...] = ()  # discover: (region, bucket) pairs
     older_than_days: float | None = None  # purge
+    due_only: bool = False  # poll: only those of ``keys`` still due (fan-out shards), not all of them now
 
 
 Event = Union[TimerEvent, MessageBatch, HttpRequest, DirectCommand]
@@ -486,6 +487,9 @@ def parse_direct(event: Mapping[str, Any], defaults: Defaults) -> DirectCommand:
     poll = event.get("poll", True)
     if not isinstance(poll, bool):
         raise EventError(f"poll = {poll!r}: expected true or false", field="poll")
+    due_only = event.get("due_only", False)
+    if not isinstance(due_only, bool):
+        raise EventError(f"due_only = {_short(due_only)!r}: expected true or false", field="due_only")
     opts = {k: event[k] for k in ("discover", "deliver", "fanout") if k in event}
     options = _tick_options(opts, "event") if opts else TickOptions()
     targets: tuple[tuple[str, str], ...] = ()
@@ -504,7 +508,7 @@ def parse_direct(event: Mapping[str, Any], defaults: Defaults) -> DirectCommand:
     if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0):
         raise EventError(f"older_than_days = {days!r}: expected a positive number", field="older_than_days")
     return DirectCommand(action, keys, parse_tags(event.get("tags")), poll, options, targets,
-                         float(days) if days is not None else None)
+                         float(days) if days is not None else None, due_only)
 
 
 def _direct_keys(event: Mapping[str, Any], defaults: Defaults) -> tuple[JobKey, ...]:
@@ -520,8 +524,9 @@ def _direct_keys(event: Mapping[str, Any], defaults: Defaults) -> tuple[JobKey, 
 
 
 def encode_shard(keys: Sequence[JobKey]) -> str:
-    """The ``ClientContext`` of a fan-out invocation: a direct poll of exactly these keys."""
-    return json.dumps({"action": "poll", "keys": [str(k) for k in keys]}, separators=(",", ":"))
+    """The ``ClientContext`` of a fan-out invocation: a direct poll of those of these keys still due when the
+    shard runs (an asynchronous invocation may start late, after a timer tick polled some of them)."""
+    return json.dumps({"action": "poll", "keys": [str(k) for k in keys], "due_only": True}, separators=(",", ":"))
 
 
 # --- helpers --------------------------------------------------------------------------------------------------

@@ -188,11 +188,13 @@ def _fan_out(app: App, context: Mapping[str, Any], budget: Budget, invoker: Any)
     return res.as_dict()
 
 
-def _poll(app: App, summary: RunSummary, keys: Sequence[JobKey], budget: Budget) -> None:
-    """Poll exactly ``keys`` now (due or not; final and untracked ones are skipped by the claim) and deliver."""
+def _poll(app: App, summary: RunSummary, keys: Sequence[JobKey], budget: Budget, *,
+          due_only: bool = False) -> None:
+    """Poll ``keys`` now (due or not, or only the due ones; final and untracked ones are skipped by the claim)
+    and deliver."""
     keys = list(dict.fromkeys(keys))
     if keys:
-        summary.tick = app.engine.tick(budget.engine, keys=keys)
+        summary.tick = app.engine.tick(budget.engine, keys=keys, due_only=due_only)
     summary.drain = app.outbox.drain(budget.stop)
     summary.elapsed = app.monotonic() - budget.start
 
@@ -251,7 +253,7 @@ def _direct(app: App, cmd: ev.DirectCommand, budget: Budget, context: Mapping[st
         if not cmd.keys:
             return _tick(app, cmd.options, budget, context, "poll", invoker, [])
         summary = RunSummary("poll")
-        _poll(app, summary, cmd.keys, budget)
+        _poll(app, summary, cmd.keys, budget, due_only=cmd.due_only)
         return _summary(summary, "poll")
     if action == "track":
         summary = RunSummary("track")

@@ -22,6 +22,8 @@ import pytest
 from fixtures.emulator import TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
 from test_handler import _handler_logging, FUNCTION, load_event, make_harness  # noqa: F401  (fixture)
 
+from jobwatch.models import JobKey
+
 
 def tc3_problem(method: str, path: str, query: str, headers: dict[str, str], body: bytes,
                 keys: dict[str, str]) -> str | None:
@@ -206,3 +208,19 @@ def test_no_fan_out_when_the_timer_says_so_or_nothing_is_left(fan, scf):
     assert out["left"] > 0 and out["fanned_out"] == 0 and scf.invocations == []
     done = fan.invoke(load_event("timer.json"))  # a full budget: everything polled, nothing to hand out
     assert done["left"] == 0 and done["fanned_out"] == 0 and scf.invocations == []
+
+
+def test_a_late_shard_skips_the_jobs_polled_since_it_was_sent(fan, scf):
+    ids = _track(fan, 20)
+    out = _timer_with_small_budget(fan)
+    assert out["shards"] >= 1
+    event = json.loads(scf.invocations[0]["params"]["ClientContext"])
+    assert event["due_only"] is True
+    # Before SCF starts the shard, something else polls its jobs (a direct poll: due or not, now).
+    direct = fan.invoke({"action": "poll", "keys": event["keys"]}, request_id="direct")
+    assert direct["polled"] == len(event["keys"])
+    late = fan.invoke(event, request_id="late-shard")
+    assert late["ok"] and late["polled"] == 0  # none of its jobs is due any more
+    shard_ids = {JobKey.parse(k).job_id for k in event["keys"]}
+    polls = fan.polls()
+    assert shard_ids <= set(ids) and all(polls[i] == 1 for i in shard_ids)  # queried once, by the direct poll

@@ -67,6 +67,14 @@ def test_claim_by_keys_ignores_due_time_but_not_leases(store):
     assert store.get(K2).lease_owner == "b" and store.get(K1).lease_owner == "a"
 
 
+def test_claim_by_keys_due_only_skips_keys_not_yet_due(store):
+    store.track([K1], T0)
+    store.track([K2], T0 + timedelta(hours=1))
+    got = store.claim_due("a", T0, 60, 10, keys=[K1, K2], due_only=True)
+    assert [t.key for t in got] == [K1]
+    assert store.get(K2).lease_owner is None
+
+
 def test_claim_refuses_zero_lease(store):
     from jobwatch.errors import StoreError
 

@@ -291,7 +291,10 @@ def test_direct_errors_name_the_field(event, words):
 def test_shard_context_round_trips_as_a_direct_poll():
     keys = [JobKey(REGION, BUCKET, f"j{i}") for i in range(3)]
     cmd = ev.parse_event(json.loads(ev.encode_shard(keys)), NO_DEFAULTS)
-    assert cmd.action == "poll" and list(cmd.keys) == keys
+    assert cmd.action == "poll" and list(cmd.keys) == keys and cmd.due_only is True
+    assert ev.parse_event({"action": "poll", "keys": [str(keys[0])]}, NO_DEFAULTS).due_only is False
+    with pytest.raises(ev.EventError, match="due_only = 'yes': expected true or false"):
+        ev.parse_event({"action": "poll", "keys": [str(keys[0])], "due_only": "yes"}, NO_DEFAULTS)
 
 
 # --- budget and sharding ------------------------------------------------------------------------------------

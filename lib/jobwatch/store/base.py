@@ -158,9 +158,11 @@ class Store(abc.ABC):
         lease_seconds: float,
         limit: int,
         keys: Sequence[JobKey] | None = None,
+        *,
+        due_only: bool = False,
     ) -> list[TrackedJob]:
         """Atomically lease up to ``limit`` active jobs whose next poll is due (all of ``keys`` that are active
-        and not leased, due or not, when keys are given), earliest first."""
+        and not leased, due or not, when keys are given; only the due ones with ``due_only``), earliest first."""
 
     @abc.abstractmethod
     def release(self, claimed: Iterable[TrackedJob], owner: str) -> None:

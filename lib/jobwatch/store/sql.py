@@ -205,7 +205,7 @@ class SqlStore(Store):
         return [self._row_to_job(r) for r in rows]
 
     def claim_due(self, owner: str, now: datetime, lease_seconds: float, limit: int,
-                  keys: Sequence[JobKey] | None = None) -> list[TrackedJob]:
+                  keys: Sequence[JobKey] | None = None, *, due_only: bool = False) -> list[TrackedJob]:
         if limit <= 0 or (keys is not None and not keys):
             return []
         if lease_seconds <= 0:
@@ -220,6 +220,9 @@ class SqlStore(Store):
             conds = " OR ".join("(region=? AND bucket=? AND job_id=?)" for _ in keys)
             where = f"active=1 AND (lease_owner IS NULL OR lease_expires<=?) AND ({conds})"
             params = [t]
+            if due_only:
+                where = "next_poll_at<=? AND " + where
+                params.insert(0, t)
             for k in keys:
                 params.extend((k.region, k.bucket, k.job_id))
         claimed: list[TrackedJob] = []
