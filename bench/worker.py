@@ -50,9 +50,7 @@ def emulator(cfg: dict[str, Any]) -> int:
     from jobwatch.emulator import EmulatorServer, FaultRule, Lifecycle, ManualClock
     from jobwatch.emulator import server as emulator_server
 
-    if cfg.get("backlog"):
-        # socketserver listens with a backlog of 5: a burst of new connections beyond that loses SYNs and waits
-        # out a 1 s retransmit. A benchmark of the poller must not measure that.
+    if cfg.get("backlog"):  # the emulator's own default is 128 (see emulator/server.py)
         emulator_server._Server.request_queue_size = int(cfg["backlog"])
 
     faults = []

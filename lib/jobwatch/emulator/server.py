@@ -60,6 +60,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver listens with a backlog of 5: a burst of 32 new connections (a poller's first requests at the
+    # default concurrency) loses SYNs and waits out a 1 s retransmit, which is the emulator's limit, not ours.
+    request_queue_size = 128
 
 
 class _Handler(BaseHTTPRequestHandler):
