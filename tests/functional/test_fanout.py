@@ -1,117 +1,44 @@
 """Fan-out: a timer tick that runs out of budget hands the due jobs left to asynchronous invocations of the
 function, through the real tencentcloud-sdk-python-scf, pointed at a loopback SCF API that checks each request's
-TC3-HMAC-SHA256 signature (recomputed below from Tencent Cloud's published algorithm) and records the events.
+TC3-HMAC-SHA256 signature (``tests/fixtures/tencent_api.py``) and records the events.
 The test then runs each recorded shard through main_handler, as SCF would, and counts the emulator's queries.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import math
-import threading
-import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from fixtures.emulator import TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
+from fixtures.tencent_api import FakeTencentApi
 from test_handler import _handler_logging, FUNCTION, load_event, make_harness  # noqa: F401  (fixture)
 
 from jobwatch.models import JobKey
 
 
-def tc3_problem(method: str, path: str, query: str, headers: dict[str, str], body: bytes,
-                keys: dict[str, str]) -> str | None:
-    """None when the request carries a valid TC3 signature; else the API's AuthFailure code."""
-    algorithm, _, rest = headers.get("authorization", "").partition(" ")
-    if algorithm != "TC3-HMAC-SHA256":
-        return "AuthFailure.InvalidAuthorization"
-    parts = dict(p.strip().split("=", 1) for p in rest.split(","))
-    secret_id, date, service, terminator = parts["Credential"].split("/")
-    if secret_id not in keys or terminator != "tc3_request":
-        return "AuthFailure.SecretIdNotFound"
-    timestamp = headers.get("x-tc-timestamp", "0")
-    if datetime.fromtimestamp(int(timestamp), timezone.utc).strftime("%Y-%m-%d") != date:
-        return "AuthFailure.InvalidAuthorization"
-    if abs(time.time() - int(timestamp)) > 300:
-        return "AuthFailure.SignatureExpire"
-    signed = parts["SignedHeaders"].split(";")
-    if "host" not in signed or "content-type" not in signed:
-        return "AuthFailure.InvalidAuthorization"
-    # 1. canonical request
-    canonical_headers = "".join(f"{name}:{headers[name].strip().lower()}\n" for name in signed)
-    canonical_request = "\n".join([method, path, query, canonical_headers, parts["SignedHeaders"],
-                                   hashlib.sha256(body).hexdigest()])
-    # 2. string to sign
-    scope = f"{date}/{service}/tc3_request"
-    string_to_sign = "\n".join(["TC3-HMAC-SHA256", timestamp, scope,
-                                hashlib.sha256(canonical_request.encode()).hexdigest()])
-
-    # 3. derived key and signature
-    def mac(key: bytes, msg: str) -> bytes:
-        return hmac.new(key, msg.encode(), hashlib.sha256).digest()
-
-    secret_signing = mac(mac(mac(("TC3" + keys[secret_id]).encode(), date), service), "tc3_request")
-    signature = hmac.new(secret_signing, string_to_sign.encode(), hashlib.sha256).hexdigest()
-    return None if hmac.compare_digest(signature, parts["Signature"]) else "AuthFailure.SignatureFailure"
-
-
-class FakeScf:
-    """``POST /`` like the SCF API 3.0: verifies TC3, records each Invoke, answers like the service."""
+class FakeScf(FakeTencentApi):
+    """The SCF API 3.0: records each verified Invoke in ``invocations`` and answers like the service, or with
+    ``error`` when set."""
 
     def __init__(self, keys: dict[str, str]) -> None:
-        self.keys = keys
+        super().__init__(keys)
         self.invocations: list[dict[str, Any]] = []
-        self.rejected: list[str] = []
         self.error: dict[str, str] | None = None  # answer every Invoke with this error
-        fake = self
+        self.answer = self._invoke
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                path, _, query = self.path.partition("?")
-                problem = tc3_problem("POST", path, query, headers, body, fake.keys)
-                service = headers.get("authorization", "").split("Credential=")[-1].split("/")[2:3]
-                if problem is None and (service != ["scf"] or headers.get("x-tc-version") != "2018-04-16"):
-                    problem = "InvalidAction"
-                if problem:
-                    fake.rejected.append(problem)
-                    resp: dict[str, Any] = {"Error": {"Code": problem, "Message": "refused"}}
-                elif fake.error:
-                    resp = {"Error": dict(fake.error)}
-                else:
-                    fake.invocations.append({"action": headers.get("x-tc-action"),
-                                             "region": headers.get("x-tc-region"), "params": json.loads(body)})
-                    resp = {"Result": {"FunctionRequestId": str(uuid.uuid4()), "InvokeResult": 0, "RetMsg": "",
-                                       "ErrMsg": "", "Log": "", "Duration": 0, "BillDuration": 0, "MemUsage": 0}}
-                resp["RequestId"] = str(uuid.uuid4())
-                out = json.dumps({"Response": resp}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def _invoke(self, call: dict[str, Any]) -> dict[str, Any]:
+        if call["service"] != "scf" or call["version"] != "2018-04-16":
+            self.rejected.append("InvalidAction")
+            return {"Error": {"Code": "InvalidAction", "Message": "refused"}}
+        if self.error:
+            return {"Error": dict(self.error)}
+        self.invocations.append({"action": call["action"], "region": call["region"], "params": call["params"]})
+        return {"Result": {"FunctionRequestId": str(uuid.uuid4()), "InvokeResult": 0, "RetMsg": "", "ErrMsg": "",
+                           "Log": "", "Duration": 0, "BillDuration": 0, "MemUsage": 0}}
 
 
 @pytest.fixture

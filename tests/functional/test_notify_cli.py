@@ -7,12 +7,11 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
+from fixtures.receivers import Receiver as WebhookReceiver
 
 from jobwatch.cli import main
 
@@ -20,50 +19,9 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TOKEN = "canary-token-in-url-7c1d"
 
 
-class Receiver:
-    """Answers 200, 500 (``mode="fail"``) or nothing for a while (``mode="hang"``); records each request."""
-
-    def __init__(self) -> None:
-        self.mode = "ok"
-        self.hits: list[dict[str, Any]] = []
-        self.release = threading.Event()
-        rx = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                rx.hits.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
-                                "path": self.path})
-                if rx.mode == "hang":
-                    rx.release.wait(5)
-                status = 500 if rx.mode == "fail" else 200
-                out = b'{"error":"receiver broken"}' if status == 500 else b'{"ok":true}'
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                except OSError:
-                    pass
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def spec(self, name: str) -> str:
-        return f"webhook+http://127.0.0.1:{self.port}/hook?token={TOKEN}&secret={SECRET}&name={name}"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+class Receiver(WebhookReceiver):
+    def spec(self, name: str) -> str:  # type: ignore[override]
+        return super().spec(name, SECRET, f"token={TOKEN}")  # an extra query option stays in the URL
 
 
 @pytest.fixture
@@ -106,8 +64,8 @@ def test_both_receivers_answer_ok_exit_0(pair, capsys):
     [ha], [hb] = a.hits, b.hits
     assert ha["headers"]["webhook-id"] == hb["headers"]["webhook-id"]  # one sample notice, sent to each
     for hit in (ha, hb):
-        assert verify(hit["headers"], hit["body"])
-        payload = json.loads(hit["body"])
+        assert verify(hit["headers"], hit["raw"])
+        payload = json.loads(hit["raw"])
         assert payload["kind"] == "test" and payload["id"] == hit["headers"]["webhook-id"]
         assert f"token={TOKEN}" in hit["path"]  # extra query options stay in the target URL
     assert TOKEN not in cap.out + cap.err and SECRET not in cap.out + cap.err
@@ -122,7 +80,7 @@ def test_one_failing_receiver_exit_1_and_each_answer_printed(pair, capsys):
     cap = capsys.readouterr()
     got = lines(cap.out)
     assert got["webhook:a"].startswith("ok (")
-    assert got["webhook:b"].startswith("FAILED: HTTP 500") and "receiver broken" in got["webhook:b"]
+    assert got["webhook:b"].startswith("FAILED: HTTP 500") and "receiver says no" in got["webhook:b"]
     assert len(a.hits) == len(b.hits) == 1
     assert TOKEN not in cap.out + cap.err and SECRET not in cap.out + cap.err
 

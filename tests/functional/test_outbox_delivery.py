@@ -9,13 +9,12 @@ move by hand, so nothing sleeps to test timing; only the sink timeout (0.3 s) is
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
+from fixtures.receivers import Receiver as WebhookReceiver
 
 from jobwatch.cli import main
 from jobwatch.models import JobKey, Notice, NoticeKind
@@ -33,75 +32,12 @@ RAND = 0.5
 
 # ---- receivers ----------------------------------------------------------------------------------------------
 
-class Receiver:
-    """A webhook receiver. ``mode``: ok | fail (500) | hang (past the sink timeout) | throttle (429 +
-    Retry-After). Records every request with what it answered."""
-
+class Receiver(WebhookReceiver):
     def __init__(self) -> None:
-        self.mode = "ok"
-        self.retry_after = "120"
-        self.hits: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.release = threading.Event()
-        rx = self
+        super().__init__(hang_limit=HANG_LIMIT)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                mode = rx.mode
-                hit = {"id": self.headers.get("webhook-id"), "body": json.loads(body), "mode": mode,
-                       "at": time.monotonic()}
-                with rx.lock:
-                    rx.hits.append(hit)
-                headers = {"Content-Type": "application/json"}
-                if mode == "hang":
-                    rx.release.wait(HANG_LIMIT)
-                    status = 200
-                elif mode == "fail":
-                    status = 500
-                elif mode == "throttle":
-                    status = 429
-                    headers["Retry-After"] = rx.retry_after
-                else:
-                    status = 200
-                out = b'{"ok":true}' if status == 200 else b'{"error":"nope"}'
-                try:
-                    self.send_response(status)
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                except OSError:  # the client gave up on a hanging answer
-                    pass
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
-        self.thread.start()
-
-    def spec(self, name: str, options: str = "") -> str:
-        return (f"webhook+http://127.0.0.1:{self.port}/hook?secret={SECRET}&name={name}"
-                + (f"&{options}" if options else ""))
-
-    def ids(self) -> list[str]:
-        with self.lock:
-            return [h["id"] for h in self.hits]
-
-    def count(self, key: str) -> int:
-        return self.ids().count(key)
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+    def spec(self, name: str, options: str = "") -> str:  # type: ignore[override]
+        return super().spec(name, SECRET, options)
 
 
 @pytest.fixture

@@ -1,24 +1,17 @@
-"""EventBridge, TDMQ CMQ and SES sinks through the real SDK, pointed at a loopback API that verifies TC3.
-
-The server below recomputes the TC3-HMAC-SHA256 signature from Tencent Cloud's published algorithm (canonical
-request -> string to sign -> derived key chain ``TC3`` + key -> date -> service -> ``tc3_request``), refuses a bad
-one with the API's own error answer, and otherwise answers like the API, including error answers.
+"""EventBridge, TDMQ CMQ and SES sinks through the real SDK, pointed at a loopback API that verifies TC3
+(``tests/fixtures/tencent_api.py``) and otherwise answers like the API, including error answers.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+from fixtures.tencent_api import FakeTencentApi
 
 from jobwatch.errors import NotifyError
 from jobwatch.models import JobKey, Notice, NoticeKind
@@ -39,109 +32,17 @@ class Creds:
     token: Any = None
 
 
-def tc3_check(method: str, path: str, query: str, headers: dict[str, str], body: bytes,
-              keys: dict[str, str]) -> str | None:
-    """None when the request is signed right, else the reason (the API's AuthFailure code)."""
-    auth = headers.get("authorization", "")
-    algo, _, rest = auth.partition(" ")
-    if algo != "TC3-HMAC-SHA256":
-        return "AuthFailure.InvalidAuthorization"
-    fields = dict(p.strip().split("=", 1) for p in rest.split(","))
-    secret_id, date, service, term = fields["Credential"].split("/")
-    if term != "tc3_request" or secret_id not in keys:
-        return "AuthFailure.SecretIdNotFound"
-    ts = headers["x-tc-timestamp"]
-    if datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%d") != date:
-        return "AuthFailure.InvalidAuthorization"
-    if abs(time.time() - int(ts)) > 300:
-        return "AuthFailure.SignatureExpire"
-    signed = fields["SignedHeaders"].split(";")
-    if "host" not in signed or "content-type" not in signed:
-        return "AuthFailure.InvalidAuthorization"
-    # Canonical headers: each signed header as "name:value\n", name and value lower-cased and trimmed.
-    canonical_headers = "".join(f"{h}:{headers[h].strip().lower()}\n" for h in signed)
-    canonical = "\n".join([method, path, query, canonical_headers, fields["SignedHeaders"],
-                           hashlib.sha256(body).hexdigest()])
-    string_to_sign = "\n".join(["TC3-HMAC-SHA256", ts, f"{date}/{service}/tc3_request",
-                                hashlib.sha256(canonical.encode()).hexdigest()])
-
-    def h(key: bytes, msg: str) -> bytes:
-        return hmac.new(key, msg.encode(), hashlib.sha256).digest()
-
-    k = h(h(h(("TC3" + keys[secret_id]).encode(), date), service), "tc3_request")
-    want = hmac.new(k, string_to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(want, fields["Signature"]):
-        return "AuthFailure.SignatureFailure"
-    return None
-
-
-class FakeTencentApi:
-    """Answers ``POST /`` like the Tencent Cloud API 3.0; records verified calls."""
-
-    def __init__(self) -> None:
-        self.keys = {SECRET_ID: SECRET_KEY}
-        self.calls: list[dict[str, Any]] = []
-        self.rejected: list[str] = []
-        self.answer: Callable[[dict[str, Any]], dict[str, Any]] = self.default_answer
-        self.hang = False
-        self.release = threading.Event()
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-            wbufsize = -1
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                request_id = str(uuid.uuid4())
-                problem = tc3_check("POST", self.path, "", headers, body, api.keys)
-                if problem:
-                    api.rejected.append(problem)
-                    resp = {"Error": {"Code": problem, "Message": "The provided credentials could not be "
-                                      "validated."}, "RequestId": request_id}
-                else:
-                    action = headers["x-tc-action"]
-                    service = headers["authorization"].split("Credential=")[1].split("/")[2]
-                    call = {"action": action, "service": service, "version": headers["x-tc-version"],
-                            "region": headers.get("x-tc-region"), "token": headers.get("x-tc-token"),
-                            "params": json.loads(body)}
-                    api.calls.append(call)
-                    if api.hang:
-                        api.release.wait(10)
-                    resp = dict(api.answer(call))
-                    resp.setdefault("RequestId", request_id)
-                out = json.dumps({"Response": resp}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    @staticmethod
-    def default_answer(call: dict[str, Any]) -> dict[str, Any]:
-        return {"SendCmqMsg": {"Result": True, "MsgId": "msg-1"}, "PublishCmqMsg": {"Result": True, "MsgId": "m"},
-                "SendEmail": {"MessageId": "qcloudses-30-4123414323-date-20210101094334-syNARhMTbKI1"},
-                }.get(call["action"], {})
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+def sink_answer(call: dict[str, Any]) -> dict[str, Any]:
+    """What the services answer a successful call (EventBridge's PutEvents answers nothing more)."""
+    return {"SendCmqMsg": {"Result": True, "MsgId": "msg-1"}, "PublishCmqMsg": {"Result": True, "MsgId": "m"},
+            "SendEmail": {"MessageId": "qcloudses-30-4123414323-date-20210101094334-syNARhMTbKI1"},
+            }.get(call["action"], {})
 
 
 @pytest.fixture
 def api():
-    a = FakeTencentApi()
+    a = FakeTencentApi({SECRET_ID: SECRET_KEY})
+    a.answer = sink_answer
     yield a
     a.close()
 
