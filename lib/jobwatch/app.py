@@ -19,6 +19,7 @@ from .engine import Engine, TickResult, utcnow
 from .errors import JobwatchError, StoreError
 from .models import Job, JobKey
 from .outbox import DrainResult, Outbox
+from .redact import Secret
 from .retry import Backoff
 from .statemachine import PollPolicy, StallCheck, StallDecision
 from .store import Store, open_store
@@ -100,7 +101,7 @@ class App:
     @cached_property
     def store(self) -> Store:
         url = self.settings.store_url
-        return open_store(url.reveal() if hasattr(url, "reveal") else url)
+        return open_store(url.reveal() if isinstance(url, Secret) else url)
 
     @cached_property
     def credentials(self) -> Any:
@@ -129,7 +130,7 @@ class App:
         from .notify import parse_sinks
 
         spec = self.settings.notify
-        text = spec.reveal() if hasattr(spec, "reveal") else (spec or "")
+        text = spec.reveal() if isinstance(spec, Secret) else (spec or "")
         return list(parse_sinks(text or "log://", credentials=lambda: self.credentials.get()))
 
     @cached_property

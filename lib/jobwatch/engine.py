@@ -123,8 +123,8 @@ class Engine:
     def tick(self, deadline: float | None = None, keys: Sequence[JobKey] | None = None, *,
              due_only: bool = False) -> TickResult:
         """Poll due jobs (or exactly ``keys``, due or not, or with ``due_only`` those of them that are due) until
-        none are left or ``deadline`` (a value of ``monotonic``) minus the safety margin is reached. Store faults propagate (the tick is retried);
-        poll faults are recorded per job and never stop the others."""
+        none are left or ``deadline`` (a value of ``monotonic``) minus the safety margin is reached. Store faults
+        propagate (the tick is retried); poll faults are recorded per job and never stop the others."""
         start = self.monotonic()
         result = TickResult()
         remaining_keys = list(keys) if keys is not None else None

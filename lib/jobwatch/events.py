@@ -409,7 +409,8 @@ def _callback_from_detail(detail: Any, event_name: str | None, explicit: Default
 # --- API Gateway ----------------------------------------------------------------------------------------------
 
 def parse_http(event: Mapping[str, Any]) -> HttpRequest:
-    ctx = event.get("requestContext") if isinstance(event.get("requestContext"), dict) else {}
+    rc = event.get("requestContext")
+    ctx: dict[str, Any] = rc if isinstance(rc, dict) else {}
     method = str(event.get("httpMethod") or ctx.get("httpMethod") or "").upper()
     path = str(event.get("path") or "")
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()} \
@@ -434,7 +435,8 @@ def parse_http(event: Mapping[str, Any]) -> HttpRequest:
         raise EventError(f"body is {type(body_raw).__name__}, expected a string", field="body")
     if len(body) > MAX_BODY_BYTES:
         raise EventError(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}", field="body")
-    params = event.get("pathParameters") if isinstance(event.get("pathParameters"), dict) else {}
+    pp = event.get("pathParameters")
+    params: dict[str, Any] = pp if isinstance(pp, dict) else {}
     return HttpRequest(method, path, headers, query, body, {str(k): str(v) for k, v in params.items()},
                        _opt_str(ctx.get("requestId")))
 

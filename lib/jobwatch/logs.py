@@ -145,7 +145,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     level = level.lower()
     if level not in LEVELS:
         raise ValueError(f"log level {level!r}: expected one of {', '.join(LEVELS)}")
-    out = stream if stream is not None else _STDOUT
+    out: Any = stream if stream is not None else _STDOUT  # a TextIO, or our stdout proxy
     resolved = resolve_format(fmt, out)
     key = (level, resolved, id(out), cache)
     if _current == key:

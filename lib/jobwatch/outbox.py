@@ -67,7 +67,7 @@ class Outbox:
                        if e.notice.id not in seen]
             if not entries:
                 break
-            pairs = []
+            pairs: list[tuple[Any, Any]] = []  # (notice, sink)
             plan: dict[int, list[str]] = {}
             for e in entries:
                 seen.add(e.notice.id)  # type: ignore[arg-type]

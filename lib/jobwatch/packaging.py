@@ -85,7 +85,7 @@ def _markers() -> Any:
     try:
         from packaging.requirements import Requirement  # the PyPA library, present wherever pip is
     except ImportError:  # pragma: no cover - pip vendors the same code
-        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef,assignment]
     return Requirement
 
 

@@ -108,7 +108,7 @@ class StallRules:
         elif isinstance(value, str):
             try:
                 data = json.loads(value)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise ConfigError([f"stall rules: not JSON ({exc.msg} at position {exc.pos})"]) from None
         else:
             data = value

@@ -99,7 +99,7 @@ def verify(
     if temp is not None:
         if not sent_tokens:
             raise denied(f"SecretId {secret_id!r} is temporary and needs its security token")
-        if any(not hmac.compare_digest(t, temp.token) for t in sent_tokens.values()):
+        if any(not hmac.compare_digest(t or "", temp.token or "") for t in sent_tokens.values()):
             raise denied(f"the security token was not issued for SecretId {secret_id!r}")
         if ts > temp.expires_at.timestamp():
             raise denied(f"the security token of SecretId {secret_id!r} has expired")

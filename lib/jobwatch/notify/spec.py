@@ -50,7 +50,7 @@ _QUEUE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 def split_specs(text: str) -> list[str]:
     """Specs from the variable's text: one per line or ``;``-separated; blank lines and ``#`` comments skipped."""
-    out = []
+    out: list[str] = []
     for line in (text or "").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
