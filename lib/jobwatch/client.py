@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 import structlog
+import urllib3
 from lxml import etree
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
@@ -390,7 +391,6 @@ class CIClient:
     def _read(self, resp: requests.Response) -> _Answer | JobwatchError:
         status = resp.status_code
         rid = resp.headers.get("x-ci-request-id") or resp.headers.get("x-cos-request-id")
-        data = bytearray()
         limit = xmlparse.MAX_BODY_BYTES
         declared = resp.headers.get("Content-Length")
         failure: JobwatchError | None = None
@@ -398,11 +398,12 @@ class CIClient:
             return BadResponseError(f"body of {declared} bytes exceeds the {limit}-byte limit", status=status,
                                     request_id=rid)
         try:
-            for chunk in resp.iter_content(65536):
-                data += chunk
-                if len(data) > limit:
-                    return BadResponseError(f"body exceeds the {limit}-byte limit", status=status, request_id=rid)
-        except requests.exceptions.RequestException as exc:
+            # One bounded read from urllib3's response (requests' iter_content would wrap it in a generator per
+            # call): at most one byte past the limit, so an endless body is cut off, not buffered.
+            data = resp.raw.read(limit + 1, decode_content=True) or b""
+            if len(data) > limit:
+                return BadResponseError(f"body exceeds the {limit}-byte limit", status=status, request_id=rid)
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             failure = TransportError(f"reading the answer failed: {type(exc).__name__}: {scrub(str(exc))[:200]}")
         if failure is not None:
             return failure

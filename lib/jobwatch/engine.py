@@ -11,9 +11,10 @@ import contextvars
 import random
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from queue import Empty, SimpleQueue
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import structlog
@@ -169,6 +170,9 @@ class Engine:
         pool = self._executor()
         queue = list(claimed)
         running: dict[Future[Observation], TrackedJob] = {}
+        # Finished polls arrive here (a done-callback per future): O(1) per answer, where concurrent.futures.wait
+        # would hook and unhook a waiter on every running future for each one.
+        finished: SimpleQueue[Future[Observation]] = SimpleQueue()
         pending_writes: list[tuple[TrackedJob, Decision]] = []
         oldest_pending = 0.0
 
@@ -176,13 +180,20 @@ class Engine:
             while queue and len(running) < self.limit.allowed and not self._out_of_time(deadline):
                 tj = queue.pop(0)
                 # copy the context so the invocation's bound log fields reach the client's log lines
-                running[pool.submit(contextvars.copy_context().run, self._observe, tj)] = tj
+                fut = pool.submit(contextvars.copy_context().run, self._observe, tj)
+                running[fut] = tj
+                fut.add_done_callback(finished.put)
 
         while queue or running:
             submit_more()
             if not running:
                 break
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            done = [finished.get()]
+            while True:
+                try:
+                    done.append(finished.get_nowait())
+                except Empty:
+                    break
             for fut in done:
                 tj = running.pop(fut)
                 obs = fut.result()
