@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextvars
 import random
+import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -168,26 +170,39 @@ class Engine:
     def _poll_batch(self, claimed: list[TrackedJob], deadline: float | None) -> TickResult:
         result = TickResult()
         pool = self._executor()
-        queue = list(claimed)
-        running: dict[Future[Observation], TrackedJob] = {}
-        # Finished polls arrive here (a done-callback per future): O(1) per answer, where concurrent.futures.wait
-        # would hook and unhook a waiter on every running future for each one.
+        todo = deque(claimed)
+        running: dict[Future[Observation], TrackedJob] = {}  # submitted, answer not yet handled here
+        in_flight = [0]  # submitted, answer not yet back
+        lock = threading.RLock()  # todo, running and in_flight are shared with the workers' callbacks
+        # Answers arrive here from a done-callback: O(1) per answer, where concurrent.futures.wait would hook and
+        # unhook a waiter on every running future for each one.
         finished: SimpleQueue[Future[Observation]] = SimpleQueue()
         pending_writes: list[tuple[TrackedJob, Decision]] = []
         oldest_pending = 0.0
 
         def submit_more() -> None:
-            while queue and len(running) < self.limit.allowed and not self._out_of_time(deadline):
-                tj = queue.pop(0)
-                # copy the context so the invocation's bound log fields reach the client's log lines
-                fut = pool.submit(contextvars.copy_context().run, self._observe, tj)
-                running[fut] = tj
-                fut.add_done_callback(finished.put)
+            with lock:
+                while todo and in_flight[0] < self.limit.allowed and not self._out_of_time(deadline):
+                    tj = todo.popleft()
+                    # copy the context so the invocation's bound log fields reach the client's log lines
+                    fut = pool.submit(contextvars.copy_context().run, self._observe, tj)
+                    running[fut] = tj
+                    in_flight[0] += 1
+                    fut.add_done_callback(on_done)
 
-        while queue or running:
+        def on_done(fut: Future[Observation]) -> None:
+            # Runs in the worker: the next request starts at once, not when this thread next gets the GIL
+            # (with dozens of threads on one core that wait kept a fifth of the slots empty).
+            with lock:
+                in_flight[0] -= 1
+            finished.put(fut)
             submit_more()
-            if not running:
-                break
+
+        submit_more()
+        while True:
+            with lock:
+                if not running:
+                    break
             done = [finished.get()]
             while True:
                 try:
@@ -195,7 +210,8 @@ class Engine:
                 except Empty:
                     break
             for fut in done:
-                tj = running.pop(fut)
+                with lock:
+                    tj = running.pop(fut)
                 obs = fut.result()
                 self._adapt(obs, result)
                 decision = decide(tj, obs, self.clock(), self.policy, rand=self.rand, stall_check=self.stall_check)
@@ -207,22 +223,27 @@ class Engine:
                     result.errors += 1
                     if len(result.error_samples) < 10:
                         result.error_samples.append({"job": str(tj.key), "error": decision.after.last_error or ""})
-            # Start the next requests before writing, so the store's commit overlaps their round trips.
-            submit_more()
+            submit_more()  # the limit may have grown
+            with lock:
+                more = bool(todo or running)
             # One transaction per batch, not per answer: at concurrency 1 a commit per job cost more than the
             # rest of our work together. The age bound keeps a slow trickle of answers from waiting on its
             # lease (and its notices) for long.
-            if pending_writes and (len(pending_writes) >= self.write_batch or not (queue or running)
+            if pending_writes and (len(pending_writes) >= self.write_batch or not more
                                    or self.monotonic() - oldest_pending >= self.write_interval):
                 self._write(pending_writes, result)
                 pending_writes = []
-            if queue and self._out_of_time(deadline):
-                break
+            with lock:
+                if todo and self._out_of_time(deadline):
+                    break
         if pending_writes:
             self._write(pending_writes, result)
-        if queue:
-            self.store.release(queue, self.owner)
-            result.released += len(queue)
+        with lock:
+            left = list(todo)
+            todo.clear()  # no callback may start them now
+        if left:
+            self.store.release(left, self.owner)
+            result.released += len(left)
             result.budget_exhausted = True
         return result
 
