@@ -176,13 +176,14 @@ def run(quick: bool) -> Result:
         cpu_ms = ticks[target_c]["cpu_s"] / n * 1000
         notes.append(
             f"Closing note: raw concurrent requests took {raw[target_c]:.2f} s against B = {b:.2f} s, so the "
-            f"emulator and loopback keep up, and bare requests + lxml at the same concurrency took "
-            f"{bare[target_c]:.2f} s ({bare[target_c] / b:.2f}x B, {a_total / bare[target_c]:.1f}x A). The tick is "
-            f"CPU-bound: it used {cpu_ms:.2f} ms of CPU per job on its one "
-            f"core ({ticks[target_c]['cpu_s'] / t:.0%} busy), while B allows {b / n * 1000:.2f} ms per job. Most of "
-            "that CPU is the HTTP stack the design fixes (requests over urllib3 and http.client; see the profile "
-            "under Overhead per job), so this figure follows the speed of the machine at the time of the run. What "
-            "would close it: a cheaper HTTP client than requests for the one hot call, or more CPU (processes on "
-            "more cores: see Scale-out).")
+            f"emulator and loopback keep up. A bare requests + lxml loop at the same concurrency took "
+            f"{bare[target_c]:.2f} s ({bare[target_c] / b:.2f}x B) on the tick's core; the tick took {t:.2f} s, "
+            f"{t / bare[target_c]:.2f}x that. The tick is CPU-bound: {cpu_ms:.2f} ms of CPU per job on its one core "
+            f"({ticks[target_c]['cpu_s'] / t:.0%} busy) where B allows {b / n * 1000:.2f} ms. Most of that CPU is "
+            "the HTTP stack the design fixes (requests over urllib3 and http.client), the rest is ours: signing, "
+            "parsing into typed records, the decision, the store and the transition's log line (see the profile "
+            "under Overhead per job). So the figure follows the machine's speed at the time of the run. What would "
+            "close it: a cheaper HTTP client than requests for the one hot call, or more CPU (processes on more "
+            "cores: see Scale-out).")
     return Result("1. Throughput", "bench/run" + (" --quick" if quick else ""), body, checks,
                   time.perf_counter() - t_start, notes)
