@@ -207,15 +207,22 @@ def parse_response(body: bytes, *, status: int | None = None, request_id: str | 
     if root.tag != "Response":
         raise BadResponseError(f"root element is <{root.tag}>, expected <Response>", status=status,
                                request_id=request_id)
-    jobs = [parse_job(el) for el in root.findall("JobsDetail")]
+    jobs: list[Job] = []
     non_exist: list[str] = []
-    for el in root.findall("NonExistJobIds"):
-        non_exist.extend(x.strip() for x in (el.text or "").split(",") if x.strip())
+    first: dict[str, str] = {}
+    for el in root:  # one pass over the children (four findall/find calls cost as much as the parse)
+        tag = el.tag
+        if tag == "JobsDetail":
+            jobs.append(parse_job(el))
+        elif tag == "NonExistJobIds":
+            non_exist.extend(x.strip() for x in (el.text or "").split(",") if x.strip())
+        elif tag in ("NextToken", "RequestId") and tag not in first:
+            first[tag] = (el.text or "").strip()
     return QueryResult(
         jobs=jobs,
         non_exist_ids=non_exist,
-        next_token=_opt(_text(root, "NextToken")),
-        request_id=_opt(_text(root, "RequestId")) or request_id,
+        next_token=_opt(first.get("NextToken")),
+        request_id=_opt(first.get("RequestId")) or request_id,
     )
 
 
