@@ -180,15 +180,23 @@ class Engine:
         pending_writes: list[tuple[TrackedJob, Decision]] = []
         oldest_pending = 0.0
 
+        submitting = [False]
+
         def submit_more() -> None:
             with lock:
-                while todo and in_flight[0] < self.limit.allowed and not self._out_of_time(deadline):
-                    tj = todo.popleft()
-                    # copy the context so the invocation's bound log fields reach the client's log lines
-                    fut = pool.submit(contextvars.copy_context().run, self._observe, tj)
-                    running[fut] = tj
-                    in_flight[0] += 1
-                    fut.add_done_callback(on_done)
+                if submitting[0]:  # re-entered from a callback of a poll that ended at once: the loop goes on
+                    return
+                submitting[0] = True
+                try:
+                    while todo and in_flight[0] < self.limit.allowed and not self._out_of_time(deadline):
+                        tj = todo.popleft()
+                        # copy the context so the invocation's bound log fields reach the client's log lines
+                        fut = pool.submit(contextvars.copy_context().run, self._observe, tj)
+                        running[fut] = tj
+                        in_flight[0] += 1
+                        fut.add_done_callback(on_done)
+                finally:
+                    submitting[0] = False
 
         def on_done(fut: Future[Observation]) -> None:
             # Runs in the worker: the next request starts at once, not when this thread next gets the GIL

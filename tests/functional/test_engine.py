@@ -165,3 +165,30 @@ def test_throttling_answers_lower_the_requests_in_flight(emulator, emulator_cloc
     # the throttled jobs are polled again on the error schedule, not lost
     assert sum(1 for tj in store.list_jobs(active=True) if tj.error_count == 1) == 5
     engine.close()
+
+
+class _InlineExecutor:
+    """Runs each poll at once on the submitting thread, so every done-callback fires inside submit()."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+    def shutdown(self, wait=True):
+        pass
+
+
+def test_polls_that_end_at_once_neither_recurse_nor_drop_jobs(emulator, emulator_clock, client, store):
+    """A poll can end before its done-callback is attached (the callback then runs inside submit): the next
+    submission must not nest one level per job (450 levels overflowed the stack and lost jobs)."""
+    ids = [emulator.create_job(TEST_BUCKET, state="Running") for _ in range(450)]
+    store.track([JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids], emulator_clock.now())
+    engine = Engine(store, client, policy=POLICY, clock=emulator_clock.now, concurrency=8, lease_seconds=60,
+                    batch_size=450, rand=lambda: 0.5)
+    engine._pool = _InlineExecutor()  # type: ignore[assignment]
+    res = engine.tick()
+    assert (res.polled, res.errors, res.left) == (450, 0, 0)
+    assert all(tj.state == "Running" and tj.lease_owner is None for tj in store.list_jobs(active=True))
