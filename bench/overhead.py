@@ -176,7 +176,7 @@ def profile_tick(endpoint: str, ids: Sequence[str], tmp: Path
 
 
 def run(quick: bool) -> Result:
-    n = 500 if quick else 3000
+    n = 400 if quick else 3000
     default_c = default_concurrency()
     me, emu_core = core_split()
     pin(me)

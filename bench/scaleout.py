@@ -86,7 +86,7 @@ def one(endpoint: str, ids: list[str], procs: int, db: str, batch: int = 200) ->
 def run(quick: bool) -> Result:
     # Quick mode claims 100 at a time: with 400 jobs in batches of 200, one of two processes once got nothing
     # (its first claim came back empty, which ends a tick), which measures the batch size, not the scaling.
-    n, batch = (600, 100) if quick else (5000, 200)
+    n, batch = (400, 100) if quick else (5000, 200)
     counts = [1, 2] if quick else [1, 2, 4, 8]
     unpin()
     t_start = time.perf_counter()

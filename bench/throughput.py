@@ -122,8 +122,8 @@ def our_tick(endpoint: str, ids: Sequence[str], concurrency: int, core: int | No
 
 
 def run(quick: bool) -> Result:
-    n = 300 if quick else 1000
-    sample = 20 if quick else 100
+    n = 256 if quick else 1000
+    sample = 12 if quick else 100
     target_c = default_concurrency()
     concurrencies = [target_c] if quick else sorted({16, target_c, 64})
     me, emu_core = core_split()
