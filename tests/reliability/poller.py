@@ -75,15 +75,22 @@ def main(argv: list[str]) -> int:
     client.get_job = get_job  # type: ignore[method-assign]
 
     if mode == "tx":
-        real_exec, real_record = store._exec, store.record_polls
+        real_exec, real_exec_many, real_record = store._exec, store._exec_many, store.record_polls
         inside = {"on": False}
 
-        def _exec(cur: Any, sql: str, params: Any = ()) -> Any:
+        def _maybe_die() -> None:
             if inside["on"]:
                 counter["n"] += 1
                 if counter["n"] >= n_kill:
                     _die()
+
+        def _exec(cur: Any, sql: str, params: Any = ()) -> Any:
+            _maybe_die()
             return real_exec(cur, sql, params)
+
+        def _exec_many(cur: Any, sql: str, rows: Any) -> Any:  # a batch writes one statement per table
+            _maybe_die()
+            return real_exec_many(cur, sql, rows)
 
         def record_polls(o: str, records: Any) -> Any:
             inside["on"] = True
@@ -93,6 +100,7 @@ def main(argv: list[str]) -> int:
                 inside["on"] = False
 
         store._exec = _exec  # type: ignore[method-assign]
+        store._exec_many = _exec_many  # type: ignore[method-assign]
         store.record_polls = record_polls  # type: ignore[method-assign]
     if mode == "delivery":
         real_delivery = store.record_delivery
