@@ -58,9 +58,8 @@ class Emulator:
     """The emulator in a child process (``worker.py emulator``): preloaded jobs, an optional fixed latency on
     every query. Stops when its stdin closes, so it never outlives the benchmark."""
 
-    def __init__(self, jobs: int, latency: float = 0.0, core: int | None = None, seed: int = 1,
-                 backlog: int | None = 128) -> None:
-        cfg = {"jobs": jobs, "latency": latency, "core": core, "seed": seed, "backlog": backlog}
+    def __init__(self, jobs: int, latency: float = 0.0, core: int | None = None, seed: int = 1) -> None:
+        cfg = {"jobs": jobs, "latency": latency, "core": core, "seed": seed}
         self.proc = subprocess.Popen([PY, str(BENCH / "worker.py"), "emulator", json.dumps(cfg)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=env_for_children())

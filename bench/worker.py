@@ -48,10 +48,7 @@ def emulator(cfg: dict[str, Any]) -> int:
     from common import BUCKET, SECRET_ID, SECRET_KEY
 
     from jobwatch.emulator import EmulatorServer, FaultRule, Lifecycle, ManualClock
-    from jobwatch.emulator import server as emulator_server
 
-    if cfg.get("backlog"):  # the emulator's own default is 128 (see emulator/server.py)
-        emulator_server._Server.request_queue_size = int(cfg["backlog"])
 
     faults = []
     if cfg.get("latency"):

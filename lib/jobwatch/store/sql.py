@@ -75,11 +75,11 @@ class SqlStore(Store):
         cur.execute(self._q(sql), tuple(params))
         return cur
 
-    def _exec_many(self, cur: Any, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    def _exec_many(self, cur: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
         """One statement over many rows; returns the rows it changed, summed (both drivers sum them)."""
         if not rows:
             return 0
-        cur.executemany(self._q(sql), [tuple(r) for r in rows])
+        cur.executemany(self._q(sql), rows)
         return max(cur.rowcount, 0)
 
     @staticmethod
