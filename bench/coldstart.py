@@ -20,7 +20,7 @@ from common import PY, Check, Result, median
 TARGET = 1.3
 BASELINE = "requests, lxml.etree, structlog, tencentcloud.common.credential"
 # What a timer tick goes on to import on its first invocation (the handler defers these on purpose).
-FIRST_TICK = "jobwatch.app, jobwatch.client, jobwatch.credentials, jobwatch.outbox, jobwatch.notify, jobwatch.store.mysql"
+FIRST_TICK = "jobwatch.app.orchestrator, jobwatch.ci.client, jobwatch.ci.credentials, jobwatch.app.outbox, jobwatch.notify, jobwatch.store.mysql"
 VARIANTS = {
     "baseline": BASELINE,
     "handler": "index",

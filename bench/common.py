@@ -91,7 +91,7 @@ class Emulator:
 
 def default_concurrency() -> int:
     """JOBWATCH_CONCURRENCY's default, read from the code so the benchmarks follow it."""
-    from jobwatch.config import load_settings
+    from jobwatch.app.config import load_settings
 
     return load_settings(environ={}).concurrency
 
@@ -112,8 +112,8 @@ def settings_env(store_url: str, endpoint: str, concurrency: int | None = None, 
 
 def track_all(store_url: str, ids: Sequence[str]) -> None:
     """Track every job, due now, in a fresh store."""
-    from jobwatch.engine import utcnow
-    from jobwatch.models import JobKey
+    from jobwatch.app.engine import utcnow
+    from jobwatch.core.models import JobKey
     from jobwatch.store import open_store
 
     store = open_store(store_url)

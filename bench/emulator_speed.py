@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from jobwatch import signing
+from jobwatch.ci import signing
 from jobwatch.emulator import EmulatorServer, Lifecycle
 
 ROOT = Path(__file__).resolve().parent.parent

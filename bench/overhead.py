@@ -72,8 +72,8 @@ def client_loop(endpoint: str, ids: Sequence[str]) -> float:
     """Jobs per second of ``CIClient.get_job`` one after the other (no store, no engine)."""
     from common import BUCKET, REGION, SECRET_ID, SECRET_KEY
 
-    from jobwatch.client import CIClient
-    from jobwatch.credentials import StaticProvider
+    from jobwatch.ci.client import CIClient
+    from jobwatch.ci.credentials import StaticProvider
 
     with CIClient(StaticProvider(SECRET_ID, SECRET_KEY), endpoint=endpoint, max_attempts=1) as c:
         for j in ids[:20]:
@@ -86,9 +86,9 @@ def client_loop(endpoint: str, ids: Sequence[str]) -> float:
 
 def tick_rate(endpoint: str, ids: Sequence[str], concurrency: int, tmp: Path, tag: str) -> float:
     """Jobs per second of one ``App.tick`` in this process (production wiring, logs to /dev/null)."""
-    from jobwatch.app import App
-    from jobwatch.config import load_settings
-    from jobwatch.logs import configure_logging
+    from jobwatch.app.orchestrator import App
+    from jobwatch.app.config import load_settings
+    from jobwatch.app.logs import configure_logging
 
     url = f"sqlite:///{tmp}/oh-{tag}.db"
     track_all(url, ids)
@@ -124,9 +124,9 @@ def profile_tick(endpoint: str, ids: Sequence[str], tmp: Path
                  ) -> tuple[list[tuple[str, float]], str, float, dict[str, float]]:
     """(time share per area, top functions by own time, profiled seconds, calls per job of a few hot spots) of
     one tick in this process."""
-    from jobwatch.app import App
-    from jobwatch.config import load_settings
-    from jobwatch.logs import configure_logging
+    from jobwatch.app.orchestrator import App
+    from jobwatch.app.config import load_settings
+    from jobwatch.app.logs import configure_logging
 
     url = f"sqlite:///{tmp}/oh-prof.db"
     track_all(url, ids)

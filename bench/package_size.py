@@ -1,4 +1,4 @@
-"""Package: the SCF deploy package as ``jobwatch package`` builds it (``jobwatch.packaging.build_package``: wheels
+"""Package: the SCF deploy package as ``jobwatch package`` builds it (``jobwatch.packaging.build.build_package``: wheels
 for CPython 3.10 manylinux2014, stripped, precompiled, zipped), its zipped size and what takes the room.
 
 The built directory is handed on to the cold-start benchmark, which imports from it as SCF does.
@@ -17,7 +17,7 @@ TARGET_MB = 10.0
 def build(out_dir: Path) -> tuple[Result, Path | None]:
     t_start = time.perf_counter()
     try:
-        from jobwatch.packaging import PackageError, PackageOptions, build_package
+        from jobwatch.packaging.build import PackageError, PackageOptions, build_package
     except ImportError as exc:  # the builder is someone else's module; say so rather than crash
         return Result("6. Package", "jobwatch package", f"Not measured: `jobwatch.packaging` unusable ({exc}).\n",
                       [Check("package built", 0.0, ">=", 1.0, "")]), None

@@ -46,7 +46,7 @@ def sdk_loop(port: int, ids: Sequence[str]) -> float:
 
 
 def presigned(ids: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
-    from jobwatch import signing
+    from jobwatch.ci import signing
 
     now = int(time.time())
     out = []

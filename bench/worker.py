@@ -73,9 +73,9 @@ class _NoLog(list):  # type: ignore[type-arg]
 
 
 def _app(cfg: dict[str, Any]) -> Any:
-    from jobwatch.app import App
-    from jobwatch.config import load_settings
-    from jobwatch.logs import configure_logging
+    from jobwatch.app.orchestrator import App
+    from jobwatch.app.config import load_settings
+    from jobwatch.app.logs import configure_logging
 
     configure_logging("info", "json", stream=open(os.devnull, "w"))
     return App(load_settings(environ=cfg["env"]), environ=cfg["env"], owner=cfg.get("owner"))
@@ -116,9 +116,9 @@ def poller(cfg: dict[str, Any]) -> int:
 def imports(cfg: dict[str, Any]) -> int:
     _pin(cfg.get("core"))
     bare = _rss_mb()
-    import jobwatch.app  # noqa: F401
-    import jobwatch.client  # noqa: F401
-    import jobwatch.outbox  # noqa: F401
+    import jobwatch.app.orchestrator  # noqa: F401
+    import jobwatch.ci.client  # noqa: F401
+    import jobwatch.app.outbox  # noqa: F401
     import jobwatch.store.sqlite  # noqa: F401
 
     print(json.dumps({"bare_mb": bare, "imports_mb": _rss_mb()}))

@@ -1,5 +1,5 @@
 """SCF entry point (``index.main_handler``): builds the App once per instance and hands every event to
-:func:`jobwatch.handler_app.run`. Nothing else belongs here; event recognition, dispatch, the time budget and
+:func:`jobwatch.triggers.scf.run`. Nothing else belongs here; event recognition, dispatch, the time budget and
 the retry rules live in ``lib/jobwatch`` where they are tested without this shim.
 
 Module scope runs once per instance (SCF's cold start) and imports only what every invocation needs; the
@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from jobwatch.handler_app import run
+from jobwatch.triggers.scf import run
 
 _app: Any = None
 _lock = threading.Lock()
@@ -24,8 +24,8 @@ def _get_app() -> Any:
     if _app is None:
         with _lock:
             if _app is None:
-                from jobwatch.app import App
-                from jobwatch.config import load_settings
+                from jobwatch.app.orchestrator import App
+                from jobwatch.app.config import load_settings
 
                 _app = App(load_settings())
     return _app

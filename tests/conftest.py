@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 def _fresh_logging():
     """Each test starts and ends with structlog's defaults and no cached loggers: a test that configured logging
     onto a captured stream must not leave later tests writing to that stream after it is closed."""
-    from jobwatch import logs
+    from jobwatch.app import logs
 
     logs.reset_for_tests()
     yield

@@ -9,7 +9,7 @@ from collections import Counter
 from fixtures.emulator import TEST_BUCKET, TEST_REGION
 from test_handler import _handler_logging, API_KEY, harness, load_event, with_api_key  # noqa: F401  (fixtures)
 
-from jobwatch.models import JobKey
+from jobwatch.core.models import JobKey
 
 
 def _running_job(h):

@@ -1,4 +1,4 @@
-"""The operator commands, run through ``jobwatch.cli.main`` against the emulator and a SQLite store."""
+"""The operator commands, run through ``jobwatch.cli`` against the emulator and a SQLite store."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_discover_command_tracks_and_reports(env, emulator, capsys):
 def test_progress_shows_only_on_a_terminal():
     import io
 
-    from jobwatch.cli_ops import Progress
+    from jobwatch.cli.ops import Progress
 
     class Tty(io.StringIO):
         def isatty(self):

@@ -1,6 +1,6 @@
 """CIClient over real loopback HTTP.
 
-Part one uses a small scripted server written here, which checks every signature with ``jobwatch.signing`` and
+Part one uses a small scripted server written here, which checks every signature with ``jobwatch.ci.signing`` and
 answers what each test scripts (errors, resets, hangs, huge bodies). Part two runs the client against the
 emulator (``tests/fixtures/emulator.py``), a server written by someone else from the same documents.
 """
@@ -23,14 +23,14 @@ from qcloud_cos import CosConfig, cos_auth
 from structlog.testing import capture_logs
 
 from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
-from jobwatch import signing
-from jobwatch.client import CIClient, JobSpec
-from jobwatch.credentials import StaticProvider
+from jobwatch.ci import signing
+from jobwatch.ci.client import CIClient, JobSpec
+from jobwatch.ci.credentials import StaticProvider
 from jobwatch.emulator import FaultRule
-from jobwatch.errors import BadResponseError, CIError, TransportError, ValidationError
-from jobwatch.models import JobInput, JobOperation, JobState, TimeInterval
-from jobwatch.retry import Backoff
-from jobwatch.xmlparse import MAX_BODY_BYTES
+from jobwatch.core.errors import BadResponseError, CIError, TransportError, ValidationError
+from jobwatch.core.models import JobInput, JobOperation, JobState, TimeInterval
+from jobwatch.core.retry import Backoff
+from jobwatch.ci.xmlparse import MAX_BODY_BYTES
 
 SID = "AKIDclienttest0000000000000000000"
 KEY = "CANARY-client-secret-key-3f2a9c"
@@ -434,7 +434,7 @@ def test_create_sends_a_signed_xml_body(ci):
     s = ci.seen[0]
     assert s.method == "POST" and s.path == "/inventorytriggerjob" and s.sig_ok
     assert s.auth.header_list == ["content-length", "content-md5", "content-type", "host", "x-ci-security-token"]
-    from jobwatch.xmlparse import parse_document, element_to_value
+    from jobwatch.ci.xmlparse import parse_document, element_to_value
 
     sent = element_to_value(parse_document(s.body))
     assert sent["Name"] == "转码-1" and sent["Type"] == "Job" and sent["Input"] == {"Manifest": "cos://m.json"}
@@ -626,7 +626,7 @@ def test_no_proxy_from_the_environment_is_respected(ci, emulator, clean_proxy_en
 def test_request_carries_exactly_our_headers(ci):
     """Our own session hands requests straight to its adapter: nothing of requests' session defaults (cookies,
     its User-Agent, gzip) rides along, and what we send is what we signed plus who we are."""
-    from jobwatch.client import DEFAULT_USER_AGENT
+    from jobwatch.ci.client import DEFAULT_USER_AGENT
 
     c = CIClient(StaticProvider(SID, KEY), endpoint=ci.url, max_attempts=1)
     c.get_job(BUCKET, REGION, JOB)

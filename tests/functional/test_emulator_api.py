@@ -9,7 +9,7 @@ import requests
 from lxml import etree
 
 from fixtures.emulator import TEST_BUCKET, TEST_HOST, TEST_START, signed_headers
-from jobwatch.xmlparse import parse_error, parse_response
+from jobwatch.ci.xmlparse import parse_error, parse_response
 
 LIST = "/inventorytriggerjob"
 JOB_XML = """<Request><Name>{name}</Name><Type>Job</Type><Input><Prefix>input</Prefix></Input>

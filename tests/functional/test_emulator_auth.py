@@ -10,7 +10,7 @@ import requests
 
 from fixtures.emulator import TEST_BUCKET, TEST_HOST, TEST_SECRET_ID, TEST_SECRET_KEY, signed_headers
 from jobwatch.emulator import EmulatorServer, ManualClock
-from jobwatch.xmlparse import parse_error
+from jobwatch.ci.xmlparse import parse_error
 
 JOB_PATH = "/inventorytriggerjob/b3deffea2f84911ec9cb15254008618d9"
 
@@ -59,7 +59,7 @@ def test_signature_over_another_path_does_not_match(emulator):
 
 
 def test_host_must_be_signed(emulator):
-    from jobwatch import signing
+    from jobwatch.ci import signing
     now = int(time.time())
     auth = signing.authorization(TEST_SECRET_ID, TEST_SECRET_KEY, "GET", JOB_PATH, {}, {"x-ci-foo": "1"},
                                  now - 60, now + 600)

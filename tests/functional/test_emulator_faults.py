@@ -10,8 +10,8 @@ import requests
 from fixtures.emulator import TEST_BUCKET, TEST_SECRET_ID, TEST_SECRET_KEY, signed_headers
 from jobwatch.emulator import EmulatorServer, FaultRule
 from jobwatch.emulator.faults import FaultEngine
-from jobwatch.errors import BadResponseError
-from jobwatch.xmlparse import parse_document, parse_error, parse_response
+from jobwatch.core.errors import BadResponseError
+from jobwatch.ci.xmlparse import parse_document, parse_error, parse_response
 
 
 def get_job(emulator, job_id="bnothing", timeout=5.0, session=None):

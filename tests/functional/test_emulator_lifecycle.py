@@ -9,7 +9,7 @@ from freezegun import freeze_time
 
 from fixtures.emulator import TEST_BUCKET, TEST_SECRET_ID, TEST_SECRET_KEY, signed_headers
 from jobwatch.emulator import EmulatorServer, Lifecycle, ManualClock, SpeedClock, SystemClock
-from jobwatch.xmlparse import parse_response
+from jobwatch.ci.xmlparse import parse_response
 
 
 def query(emulator, job_id):

@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
 
-from jobwatch.client import CIClient
-from jobwatch.credentials import StaticProvider
+from jobwatch.ci.client import CIClient
+from jobwatch.ci.credentials import StaticProvider
 from jobwatch.emulator import FaultRule
-from jobwatch.engine import Engine
-from jobwatch.models import JobKey
-from jobwatch.statemachine import PollPolicy
+from jobwatch.app.engine import Engine
+from jobwatch.core.models import JobKey
+from jobwatch.core.statemachine import PollPolicy
 from jobwatch.store import open_store
 
 POLICY = PollPolicy(min_seconds=10, max_seconds=20, backoff=1.5, jitter=0.0, confirmations=2)

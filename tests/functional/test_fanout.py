@@ -17,7 +17,7 @@ from fixtures.emulator import TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
 from fixtures.tencent_api import FakeTencentApi
 from test_handler import _handler_logging, FUNCTION, load_event, make_harness  # noqa: F401  (fixture)
 
-from jobwatch.models import JobKey
+from jobwatch.core.models import JobKey
 
 
 class FakeScf(FakeTencentApi):

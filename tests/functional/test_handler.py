@@ -20,11 +20,11 @@ from typing import Any, Callable, Sequence
 import pytest
 from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
 
-from jobwatch import handler_app
-from jobwatch.app import App
-from jobwatch.config import load_settings
-from jobwatch.errors import ConfigError, StoreUnavailable
-from jobwatch.models import JobKey
+from jobwatch.triggers import scf as handler_app
+from jobwatch.app.orchestrator import App
+from jobwatch.app.config import load_settings
+from jobwatch.core.errors import ConfigError, StoreUnavailable
+from jobwatch.core.models import JobKey
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"

@@ -1,4 +1,4 @@
-"""``jobwatch notify test`` through ``jobwatch.cli.main``, against two webhook receivers on 127.0.0.1 configured
+"""``jobwatch notify test`` through ``jobwatch.cli``, against two webhook receivers on 127.0.0.1 configured
 by ``JOBWATCH_NOTIFY``: each sink's answer is printed, and the exit code says whether every sink took it."""
 
 from __future__ import annotations

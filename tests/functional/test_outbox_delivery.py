@@ -1,4 +1,4 @@
-"""The outbox end to end: notices in a SQLite store, drained by :class:`jobwatch.outbox.Outbox` to webhook sinks
+"""The outbox end to end: notices in a SQLite store, drained by :class:`jobwatch.app.outbox.Outbox` to webhook sinks
 that post to real HTTP receivers on 127.0.0.1.
 
 Receivers can be told to succeed, answer 500, hang past the sink's timeout, or answer 429 with ``Retry-After``.
@@ -17,10 +17,10 @@ import pytest
 from fixtures.receivers import Receiver as WebhookReceiver
 
 from jobwatch.cli import main
-from jobwatch.models import JobKey, Notice, NoticeKind
+from jobwatch.core.models import JobKey, Notice, NoticeKind
 from jobwatch.notify import parse_sinks
-from jobwatch.outbox import Outbox
-from jobwatch.retry import Backoff
+from jobwatch.app.outbox import Outbox
+from jobwatch.core.retry import Backoff
 from jobwatch.store import OutboxEntry, Store, open_store
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -401,10 +401,10 @@ def test_stalled_and_recovered_notices_reach_the_routed_sink_once_under_freezegu
     from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
     from freezegun import freeze_time
 
-    from jobwatch.app import App
-    from jobwatch.client import CIClient
-    from jobwatch.config import load_settings
-    from jobwatch.credentials import StaticProvider
+    from jobwatch.app.orchestrator import App
+    from jobwatch.ci.client import CIClient
+    from jobwatch.app.config import load_settings
+    from jobwatch.ci.credentials import StaticProvider
     from jobwatch.emulator import EmulatorServer, Lifecycle, SystemClock
 
     alerts, everything = receivers["alerts"], receivers["everything"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from jobwatch import packaging
+from jobwatch.packaging import build as packaging
 from jobwatch.cli import main as cli_main
-from jobwatch.packaging import PackageError, PackageOptions, build_package, runtime_requirements
+from jobwatch.packaging.build import PackageError, PackageOptions, build_package, runtime_requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLER = ROOT / "handler" / "index.py"
@@ -140,7 +140,7 @@ def test_handler_imports_from_the_package_alone(built):
     as /var/user is on SCF. -B: nothing may be compiled at run time (SCF sets PYTHONDONTWRITEBYTECODE)."""
     out, _ = built
     before = _files(out)
-    modules = ["jobwatch.config", "jobwatch.logs", "jobwatch.xmlparse", "lxml.etree", "pymysql",
+    modules = ["jobwatch.app.config", "jobwatch.app.logs", "jobwatch.ci.xmlparse", "lxml.etree", "pymysql",
                "tencentcloud.scf.v20180416.scf_client", "requests", "structlog"]
     entry = "index" if HANDLER.is_file() else "jobwatch"
     code = (

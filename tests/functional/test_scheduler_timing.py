@@ -10,12 +10,12 @@ import pytest
 from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
 from freezegun import freeze_time
 
-from jobwatch.client import CIClient
-from jobwatch.credentials import StaticProvider
+from jobwatch.ci.client import CIClient
+from jobwatch.ci.credentials import StaticProvider
 from jobwatch.emulator import EmulatorServer, Lifecycle, SystemClock
-from jobwatch.engine import Engine
-from jobwatch.models import JobKey
-from jobwatch.statemachine import PollPolicy
+from jobwatch.app.engine import Engine
+from jobwatch.core.models import JobKey
+from jobwatch.core.statemachine import PollPolicy
 from jobwatch.store import open_store
 
 START = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)

@@ -21,8 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import structlog
 
-from jobwatch.errors import NotifyError
-from jobwatch.models import JobKey, Notice, NoticeKind
+from jobwatch.core.errors import NotifyError
+from jobwatch.core.models import JobKey, Notice, NoticeKind
 from jobwatch.notify import parse_sinks, send_concurrently
 
 WALL = 1_750_000_000.0

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from fixtures.tencent_api import FakeTencentApi
 
-from jobwatch.errors import NotifyError
-from jobwatch.models import JobKey, Notice, NoticeKind
+from jobwatch.core.errors import NotifyError
+from jobwatch.core.models import JobKey, Notice, NoticeKind
 from jobwatch.notify import parse_sinks, send_concurrently
-from jobwatch.redact import Secret
+from jobwatch.core.redact import Secret
 
 SECRET_ID = "AKIDcanary0000000000000000000000000"
 SECRET_KEY = "canary-secret-key-9a8b7c6d5e4f"

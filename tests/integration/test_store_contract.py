@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from jobwatch.models import Job, JobKey, JobState, Notice, NoticeKind
+from jobwatch.core.models import Job, JobKey, JobState, Notice, NoticeKind
 from jobwatch.store import PollRecord, Transition, open_store
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -76,7 +76,7 @@ def test_claim_by_keys_due_only_skips_keys_not_yet_due(store):
 
 
 def test_claim_refuses_zero_lease(store):
-    from jobwatch.errors import StoreError
+    from jobwatch.core.errors import StoreError
 
     store.track([K1], T0)
     with pytest.raises(StoreError):
@@ -192,7 +192,7 @@ def test_counts(store):
 
 
 def test_open_store_rejects_bad_urls():
-    from jobwatch.errors import ValidationError
+    from jobwatch.core.errors import ValidationError
 
     with pytest.raises(ValidationError, match="store_url"):
         open_store("postgres://x/y")
@@ -202,7 +202,7 @@ def test_open_store_rejects_bad_urls():
 
 
 def test_mysql_unreachable_is_store_unavailable():
-    from jobwatch.errors import StoreUnavailable
+    from jobwatch.core.errors import StoreUnavailable
 
     with pytest.raises(StoreUnavailable) as ei:
         open_store("mysql://root:s3cretpw@127.0.0.1:1/none")

@@ -40,12 +40,12 @@ def _die() -> None:
 
 def main(argv: list[str]) -> int:
     cfg = {**DEFAULTS, **json.loads(argv[1])}
-    from jobwatch.client import CIClient
-    from jobwatch.credentials import StaticProvider
-    from jobwatch.engine import Engine
-    from jobwatch.outbox import Outbox
-    from jobwatch.retry import Backoff
-    from jobwatch.statemachine import PollPolicy
+    from jobwatch.ci.client import CIClient
+    from jobwatch.ci.credentials import StaticProvider
+    from jobwatch.app.engine import Engine
+    from jobwatch.app.outbox import Outbox
+    from jobwatch.core.retry import Backoff
+    from jobwatch.core.statemachine import PollPolicy
     from jobwatch.store import open_store
 
     clock = SharedClock.from_spec(cfg["clock"])
@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
     end = time.monotonic() + cfg["run_seconds"]
     summary = {"owner": owner, "ticks": 0, "polled": 0, "transitions": 0, "errors": 0, "lease_lost": 0,
                "delivered": 0, "done": False}
-    from jobwatch.errors import StoreUnavailable
+    from jobwatch.core.errors import StoreUnavailable
 
     summary["store_unavailable"] = []
     while time.monotonic() < end:

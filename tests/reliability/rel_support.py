@@ -300,7 +300,7 @@ def start_emulator(clock: Any, *, seed: int = 1, submitted: float = 5, running: 
 
 
 def create_jobs(emulator: Any, store: Any, n: int, now: datetime) -> list[Any]:
-    from jobwatch.models import JobKey
+    from jobwatch.core.models import JobKey
 
     keys = [JobKey(REGION, BUCKET, emulator.create_job(BUCKET, name=f"r{i}")) for i in range(n)]
     for i in range(0, n, 200):

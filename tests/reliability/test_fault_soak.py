@@ -15,15 +15,15 @@ from rel_support import (
     write_figures,
 )
 
-from jobwatch.client import CIClient
-from jobwatch.credentials import StaticProvider
+from jobwatch.ci.client import CIClient
+from jobwatch.ci.credentials import StaticProvider
 from jobwatch.emulator import EmulatorServer, FaultRule, Lifecycle, ManualClock
-from jobwatch.engine import Engine
-from jobwatch.models import JobKey
+from jobwatch.app.engine import Engine
+from jobwatch.core.models import JobKey
 from jobwatch.notify import parse_sinks
-from jobwatch.outbox import Outbox
-from jobwatch.retry import Backoff
-from jobwatch.statemachine import PollPolicy
+from jobwatch.app.outbox import Outbox
+from jobwatch.core.retry import Backoff
+from jobwatch.core.statemachine import PollPolicy
 from jobwatch.store import open_store
 
 JOBS = soak_or_quick(500, 100)

@@ -1,8 +1,8 @@
 """Hostile input. XML bodies (random, truncated, deeply nested, huge, XXE to a file and to a loopback listener,
-entity expansion, wrong encodings) through jobwatch.xmlparse.parse_response: only BadResponseError/CIError ever
+entity expansion, wrong encodings) through jobwatch.ci.xmlparse.parse_response: only BadResponseError/CIError ever
 escape, and nothing is read from disk or the network. Job IDs, buckets and regions crafted to inject paths, hosts
 or headers are refused by CIClient before any request (the emulator's request log stays empty). Generated trigger
-events through jobwatch.events.parse_event (only EventError/ValidationError) and through the handler's dispatch
+events through jobwatch.triggers.events.parse_event (only EventError/ValidationError) and through the handler's dispatch
 with a real App (nothing escapes but StoreUnavailable, and no input is reported as an internal error)."""
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rel_support import BUCKET, REGION, SECRET_ID, SECRET_KEY, START, soak_or_quick, start_emulator
 
-from jobwatch import handler_app
-from jobwatch.app import App
-from jobwatch.client import CIClient
-from jobwatch.config import load_settings
-from jobwatch.credentials import StaticProvider
+from jobwatch.triggers import scf as handler_app
+from jobwatch.app.orchestrator import App
+from jobwatch.ci.client import CIClient
+from jobwatch.app.config import load_settings
+from jobwatch.ci.credentials import StaticProvider
 from jobwatch.emulator import ManualClock
-from jobwatch.errors import BadResponseError, CIError, JobwatchError, RetryableError, ValidationError
-from jobwatch.events import EventError, parse_event
-from jobwatch.xmlparse import MAX_BODY_BYTES, parse_response
+from jobwatch.core.errors import BadResponseError, CIError, JobwatchError, RetryableError, ValidationError
+from jobwatch.triggers.events import EventError, parse_event
+from jobwatch.ci.xmlparse import MAX_BODY_BYTES, parse_response
 
 EXAMPLES = soak_or_quick(2000, 200)
 CANARY = "CANARY-XXE-7f3a9c"

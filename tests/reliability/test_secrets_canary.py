@@ -17,13 +17,13 @@ import pytest
 from rel_support import BUCKET, REGION, START, WebhookReceiver, dump_tables
 
 from jobwatch import cli
-from jobwatch.app import App
-from jobwatch.client import CIClient
-from jobwatch.config import load_settings
-from jobwatch.credentials import StaticProvider
+from jobwatch.app.orchestrator import App
+from jobwatch.ci.client import CIClient
+from jobwatch.app.config import load_settings
+from jobwatch.ci.credentials import StaticProvider
 from jobwatch.emulator import EmulatorServer, FaultRule, Lifecycle, ManualClock
-from jobwatch.errors import JobwatchError
-from jobwatch.logs import configure_logging
+from jobwatch.core.errors import JobwatchError
+from jobwatch.app.logs import configure_logging
 from jobwatch.store import open_store
 
 SECRET_ID = "AKIDCANARY000000000000000000000000000"
@@ -67,7 +67,7 @@ def test_canary_secrets_never_leak(mysql_url):
             configure_logging("debug", "json", cache=False)  # no logger stays bound to this test's streams
             app = App(load_settings(env), environ=env, clock=clock.now)
             ids = [emulator.create_job(BUCKET) for _ in range(8)]
-            from jobwatch.models import JobKey
+            from jobwatch.core.models import JobKey
 
             seen.append(repr(app.register([JobKey(REGION, BUCKET, j) for j in ids]).as_dict()))
             for _ in range(12):

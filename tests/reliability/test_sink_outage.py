@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from rel_support import BUCKET, REGION, SECRET_ID, SECRET_KEY, START, WebhookReceiver, start_emulator
 
-from jobwatch.client import CIClient
-from jobwatch.credentials import StaticProvider
+from jobwatch.ci.client import CIClient
+from jobwatch.ci.credentials import StaticProvider
 from jobwatch.emulator import ManualClock
-from jobwatch.engine import Engine
-from jobwatch.models import JobKey
+from jobwatch.app.engine import Engine
+from jobwatch.core.models import JobKey
 from jobwatch.notify import parse_sinks
-from jobwatch.outbox import Outbox
-from jobwatch.retry import Backoff
-from jobwatch.statemachine import PollPolicy
+from jobwatch.app.outbox import Outbox
+from jobwatch.core.retry import Backoff
+from jobwatch.core.statemachine import PollPolicy
 from jobwatch.store import open_store
 
 

@@ -10,13 +10,13 @@ from rel_support import (
     BUCKET, REGION, SECRET_ID, SECRET_KEY, START, TcpProxy, check_history_and_outbox, dump_tables, start_emulator,
 )
 
-from jobwatch.client import CIClient
-from jobwatch.credentials import StaticProvider
+from jobwatch.ci.client import CIClient
+from jobwatch.ci.credentials import StaticProvider
 from jobwatch.emulator import ManualClock
-from jobwatch.engine import Engine
-from jobwatch.errors import StoreUnavailable
-from jobwatch.models import JobKey
-from jobwatch.statemachine import PollPolicy
+from jobwatch.app.engine import Engine
+from jobwatch.core.errors import StoreUnavailable
+from jobwatch.core.models import JobKey
+from jobwatch.core.statemachine import PollPolicy
 from jobwatch.store import open_store
 
 

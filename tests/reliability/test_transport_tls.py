@@ -14,10 +14,10 @@ import requests
 from rel_support import BUCKET, REGION, SECRET_ID, SECRET_KEY
 from structlog.testing import capture_logs
 
-from jobwatch.client import CIClient
-from jobwatch.config import load_settings
-from jobwatch.credentials import StaticProvider
-from jobwatch.errors import TransportError
+from jobwatch.ci.client import CIClient
+from jobwatch.app.config import load_settings
+from jobwatch.ci.credentials import StaticProvider
+from jobwatch.core.errors import TransportError
 
 
 class Recorder(requests.adapters.HTTPAdapter):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from jobwatch import config
-from jobwatch.config import SETTINGS, Kind, Settings, check_environment, load_settings, render_markdown_table
-from jobwatch.errors import ConfigError
-from jobwatch.redact import Secret, scrub
+from jobwatch.app import config
+from jobwatch.app.config import SETTINGS, Kind, Settings, check_environment, load_settings, render_markdown_table
+from jobwatch.core.errors import ConfigError
+from jobwatch.core.redact import Secret, scrub
 
 ROOT = Path(__file__).resolve().parents[2]
 CANARY = "canary-SECRET-9f8e7d6c"
@@ -225,7 +225,9 @@ def test_update_readme_replaces_only_the_block():
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobwatch")
-    config.register_config(p.add_subparsers(dest="command"))
+    from jobwatch.cli import config as config_cmd
+
+    config_cmd.register(p.add_subparsers(dest="command"))
     return p
 
 
@@ -280,7 +282,7 @@ def test_tomli_is_declared_for_python_310():
 
 def test_config_check_runs_as_a_module_without_cli(tmp_path):
     """The check works in a bare process too (what `jobwatch config check` wraps)."""
-    code = ("import sys; from jobwatch.config import check_environment; "
+    code = ("import sys; from jobwatch.app.config import check_environment; "
             "p = check_environment(); print('\\n'.join(p)); sys.exit(1 if p else 0)")
     env = {"PATH": os.environ.get("PATH", ""), "JOBWATCH_CONCURRENCY": "999", "JOBWATCH_BATCH_SIZE": "x"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)

@@ -10,12 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from structlog.testing import capture_logs
 
-from jobwatch.credentials import (
+from jobwatch.ci.credentials import (
     ChainProvider, Credentials, CredentialsError, CredentialsUnavailable, EnvProvider, NoCredentials,
     ProfileProvider, StaticProvider, StsRoleProvider, provider_from_settings,
 )
-from jobwatch.errors import ValidationError
-from jobwatch.redact import Secret
+from jobwatch.core.errors import ValidationError
+from jobwatch.core.redact import Secret
 
 KEY_CANARY = "CANARYKEY-d41d8cd98f00b204e9800998ecf8427e"
 TOKEN_CANARY = "CANARYTOKEN-9e107d9d372bb6826bd81d3542a419d6"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jobwatch import events as ev
-from jobwatch.fanout import MAX_CLIENT_CONTEXT, shard
-from jobwatch.handler_app import Budget, Invocation, http_response
-from jobwatch.models import JobKey
+from jobwatch.triggers import events as ev
+from jobwatch.app.fanout import MAX_CLIENT_CONTEXT, shard
+from jobwatch.triggers.scf import Budget, Invocation, http_response
+from jobwatch.core.models import JobKey
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 BUCKET = "examplebucket-1250000000"

@@ -16,8 +16,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from jobwatch import logs
-from jobwatch.redact import Secret
+from jobwatch.app import logs
+from jobwatch.core.redact import Secret
 
 CANARY = "canary-7Hq2-SECRETVALUE"          # wrapped in Secret (remembered by the scrubber)
 CANARY_TOKEN = "tok-unwrapped-5150"          # never wrapped: caught only by credential-shaped fields
@@ -75,7 +75,7 @@ def test_json_lines_are_parseable_filtered_by_level_and_scrubbed():
     buf = io.StringIO()
     logs.configure_logging("info", "json", buf, cache=False)
     logs.bind_invocation("req-2", "fn")
-    log = logs.get_logger("jobwatch.engine")
+    log = logs.get_logger("jobwatch.app.engine")
     log.debug("hidden.debug", x=1)
     _emit_everything(log)
     logging.getLogger("urllib3.connectionpool").warning("GET /x?sign=%s HTTP/1.1 %s", CANARY_TOKEN, CANARY)
@@ -86,7 +86,7 @@ def test_json_lines_are_parseable_filtered_by_level_and_scrubbed():
     events = [e["event"] for e in lines]
     assert "hidden.debug" not in events and "below the libraries' floor" not in events
     assert events[:3] == ["secret.wrapped", "secret.in.text", "secret.nested"]
-    assert lines[0]["logger"] == "jobwatch.engine" and lines[0]["level"] == "info"
+    assert lines[0]["logger"] == "jobwatch.app.engine" and lines[0]["level"] == "info"
     stdlib = lines[-1]
     assert stdlib["logger"] == "urllib3.connectionpool" and stdlib["level"] == "warning"
     assert stdlib["request_id"] == "req-2" and "sign=***" in stdlib["event"]
@@ -140,8 +140,8 @@ def test_configure_is_idempotent_and_validates():
 
 SCRIPT = f"""
 import logging, structlog
-from jobwatch.logs import configure_logging, bind_invocation
-from jobwatch.redact import Secret
+from jobwatch.app.logs import configure_logging, bind_invocation
+from jobwatch.core.redact import Secret
 configure_logging("info", "auto")
 bind_invocation("req-real", "ci-jobwatch")
 log = structlog.get_logger()

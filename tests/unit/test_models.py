@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from jobwatch import xmlparse
-from jobwatch.errors import ValidationError
-from jobwatch.models import Job, JobKey, JobState, parse_time, validate_bucket, validate_job_id, validate_region
+from jobwatch.ci import xmlparse
+from jobwatch.core.errors import ValidationError
+from jobwatch.core.models import Job, JobKey, JobState, parse_time, validate_bucket, validate_job_id, validate_region
 
 
 @pytest.mark.parametrize("value", ["examplebucket-1250000000", "a-12345", "my-data-1-1300000000"])

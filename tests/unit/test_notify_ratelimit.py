@@ -2,7 +2,7 @@
 
 import pytest
 
-from jobwatch.errors import ValidationError
+from jobwatch.core.errors import ValidationError
 from jobwatch.notify.ratelimit import Rate, TokenBucket
 
 

@@ -2,10 +2,10 @@
 
 from datetime import datetime, timezone
 
-from jobwatch.models import JobKey, Notice, NoticeKind
+from jobwatch.core.models import JobKey, Notice, NoticeKind
 from jobwatch.notify import render
 from jobwatch.notify.webhook import decode_secret, sign
-from jobwatch.redact import Secret
+from jobwatch.core.redact import Secret
 
 
 def make(kind=NoticeKind.TRANSITION, to="Failed", name="nightly*_job", code="InternalError", message="boom <b>"):

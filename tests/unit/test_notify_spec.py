@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from jobwatch.errors import ConfigError
-from jobwatch.models import JobKey, Notice, NoticeKind
+from jobwatch.core.errors import ConfigError
+from jobwatch.core.models import JobKey, Notice, NoticeKind
 from jobwatch.notify import parse_sinks, sample_notice, split_specs
 from jobwatch.notify.chat import DingTalkSink, FeishuSink, SlackSink, WeComSink
 from jobwatch.notify.log import LogSink
@@ -137,7 +137,7 @@ def test_log_sink_lines_carry_the_invocations_request_id():
     import structlog
     from structlog.testing import capture_logs
 
-    from jobwatch.logs import bind_invocation
+    from jobwatch.app.logs import bind_invocation
     from jobwatch.notify import send_concurrently
 
     n = Notice("ap-guangzhou/b-1250000000/j1#1:Success", NoticeKind.TRANSITION,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobwatch.retry import Backoff, is_retryable_error, is_throttling, parse_retry_after, should_retry
+from jobwatch.core.retry import Backoff, is_retryable_error, is_throttling, parse_retry_after, should_retry
 
 # status, code, retried for an idempotent call, retried for a create (not idempotent)
 ANSWERS = [
@@ -75,7 +75,7 @@ def test_parse_retry_after(value, now, expected):
 
 
 def test_adaptive_limit_halves_on_throttling_once_per_cooldown_and_grows_back():
-    from jobwatch.retry import AdaptiveLimit
+    from jobwatch.core.retry import AdaptiveLimit
 
     now = [0.0]
     lim = AdaptiveLimit(32, cooldown=1.0, monotonic=lambda: now[0])
@@ -97,7 +97,7 @@ def test_adaptive_limit_halves_on_throttling_once_per_cooldown_and_grows_back():
 
 
 def test_adaptive_limit_refuses_a_floor_above_the_ceiling():
-    from jobwatch.retry import AdaptiveLimit
+    from jobwatch.core.retry import AdaptiveLimit
 
     with pytest.raises(ValueError, match="floor"):
         AdaptiveLimit(4, floor=5)

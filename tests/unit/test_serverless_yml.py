@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobwatch import config
+from jobwatch.app import config
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_REF = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -57,7 +57,7 @@ def test_component_and_function_basics(sls):
 
 
 def test_src_is_where_the_package_command_writes():
-    from jobwatch import packaging
+    from jobwatch.packaging import build as packaging
 
     assert Path(ROOT / "build/package") == Path(ROOT / packaging.DEFAULT_OUT)
 

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from jobwatch import signing
+from jobwatch.ci import signing
 
 SID = "AKIDQjz3ltompVjBni5LitkWHFlFpwkn9U5q"
 SKEY = "BQYIM75p8x0iWVFSIgqEKwFprpRSVHlz"

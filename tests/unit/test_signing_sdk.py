@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from qcloud_cos import CosConfig
 from qcloud_cos import cos_auth
 
-from jobwatch import signing
+from jobwatch.ci import signing
 
 SID = "AKIDQjz3ltompVjBni5LitkWHFlFpwkn9U5q"
 SKEY = "BQYIM75p8x0iWVFSIgqEKwFprpRSVHlz"

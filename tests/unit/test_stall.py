@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from freezegun import freeze_time
 
-from jobwatch.errors import ConfigError, ValidationError
-from jobwatch.stall import StallRules, StallThresholds, evaluate_stall, parse_duration
+from jobwatch.core.errors import ConfigError, ValidationError
+from jobwatch.core.stall import StallRules, StallThresholds, evaluate_stall, parse_duration
 
 UTC = timezone.utc
 T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from jobwatch.errors import CIError
-from jobwatch.models import Job, JobKey, JobState, NoticeKind
-from jobwatch.statemachine import Observation, PollPolicy, StallDecision, decide, is_final
-from jobwatch.store.base import VANISHED, TrackedJob
+from jobwatch.core.errors import CIError
+from jobwatch.core.models import Job, JobKey, JobState, NoticeKind
+from jobwatch.core.statemachine import Observation, PollPolicy, StallDecision, decide, is_final
+from jobwatch.core.records import VANISHED, TrackedJob
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 KEY = JobKey("ap-guangzhou", "examplebucket-1250000000", "j1")
@@ -121,7 +121,7 @@ def test_errors_back_off_separately_and_keep_state():
 
 
 def test_error_text_is_scrubbed_of_secrets():
-    from jobwatch.redact import Secret
+    from jobwatch.core.redact import Secret
 
     Secret("CANARY-SECRET-KEY-123")
     d = step(fresh(), Observation.failed(RuntimeError("auth with CANARY-SECRET-KEY-123 failed")))
@@ -156,8 +156,8 @@ def test_stall_notice_once_then_recovered_when_it_moves():
 def test_evolve_copies_and_refuses_unknown_fields():
     from datetime import datetime, timezone
 
-    from jobwatch.models import JobKey
-    from jobwatch.store.base import TrackedJob
+    from jobwatch.core.models import JobKey
+    from jobwatch.core.records import TrackedJob
 
     t = datetime(2026, 1, 1, tzinfo=timezone.utc)
     tj = TrackedJob(JobKey("ap-guangzhou", "b-1250000000", "j1"), t, t, tags={"team": "a"})

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from jobwatch import xmlparse
-from jobwatch.errors import BadResponseError, CIError
-from jobwatch.models import JobState
+from jobwatch.ci import xmlparse
+from jobwatch.core.errors import BadResponseError, CIError
+from jobwatch.core.models import JobState
 
 CST = timezone(timedelta(hours=8))
 

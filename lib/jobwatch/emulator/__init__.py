@@ -3,10 +3,10 @@ benchmarks and the README's demo. Real HTTP on loopback, COS signature checks, a
 and seeded faults. See ``server.EmulatorServer`` for the backdoors tests use.
 """
 
-from .clock import Clock, ManualClock, SpeedClock, SystemClock
-from .faults import FaultRule
-from .server import EmulatorServer, RequestRecord
-from .state import STATES, JobView, Lifecycle
+from jobwatch.emulator.clock import Clock, ManualClock, SpeedClock, SystemClock
+from jobwatch.emulator.faults import FaultRule
+from jobwatch.emulator.server import EmulatorServer, RequestRecord
+from jobwatch.emulator.state import STATES, JobView, Lifecycle
 
 __all__ = [
     "Clock",

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from .. import signing
-from .state import ApiError
+from jobwatch.ci import signing
+from jobwatch.emulator.state import ApiError
 
 TOKEN_HEADERS = ("x-ci-security-token", "x-cos-security-token")
 

@@ -14,9 +14,9 @@ import sys
 import threading
 from typing import Sequence, TextIO
 
-from .clock import SpeedClock, SystemClock
-from .server import EmulatorServer
-from .state import Lifecycle
+from jobwatch.emulator.clock import SpeedClock, SystemClock
+from jobwatch.emulator.server import EmulatorServer
+from jobwatch.emulator.state import Lifecycle
 
 DEMO_SECRET_ID = "AKIDEMULATORDEMO0000000000000000000"
 DEMO_SECRET_KEY = "emulator-demo-secret-key-not-real"

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..errors import ValidationError
+from jobwatch.core.errors import ValidationError
 
 # Faults that answer instead of the API (first one wins), and faults that alter the API's own answer.
 ACTIONS = frozenset({"status", "qps", "reset", "hang"})

@@ -11,7 +11,7 @@ from typing import Iterable
 
 from lxml import etree
 
-from .state import JobView
+from jobwatch.emulator.state import JobView
 
 CST = timezone(timedelta(hours=8))
 _DECL = b'<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -28,14 +28,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..errors import BadResponseError, ValidationError
-from ..models import validate_bucket
-from ..xmlparse import parse_document
-from . import render
-from .auth import TempCredential, verify
-from .clock import Clock, SystemClock
-from .faults import FaultEngine, FaultRule, Plan
-from .state import STATES, ApiError, JobSpec, JobTable, JobView, Lifecycle, ListQuery, invalid
+from jobwatch.core.errors import BadResponseError, ValidationError
+from jobwatch.core.models import validate_bucket
+from jobwatch.ci.xmlparse import parse_document
+from jobwatch.emulator import render
+from jobwatch.emulator.auth import TempCredential, verify
+from jobwatch.emulator.clock import Clock, SystemClock
+from jobwatch.emulator.faults import FaultEngine, FaultRule, Plan
+from jobwatch.emulator.state import STATES, ApiError, JobSpec, JobTable, JobView, Lifecycle, ListQuery, invalid
 
 _HOST_RE = re.compile(r"^(?P<bucket>[a-z0-9-]+-[0-9]+)\.(?:ci|cos)\.(?P<region>[a-z0-9-]+)\.myqcloud\.com\.?$")
 _JOB_PATH_RE = re.compile(r"^/inventorytriggerjob/([^/]+)$")

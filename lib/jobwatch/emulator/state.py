@@ -19,9 +19,9 @@ from typing import Callable, Iterable
 
 from lxml import etree
 
-from ..errors import ValidationError
-from ..models import parse_time
-from .clock import Clock
+from jobwatch.core.errors import ValidationError
+from jobwatch.core.models import parse_time
+from jobwatch.emulator.clock import Clock
 
 SUBMITTED, RUNNING, SUCCESS, FAILED, PAUSE, CANCEL = "Submitted", "Running", "Success", "Failed", "Pause", "Cancel"
 STATES = (SUBMITTED, RUNNING, SUCCESS, FAILED, PAUSE, CANCEL)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from ..errors import NotifyError
-from ..models import JobKey, Notice, NoticeKind
-from .base import DeliveryResult, Route, Sink
-from .dispatch import send_concurrently, send_one
-from .ratelimit import Rate, TokenBucket
-from .spec import parse_sink, parse_sinks, split_specs
+from jobwatch.core.errors import NotifyError
+from jobwatch.core.models import JobKey, Notice, NoticeKind
+from jobwatch.notify.base import DeliveryResult, Route, Sink
+from jobwatch.notify.dispatch import send_concurrently, send_one
+from jobwatch.notify.ratelimit import Rate, TokenBucket
+from jobwatch.notify.spec import parse_sink, parse_sinks, split_specs
 
 __all__ = ["DeliveryResult", "NotifyError", "Rate", "Route", "Sink", "TokenBucket", "parse_sink", "parse_sinks",
            "sample_notice", "send_concurrently", "send_one", "split_specs"]

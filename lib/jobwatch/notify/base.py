@@ -16,10 +16,10 @@ from typing import Any, Callable, Mapping
 
 import requests
 
-from ..errors import NotifyError
-from ..models import Notice, NoticeKind
-from ..redact import scrub
-from .ratelimit import Rate, TokenBucket
+from jobwatch.core.errors import NotifyError
+from jobwatch.core.models import Notice, NoticeKind
+from jobwatch.core.redact import scrub
+from jobwatch.notify.ratelimit import Rate, TokenBucket
 
 MAX_BODY = 64 * 1024  # answers we read; a robot's answer is a few bytes
 

@@ -15,10 +15,10 @@ from urllib.parse import quote
 
 import requests
 
-from ..models import Notice
-from ..redact import Secret
-from . import render
-from .base import Sink, dumps, json_answer, post_json
+from jobwatch.core.models import Notice
+from jobwatch.core.redact import Secret
+from jobwatch.notify import render
+from jobwatch.notify.base import Sink, dumps, json_answer, post_json
 
 WECOM_BASE = "https://qyapi.weixin.qq.com"
 DINGTALK_BASE = "https://oapi.dingtalk.com"

@@ -13,10 +13,10 @@ import contextvars
 import time
 from typing import Callable, Iterable
 
-from ..errors import NotifyError
-from ..models import Notice
-from ..redact import scrub
-from .base import DeliveryResult, RateLimited, Sink
+from jobwatch.core.errors import NotifyError
+from jobwatch.core.models import Notice
+from jobwatch.core.redact import scrub
+from jobwatch.notify.base import DeliveryResult, RateLimited, Sink
 
 GRACE = 1.0  # seconds past the timeout before a send is given up on
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import structlog
 
-from ..models import Notice
-from .base import Sink
+from jobwatch.core.models import Notice
+from jobwatch.notify.base import Sink
 
 
 class LogSink(Sink):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..models import Notice, NoticeKind, from_iso
+from jobwatch.core.models import Notice, NoticeKind, from_iso
 
 MAX_MESSAGE = 500  # characters of the service's error message we show
 MAX_TOTAL = 3000  # Slack sections take 3,000 characters; WeCom 4,096 bytes of markdown

@@ -18,16 +18,16 @@ from urllib.parse import unquote
 
 import requests
 
-from ..errors import ConfigError, ValidationError
-from ..models import JobState, NoticeKind, validate_bucket, validate_region
-from ..redact import Secret
-from .base import Route, Sink
-from .chat import DINGTALK_BASE, FEISHU_BASE, LARK_BASE, SLACK_BASE, WECOM_BASE, DingTalkSink, FeishuSink, \
+from jobwatch.core.errors import ConfigError, ValidationError
+from jobwatch.core.models import JobState, NoticeKind, validate_bucket, validate_region
+from jobwatch.core.redact import Secret
+from jobwatch.notify.base import Route, Sink
+from jobwatch.notify.chat import DINGTALK_BASE, FEISHU_BASE, LARK_BASE, SLACK_BASE, WECOM_BASE, DingTalkSink, FeishuSink, \
     SlackSink, WeComSink
-from .log import LogSink
-from .ratelimit import Rate
-from .tencent import EventBridgeSink, SesSink, TdmqQueueSink, TdmqTopicSink
-from .webhook import WebhookSink
+from jobwatch.notify.log import LogSink
+from jobwatch.notify.ratelimit import Rate
+from jobwatch.notify.tencent import EventBridgeSink, SesSink, TdmqQueueSink, TdmqTopicSink
+from jobwatch.notify.webhook import WebhookSink
 
 # Each vendor's documented limit, per sink (override with rate=).
 DEFAULT_RATES: dict[str, str | None] = {

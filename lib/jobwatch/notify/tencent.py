@@ -17,11 +17,11 @@ import importlib
 import json
 from typing import Any, Callable, Protocol
 
-from ..errors import NotifyError
-from ..models import Notice
-from ..redact import Secret, scrub
-from . import render
-from .base import Sink
+from jobwatch.core.errors import NotifyError
+from jobwatch.core.models import Notice
+from jobwatch.core.redact import Secret, scrub
+from jobwatch.notify import render
+from jobwatch.notify.base import Sink
 
 
 class CredentialsLike(Protocol):

@@ -16,10 +16,10 @@ from typing import Any
 
 import requests
 
-from ..errors import ValidationError
-from ..models import Notice
-from ..redact import Secret
-from .base import Sink, dumps, post_json
+from jobwatch.core.errors import ValidationError
+from jobwatch.core.models import Notice
+from jobwatch.core.redact import Secret
+from jobwatch.notify.base import Sink, dumps, post_json
 
 SECRET_PREFIX = "whsec_"
 

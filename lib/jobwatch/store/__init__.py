@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ValidationError
-from .base import VANISHED, Delivery, OutboxEntry, PollRecord, Store, TrackedJob, Transition
+from jobwatch.core.errors import ValidationError
+from jobwatch.core.records import VANISHED, Delivery, OutboxEntry, PollRecord, TrackedJob, Transition
+from jobwatch.store.base import Store
 
 __all__ = ["VANISHED", "Delivery", "OutboxEntry", "PollRecord", "Store", "TrackedJob", "Transition", "open_store"]
 
@@ -17,14 +18,14 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     scheme = url.split("://", 1)[0].lower()
     store: Store
     if scheme == "sqlite":
-        from .sqlite import SqliteStore
+        from jobwatch.store.sqlite import SqliteStore
 
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
         if not path:
             raise ValidationError("store_url", url, "sqlite URL needs a path: sqlite:///path/to/file.db")
         store = SqliteStore(unquote(path))
     elif scheme in ("mysql", "mysql+pymysql", "mariadb"):
-        from .mysql import MysqlStore
+        from jobwatch.store.mysql import MysqlStore
 
         parts = urlsplit(url)
         if not parts.hostname or not parts.path.strip("/"):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..errors import StoreError, StoreUnavailable
-from ..redact import Secret
-from .sql import JOB_COLUMNS, OUTBOX_COLUMNS, SqlStore
+from jobwatch.core.errors import StoreError, StoreUnavailable
+from jobwatch.core.redact import Secret
+from jobwatch.store.sql import JOB_COLUMNS, OUTBOX_COLUMNS, SqlStore
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS jw_meta (k VARCHAR(64) PRIMARY KEY, v VARCHAR(255) NOT NULL) ENGINE=InnoDB",

@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..errors import StoreError
-from ..models import Job, JobKey, Notice, NoticeKind
-from .base import Delivery, OutboxEntry, PollRecord, Store, TrackedJob, Transition
+from jobwatch.core.errors import StoreError
+from jobwatch.core.models import Job, JobKey, Notice, NoticeKind
+from jobwatch.core.records import Delivery, OutboxEntry, PollRecord, TrackedJob, Transition, is_final
+from jobwatch.store.base import Store
 
 SCHEMA_VERSION = 1
 
@@ -170,7 +171,7 @@ class SqlStore(Store):
                         # untracked before its first observation: watch again
                         self._exec(cur, "UPDATE jw_jobs SET active=1, next_poll_at=? WHERE region=? AND bucket=? "
                                    "AND job_id=?", (t, k.region, k.bucket, k.job_id))
-                    elif not active and state is not None and not _is_final(state):
+                    elif not active and state is not None and not is_final(state):
                         self._exec(cur, "UPDATE jw_jobs SET active=1, next_poll_at=? WHERE region=? AND bucket=? "
                                    "AND job_id=?", (t, k.region, k.bucket, k.job_id))
                     if tags:
@@ -321,7 +322,7 @@ class SqlStore(Store):
         with self._tx(write=False) as cur:
             self._exec(cur, "SELECT COALESCE(state, 'New'), active, COUNT(*) FROM jw_jobs GROUP BY state, active")
             for state, active, n in cur.fetchall():
-                label = state if (active or state is None or _is_final(state)) else f"{state} (untracked)"
+                label = state if (active or state is None or is_final(state)) else f"{state} (untracked)"
                 out[f"jobs.{label}"] = out.get(f"jobs.{label}", 0) + int(n)
             self._exec(cur, "SELECT status, COUNT(*) FROM jw_outbox GROUP BY status")
             for status, n in cur.fetchall():
@@ -485,9 +486,3 @@ def _history_row(k: JobKey, tr: Transition) -> tuple[Any, ...]:
     return (k.region, k.bucket, k.job_id, tr.seq, tr.from_state, tr.to_state, ts(tr.observed_at),
             ts(tr.service_time), tr.code, tr.message)
 
-
-FINAL_STATES = frozenset({"Success", "Failed", "Cancel", "Vanished"})
-
-
-def _is_final(state: str) -> bool:
-    return state in FINAL_STATES

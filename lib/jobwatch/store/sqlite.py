@@ -12,8 +12,8 @@ import sqlite3
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..errors import StoreError, StoreUnavailable
-from .sql import SqlStore
+from jobwatch.core.errors import StoreError, StoreUnavailable
+from jobwatch.store.sql import SqlStore
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS jw_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",

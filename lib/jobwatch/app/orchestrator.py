@@ -14,18 +14,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import structlog
 
-from .config import Settings
-from .engine import Engine, TickResult, utcnow
-from .errors import JobwatchError, StoreError
-from .models import Job, JobKey
-from .outbox import DrainResult, Outbox
-from .redact import Secret
-from .retry import Backoff
-from .statemachine import PollPolicy, StallCheck, StallDecision
-from .store import Store, open_store
-from .store.base import TrackedJob
+from jobwatch.app.config import Settings
+from jobwatch.app.engine import Engine, TickResult, utcnow
+from jobwatch.core.errors import JobwatchError, StoreError
+from jobwatch.core.models import Job, JobKey
+from jobwatch.app.outbox import DrainResult, Outbox
+from jobwatch.core.redact import Secret
+from jobwatch.core.retry import Backoff
+from jobwatch.core.statemachine import PollPolicy, StallCheck, StallDecision
+from jobwatch.store import Store, open_store
+from jobwatch.core.records import TrackedJob
 
-log = structlog.get_logger("jobwatch.app")
+log = structlog.get_logger("jobwatch.app.orchestrator")
 
 
 @dataclass
@@ -105,7 +105,7 @@ class App:
 
     @cached_property
     def credentials(self) -> Any:
-        from .credentials import provider_from_settings
+        from jobwatch.ci.credentials import provider_from_settings
 
         s = self.settings
         return provider_from_settings(
@@ -116,7 +116,7 @@ class App:
 
     @cached_property
     def client(self) -> Any:
-        from .client import CIClient
+        from jobwatch.ci.client import CIClient
 
         s = self.settings
         return CIClient(
@@ -127,7 +127,7 @@ class App:
 
     @cached_property
     def sinks(self) -> list[Any]:
-        from .notify import parse_sinks
+        from jobwatch.notify import parse_sinks
 
         spec = self.settings.notify
         text = spec.reveal() if isinstance(spec, Secret) else (spec or "")
@@ -136,7 +136,7 @@ class App:
     @cached_property
     def stall_check(self) -> StallCheck | None:
         s = self.settings
-        from .stall import StallRules, evaluate_stall
+        from jobwatch.core.stall import StallRules, evaluate_stall
 
         rules = StallRules.parse(s.stall_rules or None, running=s.stall_running_seconds,
                                  paused=s.stall_paused_seconds, repeat=s.stall_repeat_seconds)

@@ -1,84 +1,20 @@
-"""The ``jobwatch`` command: one argparse tree, one ``register_<group>(subparsers)`` function per command group.
-
-Groups live next to the code they drive (``config.register_config``, ``register_job`` here) and are listed in
-:data:`GROUPS`; a broken group fails loudly rather than silently vanishing from ``jobwatch --help``.
-Each sub-command sets ``func(args) -> int``. Exit codes: 0 done, 1 a transport or unexpected failure, 2 bad
-input or an error answered by the service (its code and request ID are printed), 3 the job does not exist.
-"""
+"""``jobwatch job show|list``: read batch jobs straight from the service (or the emulator)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from .errors import CIError, ConfigError, JobwatchError, ValidationError
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2  # bad input, or an error the service answered
-EXIT_NOT_FOUND = 3
-
-# (module, function): each function takes the sub-parsers action and adds its group. Add yours here.
-GROUPS: list[tuple[str, str]] = [
-    ("jobwatch.cli", "register_job"),
-    ("jobwatch.cli", "register_emulator"),
-    ("jobwatch.config", "register_config"),
-    ("jobwatch.packaging", "register_package"),
-    ("jobwatch.cli_ops", "register_ops"),
-]
+from jobwatch.cli.common import EXIT_NOT_FOUND, EXIT_OK, err as _err
+from jobwatch.core.errors import ValidationError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jobwatch",
-                                     description="Watch Tencent Cloud Infinite batch data processing jobs.")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
-    for module, func in GROUPS:
-        register: Callable[[Any], Any] = getattr(importlib.import_module(module), func)
-        register(subparsers)
-    return parser
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if getattr(args, "pass_through", False):
-        args.extra_args = extra  # a delegated command parses its own options
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        return int(args.func(args) or 0)
-    except ValidationError as exc:
-        _err(f"error: {exc}")
-        return EXIT_USAGE
-    except CIError as exc:
-        _err(f"CI error {exc.code} (HTTP {exc.status}, request id {exc.request_id or '-'}): {exc.message}")
-        return EXIT_USAGE
-    except ConfigError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
-    except JobwatchError as exc:
-        from .credentials import CredentialsError
-
-        _err(str(exc))
-        return EXIT_USAGE if isinstance(exc, CredentialsError) else EXIT_FAILURE
-
-
-def _err(msg: str) -> None:
-    from .redact import scrub
-
-    print(f"jobwatch: {scrub(msg)}", file=sys.stderr)
-
-
-# -- job ------------------------------------------------------------------------------------------------------
-
-
-def register_job(subparsers: Any) -> argparse.ArgumentParser:
+def register(subparsers: Any) -> argparse.ArgumentParser:
     """``jobwatch job show|list``: read batch jobs straight from the service (or the emulator)."""
     p = subparsers.add_parser("job", help="show or list batch jobs",
                               description="Read batch jobs from the CI API. Credentials come from "
@@ -120,8 +56,8 @@ def register_job(subparsers: Any) -> argparse.ArgumentParser:
 def _client(args: argparse.Namespace, environ: Any = None) -> Any:
     """A client from the environment: the same variables the function reads, minus what a one-off command
     does not need."""
-    from .client import CIClient
-    from .credentials import provider_from_settings
+    from jobwatch.ci.client import CIClient
+    from jobwatch.ci.credentials import provider_from_settings
 
     env = os.environ if environ is None else environ
     duration_raw = env.get("JOBWATCH_ROLE_DURATION") or "3600"
@@ -143,7 +79,7 @@ def _client(args: argparse.Namespace, environ: Any = None) -> Any:
 
 
 def _cmd_job_show(args: argparse.Namespace) -> int:
-    from .models import validate_bucket, validate_job_id, validate_region
+    from jobwatch.core.models import validate_bucket, validate_job_id, validate_region
 
     validate_bucket(args.bucket)
     validate_region(args.region)
@@ -163,7 +99,7 @@ def _cmd_job_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_job_list(args: argparse.Namespace) -> int:
-    from .models import validate_bucket, validate_region
+    from jobwatch.core.models import validate_bucket, validate_region
 
     validate_bucket(args.bucket)
     validate_region(args.region)
@@ -195,7 +131,7 @@ def _cmd_job_list(args: argparse.Namespace) -> int:
 
 def parse_cli_time(text: str, field: str, now: datetime) -> datetime:
     """Every form the service writes, a bare date (service time, +08:00), or a duration ago (``90m``)."""
-    from .models import parse_time
+    from jobwatch.core.models import parse_time
 
     t = text.strip()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -241,28 +177,3 @@ def _human(job: Any) -> str:
     return "\n".join(lines)
 
 
-# -- emulator -------------------------------------------------------------------------------------------------
-
-
-def register_emulator(subparsers: Any) -> argparse.ArgumentParser:
-    """``jobwatch emulator ...``: the local CI API. Its options belong to ``jobwatch.emulator.cli``, imported only
-    when the command runs (so ``jobwatch --help`` neither pays for it nor breaks without it)."""
-    p = subparsers.add_parser("emulator", help="run the local CI batch-job API emulator", add_help=False,
-                              description="Run the local emulator; `jobwatch emulator --help` lists its options.")
-    p.set_defaults(func=_cmd_emulator, pass_through=True)
-    return p
-
-
-def _cmd_emulator(args: argparse.Namespace) -> int:
-    try:
-        emu = importlib.import_module("jobwatch.emulator.cli")
-    except ImportError as exc:
-        _err(f"the emulator is not available: {exc}")
-        return EXIT_FAILURE
-    parser = argparse.ArgumentParser(prog="jobwatch emulator", description="The local CI batch-job API emulator.")
-    emu.add_arguments(parser)
-    return int(emu.run(parser.parse_args(args.extra_args)) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,9 +12,9 @@ from typing import Any
 
 from lxml import etree
 
-from .errors import BadResponseError, CIError
-from .models import Job, JobInput, JobOperation, JobState, QueryResult, TimeInterval, parse_time
-from .errors import ValidationError
+from jobwatch.core.errors import BadResponseError, CIError
+from jobwatch.core.models import Job, JobInput, JobOperation, JobState, QueryResult, TimeInterval, parse_time
+from jobwatch.core.errors import ValidationError
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 32
@@ -227,7 +227,7 @@ def parse_response(body: bytes, *, status: int | None = None, request_id: str | 
 
 
 def parse_error_element(root: etree._Element, *, status: int, request_id: str | None = None) -> CIError:
-    from .retry import is_retryable_error  # local: retry imports errors only, but keep the graph one-way
+    from jobwatch.core.retry import is_retryable_error  # local: retry imports errors only, but keep the graph one-way
 
     code = _text(root, "Code") or "Unknown"
     message = _text(root, "Message") or ""
@@ -244,7 +244,7 @@ def parse_error_element(root: etree._Element, *, status: int, request_id: str | 
 
 def parse_error(body: bytes, *, status: int, request_id: str | None = None) -> CIError:
     """The ``<Error>`` body of a failed call. A body that is not an ``<Error>`` still gives a ``CIError``."""
-    from .retry import is_retryable_error
+    from jobwatch.core.retry import is_retryable_error
 
     try:
         root = parse_document(body, status=status, request_id=request_id)

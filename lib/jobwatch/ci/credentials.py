@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 from urllib.parse import urlparse
 
-from .errors import PermanentError, RetryableError, ValidationError
-from .redact import Secret, scrub
+from jobwatch.core.errors import PermanentError, RetryableError, ValidationError
+from jobwatch.core.redact import Secret, scrub
 
 # (secret id, secret key, session token) variable names, tried in this order.
 JOBWATCH_ENV = ("JOBWATCH_SECRET_ID", "JOBWATCH_SECRET_KEY", "JOBWATCH_SESSION_TOKEN")

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from .errors import ConfigError, ValidationError
-from .models import JobState, validate_bucket
+from jobwatch.core.errors import ConfigError, ValidationError
+from jobwatch.core.models import JobState, validate_bucket
 
 _DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
 _UNIT = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}

@@ -21,13 +21,14 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import structlog
 
-from .errors import CIError, JobwatchError, StoreError
-from .models import Job, JobKey, QueryResult
-from .retry import AdaptiveLimit, is_throttling
-from .statemachine import Decision, Observation, PollPolicy, StallCheck, decide
-from .store.base import PollRecord, Store, TrackedJob
+from jobwatch.core.errors import CIError, JobwatchError, StoreError
+from jobwatch.core.models import Job, JobKey, QueryResult
+from jobwatch.core.retry import AdaptiveLimit, is_throttling
+from jobwatch.core.statemachine import Decision, Observation, PollPolicy, StallCheck, decide
+from jobwatch.core.records import PollRecord, TrackedJob
+from jobwatch.store.base import Store
 
-log = structlog.get_logger("jobwatch.engine")
+log = structlog.get_logger("jobwatch.app.engine")
 
 
 class JobReader(Protocol):
@@ -280,7 +281,7 @@ class Engine:
             return Observation.missing()
         if len(res.jobs) == 1 and not res.non_exist_ids:
             return Observation.seen(res.jobs[0])
-        from .errors import BadResponseError
+        from jobwatch.core.errors import BadResponseError
 
         return Observation.failed(BadResponseError(f"answer names neither job {k.job_id} nor NonExistJobIds",
                                                    request_id=res.request_id))

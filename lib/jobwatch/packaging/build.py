@@ -15,7 +15,6 @@ The zip is deterministic (sorted entries, fixed timestamps), so an unchanged bui
 
 from __future__ import annotations
 
-import argparse
 import compileall
 import os
 import py_compile
@@ -272,42 +271,3 @@ def find_root(start: Path | None = None) -> Path:
         if (d / "pyproject.toml").is_file() and (d / "lib" / "jobwatch").is_dir():
             return d
     raise PackageError(f"no project root (pyproject.toml with lib/jobwatch) at or above {here}")
-
-
-def _cmd_package(args: argparse.Namespace) -> int:
-    try:
-        root = find_root()
-        out = Path(args.out) if os.path.isabs(args.out) else root / args.out
-        zip_path = None if args.no_zip else (Path(args.zip) if os.path.isabs(args.zip) else root / args.zip)
-        extras = tuple(e for e in args.extras.split(",") if e.strip())
-        opts = PackageOptions(root=root, out=out, zip_path=zip_path, python_version=args.python_version,
-                              platform=args.platform, extras=extras, compile=not args.no_compile)
-        result = build_package(opts, log=lambda m: print(m, file=sys.stderr))
-    except PackageError as exc:
-        print(f"package: {exc}", file=sys.stderr)
-        return 1
-    size = f", zip {result.zip_bytes / 1e6:.2f} MB" if result.zip_bytes is not None else ""
-    print(f"built {result.out}: {result.files} files, {result.unpacked_bytes / 1e6:.1f} MB unpacked{size}")
-    for note in result.notes:
-        print(f"note: {note}")
-    over = result.zip_bytes is not None and result.zip_bytes > SIZE_BUDGET_BYTES
-    return 1 if over else 0
-
-
-def register_package(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``jobwatch package``."""
-    p = subparsers.add_parser(
-        "package", help="build the SCF deploy directory and zip",
-        description="Install the runtime dependencies as wheels for SCF's Python (not this machine's), copy "
-                    "jobwatch and handler/index.py to the package root, strip tests and caches, precompile, "
-                    "and zip. Exit codes: 0 built, 1 failed or over the 10 MB budget.")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"package directory (default {DEFAULT_OUT})")
-    p.add_argument("--zip", default=DEFAULT_ZIP, help=f"zip file (default {DEFAULT_ZIP})")
-    p.add_argument("--no-zip", action="store_true", help="build the directory only")
-    p.add_argument("--python-version", default=DEFAULT_PYTHON, help=f"target Python (default {DEFAULT_PYTHON})")
-    p.add_argument("--platform", default=DEFAULT_PLATFORM, help=f"wheel platform (default {DEFAULT_PLATFORM})")
-    p.add_argument("--extras", default=",".join(DEFAULT_EXTRAS),
-                   help=f"optional dependency groups to include (default {','.join(DEFAULT_EXTRAS)})")
-    p.add_argument("--no-compile", action="store_true", help="do not precompile .pyc files")
-    p.set_defaults(func=_cmd_package)
-    return p

@@ -24,7 +24,7 @@ from typing import Any, MutableMapping, TextIO
 import structlog
 from structlog.typing import Processor
 
-from .redact import MASK, Secret, might_hold_secret, scrub, scrub_value
+from jobwatch.core.redact import MASK, Secret, might_hold_secret, scrub, scrub_value
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 FORMATS = ("auto", "json", "console")

@@ -28,20 +28,21 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
 
-from . import signing, xmlparse
-from .credentials import CredentialsProvider
-from .errors import BadResponseError, CIError, JobwatchError, TransportError, ValidationError
-from .models import (
+from jobwatch.ci import signing
+from jobwatch.ci import xmlparse
+from jobwatch.ci.credentials import CredentialsProvider
+from jobwatch.core.errors import BadResponseError, CIError, JobwatchError, TransportError, ValidationError
+from jobwatch.core.models import (
     Job, JobInput, JobOperation, JobState, QueryResult, format_ci_time, validate_bucket, validate_job_id,
     validate_region,
 )
-from .redact import scrub
-from .retry import Backoff, parse_retry_after, should_retry
+from jobwatch.core.redact import scrub
+from jobwatch.core.retry import Backoff, parse_retry_after, should_retry
 
 __all__ = ["CIClient", "JobSpec", "ConnectError", "ci_host", "DEFAULT_USER_AGENT"]
 
 DEFAULT_USER_AGENT = "ci-jobwatch/0.1"
-_log = structlog.get_logger("jobwatch.client")
+_log = structlog.get_logger("jobwatch.ci.client")
 
 # 404 codes that mean "this job does not exist" (the service normally answers 200 + NonExistJobIds instead).
 _MISSING_JOB_CODES = frozenset({"NoSuchJob", "NoSuchResource", "NoSuchKey", "JobNotExist", "NotFound",

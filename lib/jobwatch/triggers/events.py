@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
 
-from .errors import PermanentError, ValidationError
-from .models import JobKey, validate_bucket, validate_region
+from jobwatch.core.errors import PermanentError, ValidationError
+from jobwatch.core.models import JobKey, validate_bucket, validate_region
 
 MAX_BODY_BYTES = 256 * 1024  # a queue message or HTTP body; CI callbacks are a few KB
 MAX_JOBS_PER_MESSAGE = 1000
@@ -353,8 +353,8 @@ def parse_callback(body: bytes, explicit: Defaults, fallback: Defaults) -> Callb
     ``Input/BucketId`` and ``Input/Region``, then ``fallback`` (the settings)."""
     text = body.lstrip()
     if text.startswith(b"<"):
-        from . import xmlparse  # lazy: lxml is not needed by most invocations
-        from .errors import BadResponseError
+        from jobwatch.ci import xmlparse  # lazy: lxml is not needed by most invocations
+        from jobwatch.core.errors import BadResponseError
 
         try:
             root = xmlparse.parse_document(body)

@@ -16,11 +16,12 @@ from typing import Any, Callable, Sequence
 
 import structlog
 
-from .engine import utcnow
-from .retry import Backoff
-from .store.base import OutboxEntry, Store
+from jobwatch.app.engine import utcnow
+from jobwatch.core.retry import Backoff
+from jobwatch.core.records import OutboxEntry
+from jobwatch.store.base import Store
 
-log = structlog.get_logger("jobwatch.outbox")
+log = structlog.get_logger("jobwatch.app.outbox")
 
 
 @dataclass
@@ -55,7 +56,7 @@ class Outbox:
     rand: Callable[[], float] = random.random
 
     def drain(self, deadline: float | None = None) -> DrainResult:
-        from .notify import send_concurrently
+        from jobwatch.notify import send_concurrently
 
         result = DrainResult()
         seen: set[int] = set()

@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
-from .errors import JobwatchError
-from .models import Job, JobState, Notice, NoticeKind
-from .redact import scrub
-from .store.base import VANISHED, TrackedJob, Transition
-
-FINAL_STATES = frozenset({JobState.SUCCESS.value, JobState.FAILED.value, JobState.CANCEL.value, VANISHED})
+from jobwatch.core.errors import JobwatchError
+from jobwatch.core.models import Job, JobState, Notice, NoticeKind
+from jobwatch.core.redact import scrub
+from jobwatch.core.records import VANISHED, TrackedJob, Transition, is_final
 
 # Progress rank: a move to a lower rank is "backwards" and needs confirmation. Pause and Running are peers
 # (a queue can be paused and resumed). States we do not know rank with the running ones.
@@ -43,9 +41,6 @@ def rank(state: str | None) -> int:
         return -1
     return _RANK.get(state, 1)
 
-
-def is_final(state: str | None) -> bool:
-    return state in FINAL_STATES
 
 
 class ObservationKind(enum.Enum):

@@ -26,11 +26,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import structlog
 
-from . import events as ev
-from .app import App, RunSummary
-from .errors import ConfigError, JobwatchError, RetryableError, ValidationError
-from .models import JobKey
-from .redact import scrub
+from jobwatch.triggers import events as ev
+from jobwatch.app.orchestrator import App, RunSummary
+from jobwatch.core.errors import ConfigError, JobwatchError, RetryableError, ValidationError
+from jobwatch.core.models import JobKey
+from jobwatch.core.redact import scrub
 
 log = structlog.get_logger("jobwatch.handler")
 
@@ -84,7 +84,7 @@ def run(get_app: Callable[[], App], event: Any, context: Any, started_wall: floa
     """Everything ``main_handler`` does. ``get_app`` returns the instance's App (built once by the handler);
     ``started_wall`` is ``time.monotonic()`` at the handler's first line, so building the App counts against
     the budget."""
-    from .logs import bind_invocation, configure_logging
+    from jobwatch.app.logs import bind_invocation, configure_logging
 
     t0 = time.monotonic() if started_wall is None else started_wall
     ctx = context if isinstance(context, dict) else {}
@@ -172,7 +172,7 @@ def _tick(app: App, options: ev.TickOptions, budget: Budget, context: Mapping[st
 
 
 def _fan_out(app: App, context: Mapping[str, Any], budget: Budget, invoker: Any) -> dict[str, Any]:
-    from . import fanout
+    from jobwatch.app import fanout
 
     s = app.settings
     try:

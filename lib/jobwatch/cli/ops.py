@@ -14,14 +14,14 @@ import time
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from .errors import ValidationError
-from .models import JobKey
+from jobwatch.core.errors import ValidationError
+from jobwatch.core.models import JobKey
 
 
 def _app(environ: Mapping[str, str] | None = None, **overrides: Any) -> Any:
-    from .app import App
-    from .config import load_settings
-    from .logs import configure_logging
+    from jobwatch.app.orchestrator import App
+    from jobwatch.app.config import load_settings
+    from jobwatch.app.logs import configure_logging
 
     env = dict(os.environ if environ is None else environ)
     env.update({k: str(v) for k, v in overrides.items()})
@@ -188,7 +188,7 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def _cmd_notify_test(args: argparse.Namespace) -> int:
-    from .notify import sample_notice, send_concurrently
+    from jobwatch.notify import sample_notice, send_concurrently
 
     app = _app()
     try:
@@ -223,7 +223,7 @@ class Progress:
 
 
 def _cmd_discover(args: argparse.Namespace) -> int:
-    from .models import validate_bucket, validate_region
+    from jobwatch.core.models import validate_bucket, validate_region
 
     app = _app()
     try:
@@ -266,10 +266,10 @@ def _cmd_db_purge(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Start the emulator, create jobs on it through the real API, track them, poll until all are final."""
-    from .client import CIClient, JobSpec
-    from .credentials import StaticProvider
-    from .emulator import EmulatorServer, Lifecycle, SpeedClock
-    from .models import JobInput, JobOperation
+    from jobwatch.ci.client import CIClient, JobSpec
+    from jobwatch.ci.credentials import StaticProvider
+    from jobwatch.emulator import EmulatorServer, Lifecycle, SpeedClock
+    from jobwatch.core.models import JobInput, JobOperation
 
     sid, skey = "AKIDdemo" + secrets.token_hex(12), secrets.token_hex(16)
     bucket, region = "demo-1250000000", "ap-guangzhou"
@@ -327,7 +327,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         srv.stop()
 
 
-def register_ops(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """Add the engine's operator commands."""
     keys = argparse.ArgumentParser(add_help=False)
     keys.add_argument("job_ids", nargs="+", metavar="JOB_ID", help="job ID, or region/bucket/job_id")

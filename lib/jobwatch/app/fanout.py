@@ -17,10 +17,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import structlog
 
-from .events import encode_shard
-from .models import JobKey
+from jobwatch.triggers.events import encode_shard
+from jobwatch.core.models import JobKey
 
-log = structlog.get_logger("jobwatch.fanout")
+log = structlog.get_logger("jobwatch.app.fanout")
 
 MAX_CLIENT_CONTEXT = 120 * 1024  # SCF accepts 128 KB for an asynchronous event; keep a margin
 
@@ -134,7 +134,7 @@ def fan_out(keys: Sequence[JobKey], target: Target, invoker: Invoker, *, shard_s
         try:
             rid = invoker(target, encode_shard(chunk))
         except Exception as exc:  # the SDK's errors, the network, credentials: report, never sink the tick
-            from .redact import scrub
+            from jobwatch.core.redact import scrub
 
             code = getattr(exc, "code", None)  # the SDK's exception carries the API's error code
             text = getattr(exc, "message", None) or exc

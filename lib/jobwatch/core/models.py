@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .errors import ValidationError
+from jobwatch.core.errors import ValidationError
 
 
 class JobState(str, enum.Enum):
@@ -36,7 +36,6 @@ class JobState(str, enum.Enum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCESS, JobState.FAILED, JobState.CANCEL})
-ACTIVE_STATES = frozenset({JobState.SUBMITTED, JobState.RUNNING, JobState.PAUSE})
 
 # COS bucket names are lower-case letters, digits and '-', followed by '-<APPID>'; 50 characters in all.
 _BUCKET_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?-[0-9]{5,12}\Z")

@@ -1,0 +1,5 @@
+import sys
+
+from jobwatch.cli.commands import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""The records ci-jobwatch keeps about a watched job: what the state machine reads and decides, and what a store
+persists. Pure data, no I/O: every layer above shares these, the store included."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Sequence
+
+from jobwatch.core.models import Job, JobKey, JobState, Notice
+
+VANISHED = "Vanished"  # the recorded state of a job the service no longer knows
+# States after which a job is never polled again: the service's terminal states and our own vanished state.
+FINAL_STATES = frozenset({JobState.SUCCESS.value, JobState.FAILED.value, JobState.CANCEL.value, VANISHED})
+
+
+def is_final(state: str | None) -> bool:
+    return state in FINAL_STATES
+
+
+@dataclass(frozen=True)
+class TrackedJob:
+    """One watched job, as the store holds it."""
+
+    key: JobKey
+    first_seen: datetime
+    next_poll_at: datetime
+    state: str | None = None  # last recorded state (raw), VANISHED, or None before the first observation
+    job: Job | None = None
+    active: bool = True  # polled until terminal, vanished or untracked
+    last_seen: datetime | None = None
+    last_change: datetime | None = None
+    poll_interval: float = 0.0  # the last delay chosen, which the next one grows from
+    error_count: int = 0
+    last_error: str | None = None
+    lease_owner: str | None = None
+    lease_expires: datetime | None = None
+    version: int = 0
+    pending_state: str | None = None  # an unconfirmed backward move or vanish
+    pending_count: int = 0
+    stalled: bool = False
+    stall_notified_at: datetime | None = None
+    transitions: int = 0  # number of history rows; the next transition's sequence number is this + 1
+    polls: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def evolve(self, **changes: Any) -> "TrackedJob":
+        """A copy with ``changes``. Copies the instance dict instead of ``dataclasses.replace`` (which re-runs
+        ``__init__`` field by field): a decision evolves a record several times per poll."""
+        unknown = changes.keys() - _TRACKED_FIELDS
+        if unknown:
+            raise TypeError(f"TrackedJob has no field(s) {', '.join(sorted(unknown))}")
+        new = object.__new__(TrackedJob)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+    def to_json(self, *, with_job: bool = False) -> dict[str, Any]:
+        """The stable JSON form shown by ``jobwatch status --json`` and the API Gateway read."""
+        out: dict[str, Any] = {
+            "key": str(self.key), "region": self.key.region, "bucket": self.key.bucket, "job_id": self.key.job_id,
+            "state": self.state, "active": self.active, "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+            "last_change": self.last_change.isoformat() if self.last_change else None,
+            "next_poll_at": self.next_poll_at.isoformat() if self.active else None,
+            "error_count": self.error_count, "last_error": self.last_error, "stalled": self.stalled,
+            "transitions": self.transitions, "tags": dict(self.tags),
+        }
+        if with_job:
+            out["job"] = self.job.to_json() if self.job else None
+        return out
+
+
+_TRACKED_FIELDS = frozenset(f.name for f in fields(TrackedJob))
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One history row: the job moved from one state to another, as we observed it."""
+
+    key: JobKey
+    seq: int
+    from_state: str | None
+    to_state: str
+    observed_at: datetime
+    service_time: datetime | None = None  # the service's own time for the change (start or end), when it has one
+    code: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    """What one poll decided, to be written atomically: the record as claimed and as it is now."""
+
+    before: TrackedJob
+    after: TrackedJob
+    transitions: Sequence[Transition] = ()
+    notices: Sequence[Notice] = ()
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A notice with its delivery bookkeeping."""
+
+    notice: Notice
+    status: str  # pending | done | dead
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    deliveries: dict[str, "Delivery"] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One sink's delivery of one notice."""
+
+    sink: str
+    status: str  # delivered | failed | dead
+    attempts: int
+    last_error: str | None
+    updated_at: datetime
