@@ -16,6 +16,16 @@ pytest_plugins = [
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    """Commands run without JOBWATCH_STORE_URL keep their default store in the user's state directory: point it
+    (XDG_STATE_HOME) at a directory of this run, for this process and every subprocess, so no test touches the
+    real user's store."""
+    if not os.environ.get("JOBWATCH_TEST_KEEP_STATE_HOME"):
+        import tempfile
+
+        os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="jobwatch-test-state-")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_logging():
     """Each test starts and ends with structlog's defaults and no cached loggers: a test that configured logging

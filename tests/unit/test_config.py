@@ -47,8 +47,8 @@ def test_the_named_attributes_exist():
 
 
 def test_defaults_load_and_have_documented_values():
-    s = load_settings({})
-    assert s.store_url.reveal() == "sqlite:///.jobwatch/jobwatch.db"
+    s = load_settings({"HOME": "/home/op"})
+    assert s.store_url.reveal() == "sqlite:////home/op/.local/state/ci-jobwatch/jobwatch.db"
     assert (s.verify_tls, s.role_session_name, s.role_duration, s.sign_window) == (True, "ci-jobwatch", 7200, 600)
     assert (s.http_connect_timeout, s.http_read_timeout, s.http_max_attempts, s.http_pool_size) == (3.05, 10, 4, 32)
     assert (s.concurrency, s.lease_seconds, s.batch_size) == (32, 120, 200)
@@ -310,3 +310,63 @@ def test_jobwatch_cli_has_the_config_group(monkeypatch, capsys):
     monkeypatch.delenv("JOBWATCH_CONFIRMATIONS")
     monkeypatch.delenv("JOBWATCH_LOG_FORMAT")
     assert main(["config", "check"]) == 0
+
+
+# --- the default store (issue 15 defect 4, issue 16 item 6) -------------------------------------------------------
+
+def test_unset_store_url_on_scf_goes_to_tmp_with_a_warning():
+    """Defect: on SCF an unset JOBWATCH_STORE_URL was the relative ``sqlite:///.jobwatch/jobwatch.db``, i.e. a
+    directory under the read-only code directory /var/user, so the first write failed."""
+    env = {"TENCENTCLOUD_RUNENV": "SCF", "USER_CODE_ROOT": "/var/user/", "HOME": "/home/op"}
+    s = load_settings(env)
+    assert s.store_url.reveal() == "sqlite:////tmp/jobwatch.db"
+    warning = config.store_warning(s.store_url.reveal(), env)
+    assert warning is not None and "does not survive instance recycling" in warning
+    assert "JOBWATCH_STORE_URL" in warning and "mysql://" in warning
+    # A MySQL store on SCF, or SQLite anywhere else, is not warned about.
+    assert config.store_warning("mysql://u:pw@10.0.0.1:3306/jw", env) is None
+    assert config.store_warning("sqlite:////tmp/jobwatch.db", {"HOME": "/home/op"}) is None
+
+
+def test_unset_store_url_elsewhere_goes_to_the_users_state_directory():
+    """Defect: the default was relative to the current directory, so each directory had its own store."""
+    linux = lambda env: load_settings(env).store_url.reveal()  # noqa: E731
+    assert linux({"HOME": "/home/op"}) == "sqlite:////home/op/.local/state/ci-jobwatch/jobwatch.db"
+    assert linux({"HOME": "/home/op", "XDG_STATE_HOME": "/srv/state"}) == "sqlite:////srv/state/ci-jobwatch/jobwatch.db"
+    # The XDG spec: a relative XDG_STATE_HOME is invalid and ignored.
+    assert linux({"HOME": "/home/op", "XDG_STATE_HOME": "state"}) == \
+        "sqlite:////home/op/.local/state/ci-jobwatch/jobwatch.db"
+    assert config.state_dir({"HOME": "/Users/op"}, "darwin") == "/Users/op/Library/Application Support/ci-jobwatch"
+    # Characters a URL would misread are quoted, and the store unquotes them back to the same path.
+    url = config.default_store_url({"HOME": "/home/o p%2"}, "linux")
+    assert url == "sqlite:////home/o%20p%252/.local/state/ci-jobwatch/jobwatch.db"
+    # An explicit URL wins everywhere.
+    assert load_settings({"TENCENTCLOUD_RUNENV": "SCF", "JOBWATCH_STORE_URL": "sqlite:///:memory:"}) \
+        .store_url.reveal() == "sqlite:///:memory:"
+
+
+def test_the_store_path_round_trips_through_open_store(tmp_path):
+    from jobwatch.store import open_store
+
+    url = config.default_store_url({"XDG_STATE_HOME": str(tmp_path / "s t%20")}, "linux")
+    store = open_store(url)
+    try:
+        assert (tmp_path / "s t%20" / "ci-jobwatch" / "jobwatch.db").is_file()
+    finally:
+        store.close()
+
+
+def test_the_app_warns_once_when_it_opens_sqlite_on_scf(tmp_path):
+    from structlog.testing import capture_logs
+
+    from jobwatch.app.orchestrator import App
+
+    env = {"TENCENTCLOUD_RUNENV": "SCF", "JOBWATCH_STORE_URL": f"sqlite:///{tmp_path}/jw.db"}
+    app = App(load_settings(env), environ=env)
+    with capture_logs() as logs:
+        app.store.counts()
+        app.store.counts()
+    app.close()
+    warned = [e for e in logs if e["event"] == "store_not_durable"]
+    assert len(warned) == 1 and warned[0]["log_level"] == "warning"
+    assert "does not survive instance recycling" in warned[0]["reason"]

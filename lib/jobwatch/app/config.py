@@ -18,7 +18,7 @@ import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from jobwatch.core.errors import ConfigError, ValidationError
 from jobwatch.core.models import validate_bucket, validate_region
@@ -65,10 +65,71 @@ class SettingDef:
     fallback_env: tuple[str, ...] = ()
     # The value hides secrets even though its type is not SECRET (a URL with a password, sink specs).
     sensitive: bool = False
+    # What the README's table says for a default computed at load time (e.g. the store's path).
+    default_doc: str | None = None
 
     @property
     def secret(self) -> bool:
         return self.kind is Kind.SECRET or self.sensitive
+
+
+# --- where things live by default -----------------------------------------------------------------------------
+
+APP_DIR = "ci-jobwatch"
+STORE_FILE = "jobwatch.db"
+SCF_STORE_PATH = "/tmp/jobwatch.db"  # /tmp is SCF's only writable directory (512 MB); the code directory is read-only
+
+
+def on_scf(environ: Mapping[str, str] | None = None) -> bool:
+    """True inside an SCF function: SCF documents ``TENCENTCLOUD_RUNENV=SCF`` among its built-in variables."""
+    env = os.environ if environ is None else environ
+    return (env.get("TENCENTCLOUD_RUNENV") or "").strip().upper() == "SCF"
+
+
+def state_dir(environ: Mapping[str, str] | None = None, platform: str | None = None) -> str:
+    """The user's directory for ci-jobwatch's state: ``$XDG_STATE_HOME/ci-jobwatch`` (default
+    ``~/.local/state/ci-jobwatch``, the XDG base directory rule), ``%LOCALAPPDATA%\\ci-jobwatch`` on Windows,
+    ``~/Library/Application Support/ci-jobwatch`` on macOS unless ``XDG_STATE_HOME`` is set. Never the current
+    directory: a store must not depend on where a command happened to be run."""
+    env = os.environ if environ is None else environ
+    plat = sys.platform if platform is None else platform
+    xdg = (env.get("XDG_STATE_HOME") or "").strip()
+    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative path is invalid and ignored
+        return os.path.join(xdg, APP_DIR)
+    if plat.startswith("win"):
+        base = (env.get("LOCALAPPDATA") or "").strip() or os.path.join(_home(env), "AppData", "Local")
+        return os.path.join(base, APP_DIR)
+    if plat == "darwin":
+        return os.path.join(_home(env), "Library", "Application Support", APP_DIR)
+    return os.path.join(_home(env), ".local", "state", APP_DIR)
+
+
+def _home(env: Mapping[str, str]) -> str:
+    home = (env.get("HOME") or env.get("USERPROFILE") or "").strip()
+    return home or os.path.expanduser("~")
+
+
+def sqlite_url(path: str) -> str:
+    """``sqlite:///`` + the absolute path, percent-quoted (the store unquotes it)."""
+    return "sqlite:///" + quote(os.path.abspath(path).replace(os.sep, "/"), safe="/:")
+
+
+def default_store_url(environ: Mapping[str, str] | None = None, platform: str | None = None) -> str:
+    """The store used when ``JOBWATCH_STORE_URL`` is unset: SQLite in ``/tmp`` on SCF, else in the user's state
+    directory (:func:`state_dir`)."""
+    if on_scf(environ):
+        return sqlite_url(SCF_STORE_PATH)
+    return sqlite_url(os.path.join(state_dir(environ, platform), STORE_FILE))
+
+
+def store_warning(store_url: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """What to warn about a store on SCF: SQLite there lives in one instance's ``/tmp`` (or the read-only code
+    directory), which is lost when SCF recycles the instance and is not shared by parallel instances."""
+    if not on_scf(environ) or not store_url.startswith("sqlite:"):
+        return None
+    return ("the store is SQLite on SCF (" + _mask_store_url(store_url) + "): it lives in this instance's /tmp, "
+            "does not survive instance recycling and is not shared between instances; set JOBWATCH_STORE_URL "
+            "to a mysql:// URL (TencentDB) to keep job state")
 
 
 # --- value checks -------------------------------------------------------------------------------------------
@@ -192,10 +253,13 @@ S, I, F, B, D, E, L, X, J = (Kind.STR, Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.DUR
 
 SETTINGS: tuple[SettingDef, ...] = (
     # Store
-    _d("JOBWATCH_STORE_URL", S, "sqlite:///.jobwatch/jobwatch.db",
+    _d("JOBWATCH_STORE_URL", S, None,
        "Where job state, history and the outbox live: `sqlite:///path` or "
-       "`mysql://user:password@host:port/db` (TencentDB; the password is treated as a secret).",
-       check=_check_store_url, sensitive=True),
+       "`mysql://user:password@host:port/db` (TencentDB; the password is treated as a secret). Unset: SQLite "
+       "in the user's state directory, or on SCF in `/tmp` (lost when the instance is recycled: a warning is "
+       "logged; use MySQL there).",
+       check=_check_store_url, sensitive=True,
+       default_doc="`$XDG_STATE_HOME/ci-jobwatch/jobwatch.db` (`~/.local/state/...`); on SCF `/tmp/jobwatch.db`"),
     # CI service access
     _d("JOBWATCH_CI_ENDPOINT", S, None,
        "Override of the CI endpoint (`https://host[:port]`), e.g. the local emulator; unset = the real "
@@ -533,7 +597,7 @@ def _collect(environ: Mapping[str, str], toml_path: str | None) -> tuple[dict[st
             raw = toml_path
         if raw is None:
             # Defaults are valid by construction (a unit test parses each); only the store URL needs wrapping.
-            values[d.attr] = _check_store_url(d.default) if d.attr == "store_url" else d.default
+            values[d.attr] = _check_store_url(default_store_url(environ)) if d.attr == "store_url" else d.default
             continue
         try:
             value = _parse(d, raw)
@@ -609,6 +673,8 @@ def check_environment(environ: Mapping[str, str] | None = None, toml_path: str |
 # --- documentation ------------------------------------------------------------------------------------------
 
 def _default_text(d: SettingDef) -> str:
+    if d.default_doc:
+        return d.default_doc
     if d.fallback_env and d.default is None:
         return "`$" + "`, `$".join(d.fallback_env) + "`"
     if d.default is None or d.default == () or d.default == {}:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import structlog
 
-from jobwatch.app.config import Settings
+from jobwatch.app.config import Settings, store_warning
 from jobwatch.app.engine import Engine, TickResult, utcnow
 from jobwatch.core.errors import JobwatchError, StoreError
 from jobwatch.core.models import Job, JobKey
@@ -101,7 +101,11 @@ class App:
     @cached_property
     def store(self) -> Store:
         url = self.settings.store_url
-        return open_store(url.reveal() if isinstance(url, Secret) else url)
+        text = url.reveal() if isinstance(url, Secret) else url
+        warning = store_warning(text, self.environ)
+        if warning:
+            log.warning("store_not_durable", reason=warning)
+        return open_store(text)
 
     @cached_property
     def credentials(self) -> Any:

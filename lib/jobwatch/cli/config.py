@@ -8,7 +8,8 @@ import os
 import sys
 from typing import Any
 
-from jobwatch.app.config import SETTINGS, check_environment, load_settings, update_readme, render_markdown_table
+from jobwatch.app.config import (SETTINGS, check_environment, load_settings, render_markdown_table, store_warning,
+                                 update_readme)
 from jobwatch.core.errors import ConfigError
 
 
@@ -22,6 +23,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return 1
     settings = load_settings(os.environ, getattr(args, "file", None))
     print(f"configuration ok ({len(SETTINGS)} settings; store {settings.store_url_display})", file=out)
+    warning = store_warning(settings.store_url.reveal(), os.environ)
+    if warning:
+        print(f"warning: {warning}", file=out)
     return 0
 
 
