@@ -151,3 +151,48 @@ def test_a_late_shard_skips_the_jobs_polled_since_it_was_sent(fan, scf):
     shard_ids = {JobKey.parse(k).job_id for k in event["keys"]}
     polls = fan.polls()
     assert shard_ids <= set(ids) and all(polls[i] == 1 for i in shard_ids)  # queried once, by the direct poll
+
+
+def _fan_params(h, scf, **context):
+    """The Invoke parameters of a timer tick with a small budget run in ``context``."""
+    _track(h, 12)
+    h.monotonic.step = 1.0
+    try:
+        out = h.invoke(load_event("timer.json"), time_limit_in_ms=12000, **context)
+    finally:
+        h.monotonic.step = 0.0
+    return out, [inv["params"] for inv in scf.invocations]
+
+
+def test_fan_out_invokes_the_namespace_and_version_it_runs_in(fan, scf):
+    """Defect: fan-out always invoked namespace ``default`` (JOBWATCH_FUNCTION_NAMESPACE defaulted to it, so the
+    invocation context's ``namespace`` was never read): a function deployed to another namespace could not fan
+    out (ResourceNotFound.Function), or invoked a same-named function in ``default``."""
+    out, params = _fan_params(fan, scf, namespace="prod", function_version="3")
+    assert out["shards"] >= 1 and out.get("fanout_errors") is None
+    assert {(p["Namespace"], p["Qualifier"]) for p in params} == {("prod", "3")}
+
+
+def test_configured_namespace_and_qualifier_win_over_the_context(emulator, emulator_clock, sqlite_url,
+                                                                 monkeypatch, scf):
+    h = make_harness(emulator, emulator_clock, sqlite_url, monkeypatch, JOBWATCH_FANOUT="true",
+                     JOBWATCH_FANOUT_SHARD_SIZE="4", JOBWATCH_FANOUT_MAX_SHARDS="10",
+                     JOBWATCH_SCF_ENDPOINT=scf.endpoint, JOBWATCH_BATCH_SIZE="2", JOBWATCH_CONCURRENCY="2",
+                     JOBWATCH_FUNCTION_NAMESPACE="ops", JOBWATCH_FUNCTION_QUALIFIER="live")
+    try:
+        out, params = _fan_params(h, scf, namespace="prod", function_version="3")
+        assert out["shards"] >= 1
+        assert {(p["Namespace"], p["Qualifier"]) for p in params} == {("ops", "live")}
+    finally:
+        h.mod._reset_for_tests(None)
+
+
+def test_without_a_context_namespace_scf_namespace_then_default():
+    from jobwatch.app.fanout import Target
+    from jobwatch.app.config import load_settings
+
+    s = load_settings({})
+    assert Target.resolve(s, {"function_name": "f"}, {"TENCENTCLOUD_REGION": "ap-guangzhou",
+                                                      "SCF_NAMESPACE": "ns1"}).namespace == "ns1"
+    t = Target.resolve(s, {"function_name": "f", "tencentcloud_region": "ap-guangzhou"}, {})
+    assert (t.namespace, t.qualifier) == ("default", None)

@@ -42,7 +42,8 @@ def test_the_named_attributes_exist():
                  "notify_timeout", "notify_max_attempts", "notify_backoff_base", "notify_backoff_cap",
                  "stall_running_seconds", "stall_paused_seconds", "stall_repeat_seconds", "stall_rules",
                  "retention_days", "log_level", "log_format", "api_key", "fanout", "fanout_shard_size",
-                 "fanout_max_shards", "scf_endpoint", "function_name", "function_namespace", "config_file"):
+                 "fanout_max_shards", "scf_endpoint", "function_name", "function_namespace", "function_qualifier",
+                 "config_file"):
         assert attr in names, attr
 
 
@@ -57,7 +58,7 @@ def test_defaults_load_and_have_documented_values():
     assert (s.notify_timeout, s.notify_max_attempts, s.notify_backoff_base, s.notify_backoff_cap) == (5, 8, 30, 3600)
     assert (s.stall_running_seconds, s.stall_paused_seconds, s.stall_repeat_seconds) == (21600, 3600, 21600)
     assert (s.retention_days, s.log_level, s.log_format, s.fanout) == (30, "info", "auto", False)
-    assert (s.fanout_shard_size, s.fanout_max_shards, s.function_namespace) == (200, 20, "default")
+    assert (s.fanout_shard_size, s.fanout_max_shards, s.function_namespace) == (200, 20, None)
     assert s.discovery == () and s.stall_rules == {} and s.notify is None and s.api_key is None
     assert check_environment({}) == []
 
@@ -93,7 +94,8 @@ def test_conversions_of_each_kind():
 def test_fallback_variables_of_scf():
     s = load_settings({"SCF_FUNCTIONNAME": "ci-jobwatch-dev", "SCF_NAMESPACE": "ops",
                        "TENCENTCLOUD_REGION": "ap-shanghai"})
-    assert (s.function_name, s.function_namespace, s.default_region) == ("ci-jobwatch-dev", "ops", "ap-shanghai")
+    # The namespace is not a setting's fallback: fan-out takes it from the invocation context first.
+    assert (s.function_name, s.function_namespace, s.default_region) == ("ci-jobwatch-dev", None, "ap-shanghai")
     s = load_settings({"SCF_FUNCTIONNAME": "x", "JOBWATCH_FUNCTION_NAME": "mine"})
     assert s.function_name == "mine"
 

@@ -355,8 +355,13 @@ SETTINGS: tuple[SettingDef, ...] = (
     _d("JOBWATCH_FUNCTION_NAME", S, None,
        "This function's name, for fan-out invocations; defaults to SCF's `SCF_FUNCTIONNAME`.",
        fallback_env=("SCF_FUNCTIONNAME",)),
-    _d("JOBWATCH_FUNCTION_NAMESPACE", S, "default", "This function's namespace; defaults to SCF's `SCF_NAMESPACE`.",
-       fallback_env=("SCF_NAMESPACE",)),
+    _d("JOBWATCH_FUNCTION_NAMESPACE", S, None,
+       "Namespace of the function fan-out invokes; unset = the invocation's own (the context's `namespace`, "
+       "else `$SCF_NAMESPACE`, else `default`)."),
+    _d("JOBWATCH_FUNCTION_QUALIFIER", S, None,
+       "Version or alias fan-out invokes; unset = the invocation's own version (the context's "
+       "`function_version`).", check=lambda v: v if re.fullmatch(r"\$LATEST|\d{1,10}|[A-Za-z][\w-]{0,59}", v)
+       else _fail("expected $LATEST, a version number or an alias name")),
     # The file itself
     _d("JOBWATCH_CONFIG_FILE", S, None,
        "Optional TOML file of settings (keys are the lower-case names without `JOBWATCH_`); variables win."),
@@ -421,7 +426,8 @@ class Settings:
     fanout_max_shards: int
     scf_endpoint: str | None
     function_name: str | None
-    function_namespace: str
+    function_namespace: str | None
+    function_qualifier: str | None
     config_file: str | None
 
     @property

@@ -48,8 +48,9 @@ class Target:
     @classmethod
     def resolve(cls, settings: Any, context: Mapping[str, Any],
                 environ: Mapping[str, str] | None = None) -> "Target":
-        """From settings first, then the invocation context, then SCF's variables. Raises ``ValueError``
-        naming what is missing."""
+        """What is configured first, then the invocation's own context (a function deployed to namespace
+        ``prod`` and invoked as version 7 fans out to ``prod``, version 7), then SCF's variables. Raises
+        ``ValueError`` naming what is missing."""
         env = os.environ if environ is None else environ
         name = settings.function_name or context.get("function_name")
         if not name:
@@ -57,8 +58,9 @@ class Target:
         region = (context.get("tencentcloud_region") or env.get("TENCENTCLOUD_REGION") or settings.default_region)
         if not region:
             raise ValueError("fan-out needs the function's region: set JOBWATCH_DEFAULT_REGION")
-        namespace = settings.function_namespace or context.get("namespace") or "default"
-        version = context.get("function_version")
+        namespace = (settings.function_namespace or context.get("namespace") or env.get("SCF_NAMESPACE")
+                     or "default")
+        version = settings.function_qualifier or context.get("function_version")
         qualifier = str(version) if version not in (None, "") else None
         return cls(str(name), str(namespace), str(region), qualifier, settings.scf_endpoint)
 
