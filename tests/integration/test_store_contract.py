@@ -220,3 +220,62 @@ def test_purge_in_batches_reports_progress(store):
     assert counts == {"jobs": 7, "history": 7, "outbox": 0}
     assert [c["jobs"] for c in seen] == [3, 6, 7]
     assert store.list_jobs() == []
+
+
+# -- what the operator CLI needs (issue 16) ---------------------------------------------------------------------
+def test_find_keys_resolves_a_bare_job_id_in_any_bucket(store):
+    """`jobwatch history <jobId>` names no bucket: the store finds every key with that job ID."""
+    other = JobKey("ap-beijing", "other-1250000001", K2.job_id)
+    store.track([K1, K2, other], T0)
+    assert store.find_keys(K1.job_id) == [K1]
+    assert sorted(store.find_keys(K2.job_id)) == sorted([K2, other])
+    assert store.find_keys("nosuchjob") == []
+
+
+def test_track_without_reactivate_leaves_an_untracked_job_alone(store):
+    """Discovery must not re-track a job the operator untracked (issue 16 item 5); `track` still does."""
+    store.track([K1, K2], T0)
+    store.untrack([K1])
+    assert store.track([K1, K2, K3], T0, reactivate=False) == [False, False, True]
+    assert not store.get(K1).active and store.get(K3).active
+    assert store.track([K1], T0) == [False] and store.get(K1).active
+
+
+def test_list_jobs_pages_by_key_and_counts(store):
+    """`status` pages through every row instead of stopping silently at a limit."""
+    keys = sorted(JobKey("ap-guangzhou", "examplebucket-1250000000", f"p{i:02d}") for i in range(7))
+    store.track(keys, T0)
+    store.untrack(keys[:2])
+    first = store.list_jobs(limit=3)
+    second = store.list_jobs(limit=3, after=first[-1].key)
+    third = store.list_jobs(limit=3, after=second[-1].key)
+    assert [t.key for t in first + second + third] == keys
+    assert store.count_jobs() == 7 and store.count_jobs(active=True) == 5 and store.count_jobs(active=False) == 2
+    assert [t.key for t in store.list_jobs(active=True, limit=2, after=keys[3])] == keys[4:6]
+
+
+def test_purge_dry_run_counts_and_deletes_nothing(store):
+    store.track([K1, K2], T0)
+    for tj in store.claim_due("a", T0, 60, 10):
+        final = tj.key == K1
+        after = tj.evolve(state="Success" if final else "Running", active=not final, last_change=T0, transitions=1)
+        store.record_polls("a", [PollRecord(tj, after, [Transition(tj.key, 1, None, after.state, T0)],
+                                            [_notice(tj.key, f"{tj.key}#1")])])
+    for e in store.claim_notices("a", T0, 60, 10):
+        store.finish_notice(e.notice.id, "a", "done", 1, None, None, T0)
+    assert store.purge(T0 + timedelta(days=1), dry_run=True) == {"jobs": 1, "history": 1, "outbox": 2}
+    assert store.get(K1) is not None and len(store.list_outbox()) == 2
+    assert store.purge(T0 + timedelta(days=1)) == {"jobs": 1, "history": 1, "outbox": 2}
+
+
+def test_open_store_refuses_unknown_query_options(tmp_path):
+    """`?mode=ro` or `?ssl=1` used to be dropped silently: the store would not be what the operator asked for."""
+    from jobwatch.core.errors import ValidationError
+
+    with pytest.raises(ValidationError) as ei:
+        open_store(f"sqlite:///{tmp_path}/x.db?mode=ro")
+    assert "store_url" in str(ei.value) and "mode" in str(ei.value)
+    assert not (tmp_path / "x.db").exists() and not (tmp_path / "x.db?mode=ro").exists()
+    with pytest.raises(ValidationError) as ei:
+        open_store("mysql://u:hunter22@127.0.0.1:3306/db?ssl=1&charset=utf8")
+    assert "ssl" in str(ei.value) and "hunter22" not in str(ei.value)

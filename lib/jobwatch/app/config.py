@@ -159,6 +159,9 @@ def _mask_store_url(url: str) -> str:
 def _check_store_url(value: str) -> Secret:
     parts = urlsplit(value)
     scheme = parts.scheme
+    if "?" in value:
+        names = ", ".join(repr(p.split("=", 1)[0]) for p in parts.query.split("&") if p) or "an empty query"
+        raise ValueError(f"unknown query option(s) {names}: a store URL takes no options")
     if scheme == "sqlite":
         if not value.startswith("sqlite:///") or len(value) <= len("sqlite:///"):
             raise ValueError("expected sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:///:memory:")

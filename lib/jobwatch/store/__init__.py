@@ -16,6 +16,7 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     if not isinstance(url, str) or "://" not in url:
         raise ValidationError("store_url", _safe(url), "expected sqlite:///path or mysql://user:pass@host:port/db")
     scheme = url.split("://", 1)[0].lower()
+    _refuse_query_options(url)
     store: Store
     if scheme == "sqlite":
         from jobwatch.store.sqlite import SqliteStore
@@ -42,6 +43,17 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     if migrate:
         store.migrate()
     return store
+
+
+def _refuse_query_options(url: str) -> None:
+    """No option is read from a URL's query (``?mode=ro``, ``?ssl=1``): refuse them rather than silently give
+    the operator a store other than the one they asked for."""
+    query = url.split("?", 1)[1] if "?" in url else ""
+    names = [part.split("=", 1)[0] for part in query.split("&") if part]
+    if names or "?" in url:
+        shown = ", ".join(repr(unquote(n)) for n in names) or "an empty query"
+        raise ValidationError("store_url", _safe(url),
+                              f"unknown query option(s) {shown}: a store URL takes no options")
 
 
 def _safe(url: object) -> object:

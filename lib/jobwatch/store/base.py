@@ -31,8 +31,10 @@ class Store(abc.ABC):
 
     # -- tracked jobs ----------------------------------------------------------------------------------------
     @abc.abstractmethod
-    def track(self, keys: Iterable[JobKey], now: datetime, tags: dict[str, str] | None = None) -> list[bool]:
-        """Start watching; returns, per key, whether it was new. Re-tracking an untracked job re-activates it."""
+    def track(self, keys: Iterable[JobKey], now: datetime, tags: dict[str, str] | None = None, *,
+              reactivate: bool = True) -> list[bool]:
+        """Start watching; returns, per key, whether it was new. Re-tracking an untracked job re-activates it,
+        unless ``reactivate`` is False (discovery: an operator's untrack stands until they track again)."""
 
     @abc.abstractmethod
     def untrack(self, keys: Iterable[JobKey]) -> int:
@@ -42,7 +44,16 @@ class Store(abc.ABC):
     def get(self, key: JobKey) -> TrackedJob | None: ...
 
     @abc.abstractmethod
-    def list_jobs(self, *, active: bool | None = None, limit: int = 1000) -> list[TrackedJob]: ...
+    def list_jobs(self, *, active: bool | None = None, limit: int = 1000,
+                  after: JobKey | None = None) -> list[TrackedJob]:
+        """Up to ``limit`` jobs in key order, starting after ``after`` (a page's last key: keyset paging)."""
+
+    @abc.abstractmethod
+    def count_jobs(self, *, active: bool | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def find_keys(self, job_id: str) -> list[JobKey]:
+        """Every tracked key with this job ID (a bare ID from an operator; normally one, in key order)."""
 
     @abc.abstractmethod
     def claim_due(
@@ -112,6 +123,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def purge(self, before: datetime, *, batch: int = 1000,
-              progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
+              progress: Callable[[dict[str, int]], None] | None = None, dry_run: bool = False) -> dict[str, int]:
         """Delete inactive jobs whose last change is older than ``before`` (with their history) and finished
-        notices created before it. Returns counts per table."""
+        notices created before it. Returns counts per table; ``dry_run`` counts what would go and deletes
+        nothing."""

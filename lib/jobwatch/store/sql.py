@@ -144,7 +144,8 @@ class SqlStore(Store):
         return SCHEMA_VERSION
 
     # -- tracked jobs ----------------------------------------------------------------------------------------
-    def track(self, keys: Iterable[JobKey], now: datetime, tags: dict[str, str] | None = None) -> list[bool]:
+    def track(self, keys: Iterable[JobKey], now: datetime, tags: dict[str, str] | None = None, *,
+              reactivate: bool = True) -> list[bool]:
         out: list[bool] = []
         t = ts(now)
         tags_json = json.dumps(tags or {}, sort_keys=True)
@@ -167,7 +168,9 @@ class SqlStore(Store):
                     out.append(cur.rowcount == 1)
                 else:
                     active, state = row
-                    if not active and state is None:
+                    if not active and not reactivate:
+                        pass  # untracked by an operator: discovery leaves it so
+                    elif not active and state is None:
                         # untracked before its first observation: watch again
                         self._exec(cur, "UPDATE jw_jobs SET active=1, next_poll_at=? WHERE region=? AND bucket=? "
                                    "AND job_id=?", (t, k.region, k.bucket, k.job_id))
@@ -197,13 +200,32 @@ class SqlStore(Store):
             row = cur.fetchone()
         return self._row_to_job(row) if row else None
 
-    def list_jobs(self, *, active: bool | None = None, limit: int = 1000) -> list[TrackedJob]:
-        where = "" if active is None else f"WHERE active={1 if active else 0}"
+    def list_jobs(self, *, active: bool | None = None, limit: int = 1000,
+                  after: JobKey | None = None) -> list[TrackedJob]:
+        conds: list[str] = [] if active is None else [f"active={1 if active else 0}"]
+        params: list[Any] = []
+        if after is not None:
+            # Spelled out rather than a row-value comparison, which older SQLite and MySQL plan poorly.
+            conds.append("(region>? OR (region=? AND (bucket>? OR (bucket=? AND job_id>?))))")
+            params += [after.region, after.region, after.bucket, after.bucket, after.job_id]
+        where = f"WHERE {' AND '.join(conds)}" if conds else ""
         with self._tx(write=False) as cur:
             self._exec(cur, f"SELECT {JOB_COLUMNS} FROM jw_jobs {where} ORDER BY region, bucket, job_id "
-                       f"LIMIT {int(limit)}")
+                       f"LIMIT {int(limit)}", params)
             rows = cur.fetchall()
         return [self._row_to_job(r) for r in rows]
+
+    def count_jobs(self, *, active: bool | None = None) -> int:
+        where = "" if active is None else f"WHERE active={1 if active else 0}"
+        with self._tx(write=False) as cur:
+            self._exec(cur, f"SELECT COUNT(*) FROM jw_jobs {where}")
+            return int(cur.fetchone()[0])
+
+    def find_keys(self, job_id: str) -> list[JobKey]:
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT region, bucket, job_id FROM jw_jobs WHERE job_id=? ORDER BY region, bucket",
+                       (job_id,))
+            return [JobKey(r, b, j) for r, b, j in cur.fetchall()]
 
     def claim_due(self, owner: str, now: datetime, lease_seconds: float, limit: int,
                   keys: Sequence[JobKey] | None = None, *, due_only: bool = False) -> list[TrackedJob]:
@@ -432,9 +454,11 @@ class SqlStore(Store):
                            (region, bucket, ts(created_after), ts(now)))
 
     def purge(self, before: datetime, *, batch: int = 1000,
-              progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
+              progress: Callable[[dict[str, int]], None] | None = None, dry_run: bool = False) -> dict[str, int]:
         """In batches of ``batch`` jobs, each its own short transaction, so a large purge neither holds locks
         for long nor loses its work if interrupted; ``progress`` gets the running counts after each batch."""
+        if dry_run:
+            return self._purgeable(before)
         t = ts(before)
         counts = {"jobs": 0, "history": 0, "outbox": 0}
         while True:
@@ -468,6 +492,21 @@ class SqlStore(Store):
             if len(ids) < batch:
                 break
         return counts
+
+    def _purgeable(self, before: datetime) -> dict[str, int]:
+        """What :meth:`purge` would delete, counted by the same conditions."""
+        t = ts(before)
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT COUNT(*) FROM jw_jobs WHERE active=0 AND COALESCE(last_change, first_seen)<?",
+                       (t,))
+            jobs = int(cur.fetchone()[0])
+            self._exec(cur, "SELECT COUNT(*) FROM jw_history h JOIN jw_jobs j ON h.region=j.region AND "
+                       "h.bucket=j.bucket AND h.job_id=j.job_id WHERE j.active=0 AND "
+                       "COALESCE(j.last_change, j.first_seen)<?", (t,))
+            history = int(cur.fetchone()[0])
+            self._exec(cur, "SELECT COUNT(*) FROM jw_outbox WHERE status IN ('done', 'dead') AND created_at<?", (t,))
+            outbox = int(cur.fetchone()[0])
+        return {"jobs": jobs, "history": history, "outbox": outbox}
 
 
 _UPDATE_JOB = (
