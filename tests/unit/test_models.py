@@ -38,6 +38,20 @@ def test_bad_regions(value):
     assert ei.value.value == value
 
 
+@pytest.mark.parametrize("value", ["ap-guangzou", "ap-shenzhen", "us-east", "cn-hangzhou"])
+def test_regions_that_are_not_ci_regions_are_refused_with_a_hint(value):
+    """Issue 16 item 10: a well-formed name with no CI host was accepted and failed later as a DNS error."""
+    from jobwatch.core.models import validate_ci_region
+
+    assert validate_region(value) == value  # well-formed ...
+    with pytest.raises(ValidationError, match="not a Cloud Infinite region") as ei:
+        validate_ci_region(value, "--region")  # ... but not a CI region
+    assert ei.value.field == "--region" and ei.value.value == value
+    if value == "ap-guangzou":
+        assert "did you mean ap-guangzhou?" in str(ei.value)
+    assert validate_ci_region("ap-guangzhou") == "ap-guangzhou"
+
+
 @pytest.mark.parametrize("value", ["../etc", "j1?x=1", "j 1", "j/1", "", "a" * 129, "j#1", "ĵ1"])
 def test_bad_job_ids(value):
     with pytest.raises(ValidationError, match="invalid job_id") as ei:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 from jobwatch.core.errors import ConfigError, ValidationError
-from jobwatch.core.models import validate_bucket, validate_region
+from jobwatch.core.models import validate_bucket, validate_ci_region
 from jobwatch.core.redact import Secret
 
 if sys.version_info >= (3, 11):
@@ -189,7 +189,7 @@ def _check_discovery_item(item: str) -> tuple[str, str]:
     if not sep:
         raise ValueError(f"item {item!r}: expected region/bucket")
     try:
-        return validate_region(region), validate_bucket(bucket)
+        return validate_ci_region(region), validate_bucket(bucket)
     except ValidationError as exc:
         raise ValueError(f"item {item!r}: {exc}") from None
 
@@ -200,7 +200,7 @@ def _check_discovery(items: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 def _check_region(value: str) -> str:
     try:
-        return validate_region(value)
+        return validate_ci_region(value)
     except ValidationError as exc:
         raise ValueError(exc.reason) from None
 
