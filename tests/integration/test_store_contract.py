@@ -170,7 +170,8 @@ def test_watermarks(store):
     assert store.get_watermark("ap-guangzhou", "examplebucket-1250000000") == T0 + timedelta(hours=1)
 
 
-def test_purge_removes_old_final_jobs_history_and_done_notices(store):
+def _one_final_one_running_notices_done(store):
+    """K1 ended (Success), K2 runs; each has one history row and one delivered notice, all at T0."""
     store.track([K1, K2], T0)
     for tj in store.claim_due("a", T0, 60, 10):
         final = tj.key == K1
@@ -179,6 +180,10 @@ def test_purge_removes_old_final_jobs_history_and_done_notices(store):
                                             [_notice(tj.key, f"{tj.key}#1")])])
     for e in store.claim_notices("a", T0, 60, 10):
         store.finish_notice(e.notice.id, "a", "done", 1, None, None, T0)
+
+
+def test_purge_removes_old_final_jobs_history_and_done_notices(store):
+    _one_final_one_running_notices_done(store)
     counts = store.purge(T0 + timedelta(days=1))
     assert counts == {"jobs": 1, "history": 1, "outbox": 2}
     assert store.get(K1) is None and store.get(K2) is not None and len(store.history(K2)) == 1
@@ -255,14 +260,7 @@ def test_list_jobs_pages_by_key_and_counts(store):
 
 
 def test_purge_dry_run_counts_and_deletes_nothing(store):
-    store.track([K1, K2], T0)
-    for tj in store.claim_due("a", T0, 60, 10):
-        final = tj.key == K1
-        after = tj.evolve(state="Success" if final else "Running", active=not final, last_change=T0, transitions=1)
-        store.record_polls("a", [PollRecord(tj, after, [Transition(tj.key, 1, None, after.state, T0)],
-                                            [_notice(tj.key, f"{tj.key}#1")])])
-    for e in store.claim_notices("a", T0, 60, 10):
-        store.finish_notice(e.notice.id, "a", "done", 1, None, None, T0)
+    _one_final_one_running_notices_done(store)
     assert store.purge(T0 + timedelta(days=1), dry_run=True) == {"jobs": 1, "history": 1, "outbox": 2}
     assert store.get(K1) is not None and len(store.list_outbox()) == 2
     assert store.purge(T0 + timedelta(days=1)) == {"jobs": 1, "history": 1, "outbox": 2}

@@ -184,3 +184,45 @@ def test_default_stream_follows_sys_stdout_even_for_cached_loggers(capsys):
         sys.stdout = real
     assert json.loads(first)["event"] == "first" and CANARY not in first
     assert json.loads(swapped.getvalue())["event"] == "second"
+
+
+def test_console_lines_are_short_and_human():
+    """Issue 16 item 7: a transition on a terminal was the whole event dict; now it is one short line."""
+    buf = io.StringIO()
+    logs.configure_logging("info", "console", buf, cache=False)
+    log = structlog.get_logger()
+    log.info("job_transition", bucket="examplebucket-1250000000", region="ap-guangzhou", job_id="j1",
+             from_state="Submitted", to_state="Running", seq=2, code=None, next_poll_at="2026-01-01T00:00:30+00:00")
+    log.warning("job_poll_failed", job_id="j2", error="connection refused " * 20, error_count=3,
+                job={"whole": "record", "with": ["many", "fields"]})
+    log.info("other_event", job={"a": 1}, count=5)
+    first, second, third = buf.getvalue().splitlines()
+    assert first.endswith("j1  Submitted -> Running") and len(first) < 40
+    assert "{" not in buf.getvalue() and "\x1b[" not in buf.getvalue()  # no dicts; not a terminal: no colour
+    assert second.split("  ", 1)[1].startswith("warning: j2  poll failed (3x): connection refused")
+    assert len(second) <= 140 and second.endswith("refused…")  # cut at a word, never mid-word
+    assert third.endswith("other_event  count=5")
+
+
+def test_colour_only_on_a_terminal_without_no_color():
+    master, slave = pty.openpty()
+    try:
+        with open(slave, "w", closefd=False) as tty:
+            assert logs.colours_wanted(tty, {"TERM": "xterm"})
+            assert not logs.colours_wanted(tty, {"TERM": "xterm", "NO_COLOR": "1"})
+            assert not logs.colours_wanted(tty, {"TERM": "dumb"})
+        assert not logs.colours_wanted(io.StringIO(), {})
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_auto_is_json_in_scf_even_on_a_terminal(monkeypatch):
+    monkeypatch.setenv("SCF_FUNCTIONNAME", "ci-jobwatch")
+    master, slave = pty.openpty()
+    try:
+        with open(slave, "w", closefd=False) as tty:
+            assert logs.resolve_format("auto", tty) == "json"
+    finally:
+        os.close(master)
+        os.close(slave)

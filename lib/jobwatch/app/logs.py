@@ -115,9 +115,81 @@ def shared_processors() -> list[Processor]:
     ]
 
 
+class HumanRenderer:
+    """One short line per event for a person at a terminal: ``12:00:01  j1  Submitted -> Running``.
+
+    The JSON form carries every field for CLS; a person watching a poll of 1,500 jobs wants the change, not the
+    record. Known events get a sentence; others their name and a few short ``key=value`` pairs (no nested
+    records, long values cut at a word). Colour only on a terminal and never when ``NO_COLOR`` is set
+    (https://no-color.org) or ``TERM=dumb``.
+    """
+
+    _SKIP = frozenset({"event", "level", "timestamp", "logger", "request_id", "function_name", "exception",
+                       "next_poll_at", "seq", "region", "bucket"})
+    _COLOURS = {"warning": "\x1b[33m", "error": "\x1b[31m", "critical": "\x1b[31m"}
+
+    def __init__(self, colors: bool) -> None:
+        self.colors = colors
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        ev = dict(event_dict)
+        level = str(ev.get("level") or method)
+        when = str(ev.get("timestamp") or "")[11:19]
+        text = self._sentence(ev)
+        if level in ("warning", "error", "critical"):
+            text = f"{level}: {text}"
+            if self.colors:
+                text = f"{self._COLOURS[level]}{text}\x1b[0m"
+        exc = ev.get("exception")
+        line = f"{when}  {text}" if when else text
+        return f"{line}\n{exc}" if exc else line
+
+    def _sentence(self, ev: dict[str, Any]) -> str:
+        name = str(ev.get("event", ""))
+        job = ev.get("job_id") or (ev.get("job") if isinstance(ev.get("job"), str) else None)
+        if name == "job_transition":
+            arrow = f"{ev.get('from_state') or '-'} -> {ev.get('to_state')}"
+            if self.colors:
+                arrow = f"{ev.get('from_state') or '-'} -> {_state_colour(ev.get('to_state'))}"
+            code = f" ({ev['code']})" if ev.get("code") not in (None, "", "Success") else ""
+            return f"{job}  {arrow}{code}"
+        if name == "job_poll_failed":
+            return f"{job}  poll failed ({ev.get('error_count')}x): {shorten(str(ev.get('error')), 100)}"
+        pairs = [f"{k}={shorten(str(v), 60)}" for k, v in ev.items()
+                 if k not in self._SKIP and k not in ("job_id", "job") and not isinstance(v, (dict, list, tuple)) and v is not None]
+        head = f"{job}  {name}" if job else name
+        return "  ".join([head, " ".join(pairs)]) if pairs else head
+
+
+def _state_colour(state: Any) -> str:
+    colour = {"Success": "\x1b[32m", "Failed": "\x1b[31m", "Cancel": "\x1b[33m", "Vanished": "\x1b[33m"}.get(
+        str(state))
+    return f"{colour}{state}\x1b[0m" if colour else str(state)
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` at a word boundary, with an ellipsis: never mid-word unless one word is longer."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[:width - 1]
+    space = cut.rfind(" ")
+    if space > width // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def colours_wanted(stream: Any, environ: Any = None) -> bool:
+    """Colour on a terminal, unless ``NO_COLOR`` is set (any value) or ``TERM=dumb``."""
+    import os
+
+    env = os.environ if environ is None else environ
+    return _isatty(stream) and "NO_COLOR" not in env and env.get("TERM") != "dumb"
+
+
 def _renderer(fmt: str, stream: TextIO) -> Processor:
     if fmt == "console":
-        return structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+        return HumanRenderer(colors=colours_wanted(stream))
     return structlog.processors.JSONRenderer(
         serializer=functools.partial(json.dumps, ensure_ascii=False, default=str))
 
@@ -130,11 +202,14 @@ def _isatty(stream: Any) -> bool:
 
 
 def resolve_format(fmt: str, stream: Any) -> str:
-    """``auto`` means console on a terminal (a person), JSON otherwise (SCF, pipes, CLS)."""
+    """``auto`` means console on a terminal (a person), JSON otherwise (SCF, pipes, CLS); always JSON in SCF."""
+    import os
+
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if fmt == "auto":
-        return "console" if _isatty(stream) else "json"
+        in_scf = bool(os.environ.get("SCF_FUNCTIONNAME") or os.environ.get("SCF_RUNTIME"))
+        return "console" if _isatty(stream) and not in_scf else "json"
     return fmt
 
 
