@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import random
 import re
 import threading
@@ -240,8 +241,17 @@ class ListQuery:
         return True
 
 
+def _epoch(dt: datetime) -> int:
+    """Whole epoch seconds, rounded down (creation times are kept to the second)."""
+    return int(dt.timestamp() // 1)
+
+
+def _whole(dt: datetime) -> bool:
+    return dt.microsecond == 0
+
+
 def _encode_token(created: datetime, job_id: str) -> str:
-    raw = f"v1|{int(created.timestamp())}|{job_id}".encode()
+    raw = f"v1|{_epoch(created)}|{job_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -326,6 +336,8 @@ class JobTable:
         self.seed = seed
         self._new_id = new_id
         self._jobs: dict[str, dict[str, EmulatedJob]] = {}
+        # Per bucket, (creation epoch second, job ID) of every job, sorted: the list API's keyset index.
+        self._order: dict[str, list[tuple[int, str]]] = {}
         self.lock = threading.RLock()
 
     def create(self, bucket: str, spec: JobSpec, *, state: str | None = None,
@@ -343,6 +355,7 @@ class JobTable:
             job = EmulatedJob(view=view, submitted_for=sub, running_for=run, will_fail=fail, phase_start=created,
                               changed_at=created)
             self._jobs.setdefault(bucket, {})[job_id] = job
+            bisect.insort(self._order.setdefault(bucket, []), (_epoch(created), job_id))
             if state is not None:
                 job.phase_start = max(created, now)  # a job born in a given state starts its stretch now
                 job.force(state, now)
@@ -372,8 +385,13 @@ class JobTable:
 
     def delete(self, bucket: str, job_id: str) -> None:
         with self.lock:
-            if self._jobs.get(bucket, {}).pop(job_id, None) is None:
+            job = self._jobs.get(bucket, {}).pop(job_id, None)
+            if job is None:
                 raise KeyError(f"no job {job_id!r} in bucket {bucket!r}")
+            order = self._order[bucket]
+            i = bisect.bisect_left(order, (_epoch(job.view.created_at), job_id))
+            if i < len(order) and order[i][1] == job_id:
+                del order[i]
 
     def cancel(self, bucket: str, job_id: str) -> JobView:
         """Cancel an active job. Cancelling an ended job changes nothing (the service's answer is UNCONFIRMED)."""
@@ -385,24 +403,55 @@ class JobTable:
                 job.force(CANCEL, self.clock.now())
             return job.view
 
-    def list(self, bucket: str, q: ListQuery) -> tuple[list[JobView], str]:
-        """One page and the token of the next one ('' on the last page)."""
+    def list(self, bucket: str, q: ListQuery, *, stale_window: float | None = None) -> tuple[list[JobView], str]:
+        """One page and the token of the next one ('' on the last page).
+
+        Keyset paging on (creation time, job ID), as the service's token implies: a job created while a client
+        pages through an ascending listing shows up on a later page, and no job is shown twice. Only the jobs
+        from the cursor on are looked at (a per-bucket index), so a listing of N jobs costs O(N), not O(N^2).
+        ``stale_window``: a job that changed less than that many clock-seconds ago shows its previous view."""
         now = self.clock.now()
-        with self.lock:
-            jobs = list(self._jobs.get(bucket, {}).values())
-            for j in jobs:
-                j.advance(now)
-            views = [j.view for j in jobs if q.matches(j.view)]
-        views.sort(key=lambda v: (v.created_at, v.job_id), reverse=q.descending)
+        cursor: tuple[int, str] | None = None
         if q.next_token:
-            ts, jid = _decode_token(q.next_token)
-            cursor = (ts, jid)
+            cursor = _decode_token(q.next_token)
+        page: list[JobView] = []
+        more = False
+        with self.lock:
+            order = self._order.get(bucket, [])
+            jobs = self._jobs.get(bucket, {})
             if q.descending:
-                views = [v for v in views if (int(v.created_at.timestamp()), v.job_id) < cursor]
+                hi = len(order)
+                if q.end is not None:
+                    hi = bisect.bisect_right(order, (_epoch(q.end), "\uffff"))
+                if cursor is not None:
+                    hi = min(hi, bisect.bisect_left(order, cursor))
+                indices: Iterable[int] = range(hi - 1, -1, -1)
             else:
-                views = [v for v in views if (int(v.created_at.timestamp()), v.job_id) > cursor]
-        page = views[: q.size]
-        token = _encode_token(page[-1].created_at, page[-1].job_id) if len(views) > q.size else ""
+                lo = 0
+                if q.start is not None:
+                    lo = bisect.bisect_left(order, (_epoch(q.start) + (0 if _whole(q.start) else 1), ""))
+                if cursor is not None:
+                    lo = max(lo, bisect.bisect_right(order, cursor))
+                indices = range(lo, len(order))
+            for i in indices:
+                ts, jid = order[i]
+                job = jobs[jid]
+                job.advance(now)
+                view = job.view
+                if q.descending and q.start is not None and view.created_at < q.start:
+                    break
+                if not q.descending and q.end is not None and view.created_at > q.end:
+                    break
+                if stale_window is not None and job.previous() is not None and job.changed_at is not None and \
+                        (now - job.changed_at).total_seconds() <= stale_window:
+                    view = job.previous()  # type: ignore[assignment]
+                if not q.matches(view):
+                    continue
+                if len(page) == q.size:
+                    more = True
+                    break
+                page.append(view)
+        token = _encode_token(page[-1].created_at, page[-1].job_id) if more else ""
         return page, token
 
     def buckets(self) -> Iterable[str]:
