@@ -219,7 +219,7 @@ def test_signature_matches_the_official_sdk_on_the_wire(ci):
     """The Authorization the client actually sent equals CosS3Auth's for the same request."""
     t = FakeTime(1_700_000_000.0)
     with make(ci, t, token=TOKEN, sign_window=600) as c:
-        c.list_page(BUCKET, REGION, states=["Running", "Submitted"], size=7, next_token="a b/+",
+        c.list_page(BUCKET, REGION, states=["Running", "Submitted"], size=7, next_token="a b/+", type="Workflow",
                     start_creation_time=datetime(2022, 6, 27, 15, 23, 10, tzinfo=CST))
     s = ci.seen[0]
     conf = CosConfig(Region=REGION, SecretId=SID, SecretKey=KEY)
@@ -229,7 +229,7 @@ def test_signature_matches_the_official_sdk_on_the_wire(ci):
     with mock.patch.object(cos_auth, "time", types.SimpleNamespace(time=lambda: 1_700_000_000)):
         auth(req)
     assert s.headers["authorization"] == req.headers["Authorization"]
-    assert dict(s.params) == {"states": "Running,Submitted", "size": "7", "nextToken": "a b/+",
+    assert dict(s.params) == {"states": "Running,Submitted", "size": "7", "nextToken": "a b/+", "type": "Workflow",
                               "startCreationTime": "2022-06-27T15:23:10+0800"}
 
 
@@ -418,7 +418,7 @@ def test_list_stops_on_a_repeated_token(ci):
     page = b"<Response><JobsDetail><JobId>j1</JobId><State>Success</State></JobsDetail><NextToken>same</NextToken></Response>"
     ci.script = [Reply(200, page)] * 3
     with make(ci) as c:
-        assert len(list(c.list_jobs(BUCKET, REGION))) == 2
+        assert len(list(c.list_jobs(BUCKET, REGION, type="Workflow"))) == 2
     assert len(ci.seen) == 2
 
 

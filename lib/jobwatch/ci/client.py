@@ -245,27 +245,35 @@ class CIClient:
         size: int = 100,
         next_token: str | None = None,
     ) -> QueryResult:
-        """One page of ``GET /inventorytriggerjob``. Pass ``type`` to see one variant only; the default (none)
-        lists both, unlike the official SDK which silently lists only ``Workflow`` jobs."""
+        """One page of ``GET /inventorytriggerjob`` of one variant. ``type`` (``Workflow`` or ``Job``) is
+        required: the official SDK silently sends ``Workflow`` when it is left out, and a listing that relies on
+        any default may miss every job of the other variant."""
         validate_bucket(bucket)
         validate_region(region)
         params = _list_params(states=states, type=type, order_by_time=order_by_time,
                               start_creation_time=start_creation_time, end_creation_time=end_creation_time,
                               workflow_id=workflow_id, job_id=job_id, name=name, size=size, next_token=next_token)
+        if type is None:
+            raise ValidationError("type", type, "expected Workflow or Job (a page lists one variant; say which)")
         return self._call("GET", bucket, region, "/inventorytriggerjob", params, parse=_parse)
 
     def list_jobs(self, bucket: str, region: str, **filters: Any) -> Iterator[Job]:
-        """Every job matching the filters (those of :meth:`list_page`), following ``NextToken`` lazily."""
+        """Every job matching the filters (those of :meth:`list_page`), following ``NextToken`` lazily. Without
+        ``type``, both variants: every ``Workflow`` job, then every ``Job`` job (each listing sends its type)."""
         filters.pop("next_token", None)
-        token: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = self.list_page(bucket, region, next_token=token, **filters)
-            yield from page.jobs
-            token = page.next_token
-            if not token or token in seen:  # a repeated token would loop forever
-                return
-            seen.add(token)
+        types = (filters.pop("type", None),)
+        if types == (None,):
+            types = _LIST_TYPES
+        for typ in types:
+            token: str | None = None
+            seen: set[str] = set()
+            while True:
+                page = self.list_page(bucket, region, next_token=token, type=typ, **filters)
+                yield from page.jobs
+                token = page.next_token
+                if not token or token in seen:  # a repeated token would loop forever
+                    break
+                seen.add(token)
 
     def create_job(self, bucket: str, region: str, spec: JobSpec) -> Job:
         """Create a batch job; returns it as the service reports it (normally ``Submitted``). Not resent after
