@@ -372,3 +372,54 @@ def test_the_app_warns_once_when_it_opens_sqlite_on_scf(tmp_path):
     warned = [e for e in logs if e["event"] == "store_not_durable"]
     assert len(warned) == 1 and warned[0]["log_level"] == "warning"
     assert "does not survive instance recycling" in warned[0]["reason"]
+
+
+# --- optional dependencies the configuration needs (issue 15 defect 1) --------------------------------------------
+
+def _check_without(blocked: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`jobwatch config check` in a process where ``blocked`` modules are not installed. Setting
+    ``sys.modules[name] = None`` is Python's documented way to make ``import name`` raise ImportError: the same
+    error as a package that is absent (the test venv has every extra)."""
+    code = ("import sys\n"
+            f"for m in {blocked!r}: sys.modules[m] = None\n"
+            "from jobwatch.cli import main\n"
+            "sys.exit(main(['config', 'check']))\n")
+    full = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"), **env}
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=60)
+
+
+def test_config_check_fails_naming_the_extra_a_configured_sink_needs():
+    """Defect: a package without the `eb` extra failed every EventBridge send with ModuleNotFoundError (counted
+    retryable, then dead letters) while `config check` said the configuration was ok."""
+    spec = "eventbridge://eb-1?region=ap-guangzhou;log://"
+    r = _check_without(["tencentcloud.eb"], {"JOBWATCH_NOTIFY": spec})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "JOBWATCH_NOTIFY sink #1 (eventbridge) needs the module tencentcloud.eb" in r.stdout
+    assert "'eb' extra" in r.stdout and "ci-jobwatch[eb]" in r.stdout
+    # the same configuration where the module is installed: ok
+    ok = _check_without([], {"JOBWATCH_NOTIFY": spec})
+    assert ok.returncode == 0 and "configuration ok" in ok.stdout
+
+
+def test_config_check_names_the_store_and_fan_out_extras():
+    env = {"JOBWATCH_STORE_URL": "mysql://jw:pw-Zq81x@127.0.0.1:3306/jw", "JOBWATCH_FANOUT": "true",
+           "JOBWATCH_NOTIFY": "ses://1?from=ops@example.com&to=a@example.com;tdmq-topic://t1?region=ap-guangzhou"}
+    r = _check_without(["pymysql", "tencentcloud.scf", "tencentcloud.ses", "tencentcloud.tdmq"], env)
+    assert r.returncode == 1
+    for extra in ("mysql", "scf", "ses", "tdmq"):
+        assert f"'{extra}' extra" in r.stdout, (extra, r.stdout)
+    assert "JOBWATCH_STORE_URL (a MySQL store) needs the module pymysql" in r.stdout
+    assert "pw-Zq81x" not in r.stdout  # the store password is never shown
+
+
+def test_every_sink_kind_has_a_class_and_the_sdk_sinks_name_their_extra():
+    from jobwatch.notify import spec
+
+    assert set(spec.SINK_CLASSES) == set(spec.DEFAULT_RATES)
+    extras = {k: c.extra for k, c in spec.SINK_CLASSES.items() if c.extra}
+    assert extras == {"eventbridge": "eb", "ses": "ses", "tdmq-queue": "tdmq", "tdmq-topic": "tdmq"}
+    optional = config._toml.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for cls in spec.SINK_CLASSES.values():
+        if cls.extra:
+            assert cls.extra in optional and cls.modules
+    assert spec.sink_class("webhook+https://x/y").kind == "webhook" and spec.sink_class("nope://x") is None

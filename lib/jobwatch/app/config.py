@@ -660,12 +660,71 @@ def load_settings(environ: Mapping[str, str] | None = None, toml_path: str | Non
     return Settings(**values)
 
 
+@dataclass(frozen=True)
+class Needed:
+    """An optional dependency group (``pip install 'ci-jobwatch[<extra>]'``) the configuration needs, the modules
+    it provides, and which setting asks for it."""
+
+    extra: str
+    modules: tuple[str, ...]
+    reason: str
+
+
+def needed_extras(environ: Mapping[str, str] | None = None, toml_path: str | None = None) -> list[Needed]:
+    """The extras this configuration needs: the store's driver, fan-out's SDK, each configured sink's SDK.
+    Judged from the values alone (bad values are left to :func:`check_environment`), so `jobwatch package` can
+    use it on a deploy's variables."""
+    values, _ = _collect(os.environ if environ is None else environ, toml_path)
+    return _needed(values)
+
+
+def _needed(values: Mapping[str, Any]) -> list[Needed]:
+    out: list[Needed] = []
+    url = values.get("store_url")
+    if isinstance(url, Secret) and url.reveal().partition("://")[0].lower() in ("mysql", "mysql+pymysql"):
+        from jobwatch.store.mysql import MysqlStore
+
+        out.append(Needed(MysqlStore.extra, MysqlStore.modules, "JOBWATCH_STORE_URL (a MySQL store)"))
+    if values.get("fanout"):
+        from jobwatch.app import fanout
+
+        out.append(Needed(fanout.EXTRA, fanout.MODULES, "JOBWATCH_FANOUT"))
+    notify = values.get("notify")
+    if isinstance(notify, Secret) and notify.reveal().strip():
+        from jobwatch.notify.spec import sink_class, split_specs
+
+        for i, spec in enumerate(split_specs(notify.reveal()), start=1):
+            cls = sink_class(spec)
+            if cls is not None and cls.extra:
+                out.append(Needed(cls.extra, cls.modules, f"JOBWATCH_NOTIFY sink #{i} ({cls.kind})"))
+    return out
+
+
+def missing_modules(needed: list[Needed]) -> list[str]:
+    """A problem for each needed module that does not import here, naming the extra that provides it."""
+    import importlib
+
+    problems: list[str] = []
+    for n in needed:
+        for module in n.modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                problems.append(f"{n.reason} needs the module {exc.name or module}, which is not installed: "
+                                f"add the '{n.extra}' extra (pip install 'ci-jobwatch[{n.extra}]'; "
+                                f"`jobwatch package` adds it when the configuration it reads needs it)")
+                break
+    return problems
+
+
 def check_environment(environ: Mapping[str, str] | None = None, toml_path: str | None = None) -> list[str]:
     """Every problem of this environment (empty when it is valid): what ``jobwatch config check`` prints.
 
     Beyond :func:`load_settings`, this also builds the notification sinks, so a bad ``JOBWATCH_NOTIFY`` spec is
-    listed with the rest (the notify package words its problems without the secrets). That import is heavy,
-    hence only here and not on the function's start-up path, where the app builds the sinks anyway.
+    listed with the rest (the notify package words its problems without the secrets), and imports the modules of
+    every optional part the configuration uses (a sink's SDK, the MySQL driver, fan-out's SDK), so a missing
+    extra is found here rather than as dead letters. Those imports are heavy, hence only here and not on the
+    function's start-up path.
     """
     values, problems = _collect(os.environ if environ is None else environ, toml_path)
     notify = values.get("notify")
@@ -676,6 +735,7 @@ def check_environment(environ: Mapping[str, str] | None = None, toml_path: str |
             parse_sinks(notify.reveal())
         except ConfigError as exc:
             problems.extend(f"JOBWATCH_NOTIFY: {p}" for p in exc.problems)
+    problems.extend(missing_modules(_needed(values)))
     return problems
 
 

@@ -22,6 +22,9 @@ from jobwatch.core.models import JobKey
 
 log = structlog.get_logger("jobwatch.app.fanout")
 
+# The SDK fan-out imports (an optional dependency): `config check` imports it, `jobwatch package` adds the extra.
+EXTRA = "scf"
+MODULES = ("tencentcloud.scf.v20180416.scf_client",)
 MAX_CLIENT_CONTEXT = 120 * 1024  # SCF accepts 128 KB for an asynchronous event; keep a margin
 
 

@@ -65,6 +65,10 @@ class Sink:
     """Base of every channel. Subclasses implement :meth:`_deliver`; :meth:`send` adds the rate limit."""
 
     kind: str = "sink"
+    # What the sink imports beyond the base install, and the ci-jobwatch extra that provides it: `config check`
+    # imports these to fail early, and `jobwatch package` adds the extra of every configured sink.
+    extra: str | None = None
+    modules: tuple[str, ...] = ()
 
     def __init__(
         self,

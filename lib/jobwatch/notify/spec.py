@@ -41,6 +41,12 @@ EXTRA: dict[str, set[str]] = {
     "slack": set(), "eventbridge": {"region", "source", "type"}, "tdmq-queue": {"region"},
     "tdmq-topic": {"region"}, "ses": {"region", "from", "to", "subject"}, "log": {"level"},
 }
+# The class each kind builds (lark is Feishu's international name, same API).
+SINK_CLASSES: dict[str, type[Sink]] = {
+    "webhook": WebhookSink, "wecom": WeComSink, "dingtalk": DingTalkSink, "feishu": FeishuSink,
+    "lark": FeishuSink, "slack": SlackSink, "eventbridge": EventBridgeSink, "tdmq-queue": TdmqQueueSink,
+    "tdmq-topic": TdmqTopicSink, "ses": SesSink, "log": LogSink,
+}
 OUTCOMES = {s.value.lower() for s in JobState} | {k.value for k in NoticeKind}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
@@ -57,6 +63,13 @@ def split_specs(text: str) -> list[str]:
             continue
         out.extend(p.strip() for p in line.split(";") if p.strip())
     return out
+
+
+def sink_class(spec: str) -> type[Sink] | None:
+    """The class ``spec`` would build, judged by its scheme alone (None for an unknown one): what `jobwatch
+    package` needs to choose extras without building (or validating) the sink."""
+    scheme = spec.partition("://")[0].strip().lower()
+    return SINK_CLASSES.get("webhook" if scheme.startswith("webhook+") else scheme)
 
 
 def _credentials_source(credentials: Any) -> Callable[[], Any] | None:

@@ -140,6 +140,8 @@ class EventBridgeSink(_TencentSink):
 
     kind = "eventbridge"
     module = "tencentcloud.eb.v20210416.eb_client"
+    extra = "eb"
+    modules = (module,)
     client_class = "EbClient"
     action = "PutEvents"
 
@@ -168,6 +170,8 @@ class TdmqQueueSink(_TencentSink):
 
     kind = "tdmq-queue"
     module = "tencentcloud.tdmq.v20200217.tdmq_client"
+    extra = "tdmq"
+    modules = (module,)
     client_class = "TdmqClient"
     action = "SendCmqMsg"
 
@@ -204,6 +208,8 @@ class SesSink(_TencentSink):
 
     kind = "ses"
     module = "tencentcloud.ses.v20201002.ses_client"
+    extra = "ses"
+    modules = (module,)
     client_class = "SesClient"
     action = "SendEmail"
 
