@@ -1,4 +1,5 @@
-"""The signed client of the CI batch-job API (``/inventorytriggerjob``): query, list, create, cancel.
+"""The signed client of the CI batch-job API (``/inventorytriggerjob``): query, list, create, cancel; and one
+page at a time of a batch's children (``/jobs``, ``/pic_jobs``, ``/workflowexecution``).
 
 One pooled ``requests.Session``; connect and read timeouts; every attempt signed afresh (new key time, current
 credentials); retries decided by :mod:`jobwatch.retry`. Inputs are validated before any URL is built, bodies are
@@ -31,6 +32,7 @@ from requests.structures import CaseInsensitiveDict
 from jobwatch.ci import signing
 from jobwatch.ci import xmlparse
 from jobwatch.ci.credentials import CredentialsProvider
+from jobwatch.core.children import MAX_CHILD_PAGE_SIZE, ChildJob, ChildKind, ChildPage
 from jobwatch.core.errors import BadResponseError, CIError, JobwatchError, TransportError, ValidationError
 from jobwatch.core.models import (
     Job, JobInput, JobOperation, JobState, QueryResult, format_ci_time, validate_bucket, validate_job_id,
@@ -294,6 +296,89 @@ class CIClient:
         ans: _Answer = self._call("PUT", bucket, region, f"/inventorytriggerjob/{job_id}", {"cancel": None})
         return ans.request_id
 
+    # -- children of a batch job (issue 14): one page per call, so the caller keeps to its own budget ------
+
+    def list_media_jobs(
+        self,
+        bucket: str,
+        region: str,
+        *,
+        batch_id: str,
+        queue_id: str | None = None,
+        tag: str | None = None,
+        states: Iterable[str] | str | None = None,
+        start_creation_time: datetime | None = None,
+        end_creation_time: datetime | None = None,
+        order_by_time: str = "Asc",
+        size: int = 100,
+        next_token: str | None = None,
+        pic: bool = False,
+    ) -> ChildPage:
+        """One page of the media jobs (``GET /jobs``) or picture jobs (``pic=True``: ``GET /pic_jobs``) a
+        ``Type=Job`` batch spawned, found by ``inventoryTriggerJobId``. ``next_token`` is None on the last page,
+        which is also any empty or short page: the documented samples carry a token on their last page."""
+        validate_bucket(bucket)
+        validate_region(region)
+        params: dict[str, str | None] = {"inventoryTriggerJobId": _child_ref("batch_id", batch_id)}
+        if queue_id:
+            params["queueId"] = _child_ref("queue_id", queue_id)
+        if tag:
+            params["tag"] = _child_ref("tag", tag)
+        eff = _child_list_params(params, states=states, allowed=_MEDIA_STATES, start=start_creation_time,
+                                 end=end_creation_time, order=order_by_time, size=size, next_token=next_token)
+        kind = ChildKind.PIC_JOB if pic else ChildKind.JOB
+        page: ChildPage = self._call(
+            "GET", bucket, region, "/pic_jobs" if pic else "/jobs", params,
+            parse=lambda a: xmlparse.parse_media_job_page(a.body, kind, status=a.status, request_id=a.request_id))
+        return _stop_rule(page, eff)
+
+    def list_workflow_executions(
+        self,
+        bucket: str,
+        region: str,
+        *,
+        workflow_id: str,
+        batch_id: str,
+        states: Iterable[str] | str | None = None,
+        start_creation_time: datetime | None = None,
+        end_creation_time: datetime | None = None,
+        order_by_time: str = "Asc",
+        size: int = 100,
+        next_token: str | None = None,
+    ) -> ChildPage:
+        """One page of the executions of ``workflow_id`` a ``Type=Workflow`` batch started (``GET
+        /workflowexecution?workflowId=&jobId=<batch>``). Items carry no end time, code or message: read a
+        failed one with :meth:`get_workflow_execution`. Same stop rule as :meth:`list_media_jobs`."""
+        validate_bucket(bucket)
+        validate_region(region)
+        params: dict[str, str | None] = {"workflowId": _child_ref("workflow_id", workflow_id),
+                                         "jobId": _child_ref("batch_id", batch_id)}
+        eff = _child_list_params(params, states=states, allowed=_WORKFLOW_STATES, start=start_creation_time,
+                                 end=end_creation_time, order=order_by_time, size=size, next_token=next_token)
+        page: ChildPage = self._call(
+            "GET", bucket, region, "/workflowexecution", params,
+            parse=lambda a: xmlparse.parse_workflow_execution_page(a.body, status=a.status,
+                                                                   request_id=a.request_id))
+        return _stop_rule(page, eff)
+
+    def get_workflow_execution(self, bucket: str, region: str, run_id: str) -> ChildJob:
+        """One workflow execution with its tasks (``GET /workflowexecution/<RunId>``): code and message of its
+        failed task(s), start and end from its tasks. An unknown RunId raises :class:`CIError` with status 404
+        (the service's own 404, or ``NoSuchWorkflowExecution`` when it answers 200 with nothing)."""
+        validate_bucket(bucket)
+        validate_region(region)
+        run_id = _child_ref("run_id", run_id)
+
+        def parse(a: _Answer) -> ChildJob | None:
+            return xmlparse.parse_workflow_execution(a.body, status=a.status, request_id=a.request_id)
+
+        child: ChildJob | None = self._call("GET", bucket, region, f"/workflowexecution/{run_id}", parse=parse)
+        if child is None:
+            raise CIError("NoSuchWorkflowExecution", f"no workflow execution {run_id}", status=404)
+        if child.child_id != run_id:
+            raise BadResponseError(f"asked for workflow execution {run_id}, got {child.child_id}")
+        return child
+
     def close(self) -> None:
         if self._own_session:
             self._session.close()
@@ -538,3 +623,56 @@ def _list_params(*, states: Iterable[JobState | str] | str | None, type: str | N
             raise ValidationError("next_token", next_token, "expected a string of at most 1024 characters")
         p["nextToken"] = next_token
     return p
+
+
+# -- children list parameters ------------------------------------------------------------------------------------
+_MEDIA_STATES = frozenset({"All", "Submitted", "Running", "Success", "Failed", "Pause", "Cancel"})
+_WORKFLOW_STATES = frozenset({"All", "Running", "Success", "Failed", "Cancel"})  # no Submitted/Pause documented
+_REF_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+
+
+def _child_ref(field_name: str, value: Any) -> str:
+    """An ID or tag that goes into a query or a path: letters, digits, '-' and '_' only."""
+    if not isinstance(value, str) or not _REF_RE.match(value):
+        raise ValidationError(field_name, value, "expected letters, digits, '-' or '_' (1-128 characters)")
+    return value
+
+
+def _child_list_params(p: dict[str, str | None], *, states: Iterable[str] | str | None, allowed: frozenset[str],
+                       start: datetime | None, end: datetime | None, order: str, size: int,
+                       next_token: str | None) -> int:
+    """Adds the shared list parameters to ``p``; returns the page size actually asked for (capped at 100)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValidationError("size", size, "expected a page size of at least 1")
+    size = min(size, MAX_CHILD_PAGE_SIZE)
+    if order not in _ORDERS:
+        raise ValidationError("order_by_time", order, "expected Desc or Asc")
+    p["orderByTime"] = order
+    p["size"] = str(size)
+    if states is not None:
+        items = states.split(",") if isinstance(states, str) else list(states)
+        names = [str(getattr(s, "value", s)).strip() for s in items]
+        for n in names:
+            if n not in allowed:
+                raise ValidationError("states", n, f"expected some of {', '.join(sorted(allowed))}")
+        if names:
+            p["states"] = ",".join(names)
+    for pname, fname, dt in (("startCreationTime", "start_creation_time", start),
+                             ("endCreationTime", "end_creation_time", end)):
+        if dt is not None:
+            if not isinstance(dt, datetime) or dt.tzinfo is None:
+                raise ValidationError(fname, dt, "expected a timezone-aware datetime")
+            p[pname] = format_ci_time(dt)
+    if next_token is not None and next_token != "":
+        if not isinstance(next_token, str) or len(next_token) > 1024:
+            raise ValidationError("next_token", next_token, "expected a string of at most 1024 characters")
+        p["nextToken"] = next_token
+    return size
+
+
+def _stop_rule(page: ChildPage, size: int) -> ChildPage:
+    """Last page = empty token, or an empty or short page (the documented samples return 2 of 10 items with a
+    token still set, so the token alone cannot be trusted to end)."""
+    if page.next_token is not None and len(page.items) < size:
+        return ChildPage(items=page.items, next_token=None, request_id=page.request_id)
+    return page

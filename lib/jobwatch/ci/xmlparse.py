@@ -12,6 +12,7 @@ from typing import Any
 
 from lxml import etree
 
+from jobwatch.core.children import ChildJob, ChildKind, ChildPage
 from jobwatch.core.errors import BadResponseError, CIError
 from jobwatch.core.models import Job, JobInput, JobOperation, JobState, QueryResult, TimeInterval, parse_time
 from jobwatch.core.errors import ValidationError
@@ -257,3 +258,194 @@ def parse_error(body: bytes, *, status: int, request_id: str | None = None) -> C
         return CIError("Unknown", f"HTTP {status} with <{root.tag}> instead of <Error>", status=status,
                        request_id=request_id, retryable=is_retryable_error(status, "Unknown"))
     return parse_error_element(root, status=status, request_id=request_id)
+
+
+# -- children of a batch job: media/picture job lists, workflow execution lists and details ---------------------
+# Shapes and what is UNCONFIRMED: shared/reference/ci-children.md. A page that cannot be read whole is a
+# BadResponseError naming the item and field: counting part of a page would move a caller's watermark past the
+# unread rest, so the whole page is retried instead.
+
+_CHILD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+
+
+def _child_id(raw: str | None, what: str, where: str) -> str:
+    cid = _opt(raw)
+    if not cid:
+        raise BadResponseError(f"{where} without a {what}")
+    if not _CHILD_ID_RE.match(cid):
+        raise BadResponseError(f"{where}: {what} {cid[:80]!r} is not letters, digits, '-' or '_'")
+    return cid
+
+
+def _child_time(kids: dict[str, etree._Element], tags: tuple[str, ...], where: str) -> Any:
+    """The first present of ``tags`` (``CreateTime`` is documented for workflows, ``CreationTime`` elsewhere, and
+    SDKs disagree), in any of the three documented forms; ``-`` or empty mean unset."""
+    for tag in tags:
+        if tag in kids:
+            text = _child_text(kids, tag)
+            try:
+                return parse_time(text, field_name=tag)
+            except ValidationError as exc:
+                raise BadResponseError(f"{where}: {exc}") from None
+    return None
+
+
+def _object_key(raw: str | None) -> str | None:
+    """The object key; an old draft shows a full COS URL in ``Object``, so such a URL is reduced to its key."""
+    text = _opt(raw)
+    if text and text.startswith(("http://", "https://")):
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(text)
+        if parts.netloc.endswith(".myqcloud.com") and parts.path not in ("", "/"):
+            return unquote(parts.path[1:])
+    return text
+
+
+def _error_field(text: str | None, state: str) -> str | None:
+    """``Code``/``Message`` mean something only for a failed child; ``Success`` or empty mean none."""
+    value = _opt(text)
+    if value is None or (value == "Success" and state != "Failed"):
+        return None
+    return value
+
+
+def _root(body: bytes, status: int | None, request_id: str | None) -> tuple[etree._Element, str | None]:
+    root = parse_document(body, status=status, request_id=request_id)
+    if root.tag == "Error":
+        raise parse_error_element(root, status=status or 0, request_id=request_id)
+    if root.tag != "Response":
+        raise BadResponseError(f"root element is <{root.tag}>, expected <Response>", status=status,
+                               request_id=request_id)
+    return root, _opt(_text(root, "RequestId")) or request_id
+
+
+def parse_media_job(el: etree._Element, kind: ChildKind, where: str = "JobsDetail") -> ChildJob:
+    """One media/picture ``JobsDetail`` into a :class:`ChildJob` (the list, the detail call and ``TaskFinish``
+    share this shape)."""
+    kids = _children(el)
+    cid = _child_id(_child_text(kids, "JobId"), "JobId", where)
+    where = f"{where} {cid}"
+    state = _opt(_child_text(kids, "State"))
+    if not state:
+        raise BadResponseError(f"{where}: no State")
+    inp = kids.get("Input")
+    wf = kids.get("Workflow")
+    return ChildJob(
+        child_id=cid,
+        kind=kind,
+        object_key=_object_key(_text(inp, "Object")),
+        state=state,
+        created_at=_child_time(kids, ("CreationTime", "CreateTime"), where),
+        started_at=_child_time(kids, ("StartTime",), where),
+        ended_at=_child_time(kids, ("EndTime",), where),
+        code=_error_field(_child_text(kids, "Code"), state),
+        message=_error_field(_child_text(kids, "Message"), state),
+        workflow_id=_opt(_text(wf, "WorkflowId")),
+        queue_id=_opt(_child_text(kids, "QueueId")),
+        tag=_opt(_child_text(kids, "Tag")),
+    )
+
+
+def parse_media_job_page(body: bytes, kind: ChildKind, *, status: int | None = None,
+                         request_id: str | None = None) -> ChildPage:
+    """A ``GET /jobs`` or ``/pic_jobs`` answer: repeated ``JobsDetail`` and a ``NextToken`` (raw: the caller
+    applies the stop rule, which needs the page size it asked for)."""
+    root, rid = _root(body, status, request_id)
+    items: list[ChildJob] = []
+    token: str | None = None
+    for i, el in enumerate(root.iterchildren("JobsDetail", "NextToken")):
+        if el.tag == "NextToken":
+            token = token or _opt((el.text or "").strip())
+        else:
+            items.append(parse_media_job(el, kind, f"JobsDetail[{i}]"))
+    return ChildPage(items=items, next_token=token, request_id=rid)
+
+
+def _workflow_execution(el: etree._Element, where: str) -> tuple[dict[str, etree._Element], ChildJob]:
+    kids = _children(el)
+    cid = _child_id(_child_text(kids, "RunId"), "RunId", where)
+    where = f"{where} {cid}"
+    state = _opt(_child_text(kids, "State"))
+    if not state:
+        raise BadResponseError(f"{where}: no State")
+    child = ChildJob(
+        child_id=cid,
+        kind=ChildKind.WORKFLOW,
+        object_key=_object_key(_child_text(kids, "Object")),
+        state=state,
+        created_at=_child_time(kids, ("CreateTime", "CreationTime"), where),
+        workflow_id=_opt(_child_text(kids, "WorkflowId")),
+    )
+    return kids, child
+
+
+def parse_workflow_execution_page(body: bytes, *, status: int | None = None,
+                                  request_id: str | None = None) -> ChildPage:
+    """A ``GET /workflowexecution`` answer: one ``WorkflowExecutionList`` element per execution (a single-item
+    page is one element, never a special case here). The list has no end time, code or message."""
+    root, rid = _root(body, status, request_id)
+    items: list[ChildJob] = []
+    token: str | None = None
+    for i, el in enumerate(root.iterchildren("WorkflowExecutionList", "NextToken")):
+        if el.tag == "NextToken":
+            token = token or _opt((el.text or "").strip())
+        else:
+            items.append(_workflow_execution(el, f"WorkflowExecutionList[{i}]")[1])
+    return ChildPage(items=items, next_token=token, request_id=rid)
+
+
+_MAX_MESSAGE = 1000
+
+
+def workflow_execution_from_element(el: etree._Element, where: str = "WorkflowExecution") -> ChildJob:
+    """A ``WorkflowExecution`` with its ``Tasks`` (detail call and ``WorkflowFinish``): the execution failed if
+    one task failed, so code and message are those of its failed task(s); it started with its first task and
+    ended with its last one."""
+    kids, child = _workflow_execution(el, where)
+    where = f"{where} {child.child_id}"
+    starts, ends = [], []
+    codes: list[str] = []
+    messages: list[str] = []
+    for i, task in enumerate(el.iterchildren("Tasks")):
+        tk = _children(task)
+        twhere = f"{where} Tasks[{i}]"
+        start = _child_time(tk, ("StartTime",), twhere) or _child_time(tk, ("CreateTime", "CreationTime"), twhere)
+        end = _child_time(tk, ("EndTime",), twhere)
+        if start is not None:
+            starts.append(start)
+        if end is not None:
+            ends.append(end)
+        tstate = _opt(_child_text(tk, "State")) or ""
+        code = _opt(_child_text(tk, "Code"))
+        if tstate == "Failed" or (code is not None and code != "Success"):
+            name = _opt(_child_text(tk, "Name")) or _opt(_child_text(tk, "Type")) or f"task {i}"
+            if code and code != "Success":
+                codes.append(code)
+            msg = _opt(_child_text(tk, "Message"))
+            messages.append(f"{name}: {msg}" if msg else name)
+    final = child.state in ("Success", "Failed", "Cancel")
+    failed = child.state == "Failed"
+    message = "; ".join(messages) if failed and messages else None
+    if message and len(message) > _MAX_MESSAGE:
+        message = message[:_MAX_MESSAGE - 3] + "..."
+    return ChildJob(
+        child_id=child.child_id, kind=ChildKind.WORKFLOW, object_key=child.object_key, state=child.state,
+        created_at=child.created_at,
+        started_at=min(starts) if starts else None,
+        ended_at=(max(ends) if ends else None) if final else None,
+        code=(codes[0] if codes else None) if failed else None,
+        message=message,
+        workflow_id=child.workflow_id,
+    )
+
+
+def parse_workflow_execution(body: bytes, *, status: int | None = None,
+                             request_id: str | None = None) -> ChildJob | None:
+    """A ``GET /workflowexecution/<RunId>`` answer; ``None`` when it holds no ``WorkflowExecution`` (what the
+    service answers for an unknown RunId is UNCONFIRMED)."""
+    root, _ = _root(body, status, request_id)
+    el = root.find("WorkflowExecution")
+    if el is None:
+        return None
+    return workflow_execution_from_element(el)
