@@ -112,7 +112,7 @@ def settings_env(store_url: str, endpoint: str, concurrency: int | None = None, 
 
 def track_all(store_url: str, ids: Sequence[str]) -> None:
     """Track every job, due now, in a fresh store."""
-    from jobwatch.app.engine import utcnow
+    from jobwatch.core.clock import utcnow
     from jobwatch.core.models import JobKey
     from jobwatch.store import open_store
 

@@ -111,7 +111,7 @@ def test_discover_command_tracks_and_reports(env, emulator, capsys):
 def test_progress_shows_only_on_a_terminal():
     import io
 
-    from jobwatch.cli.ops import Progress
+    from jobwatch.cli.common import Progress
 
     class Tty(io.StringIO):
         def isatty(self):

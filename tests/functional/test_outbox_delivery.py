@@ -103,7 +103,7 @@ def outbox(db: Store, clock: Clock, specs: list[str], *, max_attempts: int = 5, 
            lease_seconds: float = 120.0) -> Outbox:
     sinks = parse_sinks("\n".join(specs), clock=clock.monotonic)
     return Outbox(db, sinks, owner="test-drain", max_attempts=max_attempts,
-                  backoff=Backoff(base=base, cap=CAP, max_attempts=max_attempts), timeout=2.0,
+                  backoff=Backoff(base=base, cap=CAP), timeout=2.0,
                   lease_seconds=lease_seconds, clock=clock.now, monotonic=clock.monotonic, rand=lambda: RAND)
 
 

@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
         from jobwatch.notify import parse_sinks
 
         outbox = Outbox(store, parse_sinks(cfg["sinks"]), owner=owner, clock=clock.now, timeout=2.0,
-                        lease_seconds=cfg["outbox_lease_seconds"], backoff=Backoff(base=2.0, cap=10.0, max_attempts=50),
+                        lease_seconds=cfg["outbox_lease_seconds"], backoff=Backoff(base=2.0, cap=10.0),
                         max_attempts=50)
     end = time.monotonic() + cfg["run_seconds"]
     summary = {"owner": owner, "ticks": 0, "polled": 0, "transitions": 0, "errors": 0, "lease_lost": 0,

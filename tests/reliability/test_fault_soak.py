@@ -57,7 +57,7 @@ def test_jobs_reach_their_true_final_state_through_faults(sqlite_url):
                                                      error_max_seconds=40),
                     clock=clock.now, concurrency=16, lease_seconds=60, rand=lambda: 0.5)
     outbox = Outbox(store, parse_sinks(receiver.spec()), clock=clock.now, timeout=2.0,
-                    backoff=Backoff(base=1.0, cap=5.0, max_attempts=20), max_attempts=20)
+                    backoff=Backoff(base=1.0, cap=5.0), max_attempts=20)
     t0 = time.monotonic()
     try:
         keys = [JobKey(REGION, BUCKET, emulator.create_job(BUCKET, name=f"f{i}")) for i in range(JOBS)]

@@ -30,7 +30,7 @@ def test_notices_wait_while_the_sink_is_down_and_all_arrive_after(sqlite_url):
     engine = Engine(store, client, policy=PollPolicy(min_seconds=10, max_seconds=20, jitter=0.0), clock=clock.now,
                     rand=lambda: 0.5)
     outbox = Outbox(store, parse_sinks(spec), clock=clock.now, timeout=1.0, rand=lambda: 1.0,
-                    backoff=Backoff(base=10.0, cap=120.0, max_attempts=30), max_attempts=30)
+                    backoff=Backoff(base=10.0, cap=120.0), max_attempts=30)
     try:
         keys = [JobKey(REGION, BUCKET, emulator.create_job(BUCKET, name=f"k{i}")) for i in range(10)]
         store.track(keys, clock.now())

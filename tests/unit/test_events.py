@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from jobwatch.triggers import events as ev
-from jobwatch.app.fanout import MAX_CLIENT_CONTEXT, shard
-from jobwatch.triggers.scf import Budget, Invocation, http_response
+from jobwatch.app.fanout import MAX_CLIENT_CONTEXT, encode_shard, shard
+from jobwatch.app.orchestrator import Budget
+from jobwatch.triggers import apigw
+from jobwatch.triggers.apigw import http_response
+from jobwatch.triggers.scf import Invocation
 from jobwatch.core.models import JobKey
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -64,11 +67,11 @@ def test_sample_sources_and_contents():
     assert isinstance(cb, ev.Callback) and cb.state == "Success" and cb.event_name == "TaskFinish"
     assert cb.key.bucket == BUCKET  # the batch job's callback names no bucket: the default is used
     req = ev.parse_event(sample("callback_apigw.json"), NO_DEFAULTS)
-    assert ev.route(req)[0] is ev.Route.CALLBACK
+    assert apigw.route(req)[0] is apigw.ApiRoute.CALLBACK
     c2 = ev.parse_callback(req.body, ev.Defaults(req.query["region"], req.query["bucket"]), NO_DEFAULTS)
     assert c2.state == "Success" and c2.key.region == REGION
     status = ev.parse_event(sample("apigw_status.json"), NO_DEFAULTS)
-    assert ev.route(status) == (ev.Route.READ, "b5bc8fbbcbde5c0994164d8399f767c45")
+    assert apigw.route(status) == (apigw.ApiRoute.READ, "b5bc8fbbcbde5c0994164d8399f767c45")
     track = ev.parse_event(sample("direct_track.json"), NO_DEFAULTS)
     assert track.action == "track" and len(track.keys) == 1 and track.tags == {"team": "media"}
 
@@ -217,19 +220,19 @@ def _req(method: str, path: str, **kw: object) -> dict:
 
 
 @pytest.mark.parametrize("method, path, expected", [
-    ("POST", "/jobs", (ev.Route.REGISTER, None)),
-    ("POST", "/release/jobs/", (ev.Route.REGISTER, None)),
-    ("GET", "/jobs/j1", (ev.Route.READ, "j1")),
-    ("GET", "/svc/release/jobs/j1", (ev.Route.READ, "j1")),
-    ("POST", "/callback", (ev.Route.CALLBACK, None)),
-    ("GET", "/jobs", (ev.Route.BAD_METHOD, None)),
-    ("DELETE", "/jobs/j1", (ev.Route.BAD_METHOD, None)),
-    ("GET", "/callback", (ev.Route.BAD_METHOD, None)),
-    ("GET", "/", (ev.Route.NOT_FOUND, None)),
-    ("POST", "/jobsx", (ev.Route.NOT_FOUND, None)),
+    ("POST", "/jobs", (apigw.ApiRoute.REGISTER, None)),
+    ("POST", "/release/jobs/", (apigw.ApiRoute.REGISTER, None)),
+    ("GET", "/jobs/j1", (apigw.ApiRoute.READ, "j1")),
+    ("GET", "/svc/release/jobs/j1", (apigw.ApiRoute.READ, "j1")),
+    ("POST", "/callback", (apigw.ApiRoute.CALLBACK, None)),
+    ("GET", "/jobs", (apigw.ApiRoute.BAD_METHOD, None)),
+    ("DELETE", "/jobs/j1", (apigw.ApiRoute.BAD_METHOD, None)),
+    ("GET", "/callback", (apigw.ApiRoute.BAD_METHOD, None)),
+    ("GET", "/", (apigw.ApiRoute.NOT_FOUND, None)),
+    ("POST", "/jobsx", (apigw.ApiRoute.NOT_FOUND, None)),
 ])
 def test_routes(method, path, expected):
-    assert ev.route(ev.parse_http(_req(method, path))) == expected
+    assert apigw.route(ev.parse_http(_req(method, path))) == expected
 
 
 def test_http_parsing_headers_query_and_base64_body():
@@ -245,10 +248,10 @@ def test_http_parsing_headers_query_and_base64_body():
 
 
 def test_api_key_check():
-    assert ev.api_key_matches({"x-api-key": "s3cret"}, "s3cret")
-    assert not ev.api_key_matches({"x-api-key": "s3cre"}, "s3cret")
-    assert not ev.api_key_matches({}, "s3cret")
-    assert not ev.api_key_matches({"x-api-key": ""}, "")
+    assert apigw.api_key_matches({"x-api-key": "s3cret"}, "s3cret")
+    assert not apigw.api_key_matches({"x-api-key": "s3cre"}, "s3cret")
+    assert not apigw.api_key_matches({}, "s3cret")
+    assert not apigw.api_key_matches({"x-api-key": ""}, "")
 
 
 def test_http_response_shape():
@@ -290,7 +293,7 @@ def test_direct_errors_name_the_field(event, words):
 
 def test_shard_context_round_trips_as_a_direct_poll():
     keys = [JobKey(REGION, BUCKET, f"j{i}") for i in range(3)]
-    cmd = ev.parse_event(json.loads(ev.encode_shard(keys)), NO_DEFAULTS)
+    cmd = ev.parse_event(json.loads(encode_shard(keys)), NO_DEFAULTS)
     assert cmd.action == "poll" and list(cmd.keys) == keys and cmd.due_only is True
     assert ev.parse_event({"action": "poll", "keys": [str(keys[0])]}, NO_DEFAULTS).due_only is False
     with pytest.raises(ev.EventError, match="due_only = 'yes': expected true or false"):
@@ -321,4 +324,4 @@ def test_shards_respect_size_count_and_event_bytes():
     big = [JobKey(REGION, BUCKET, f"j{i:0100d}") for i in range(2000)]
     shards = shard(big, 2000, 100)
     assert sum(len(s) for s in shards) == 2000 and len(shards) > 1
-    assert all(len(ev.encode_shard(s)) <= MAX_CLIENT_CONTEXT for s in shards)
+    assert all(len(encode_shard(s)) <= MAX_CLIENT_CONTEXT for s in shards)

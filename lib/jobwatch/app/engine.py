@@ -15,12 +15,13 @@ import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from queue import Empty, SimpleQueue
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import structlog
 
+from jobwatch.core.clock import utcnow
 from jobwatch.core.errors import CIError, JobwatchError, StoreError
 from jobwatch.core.models import Job, JobKey, QueryResult
 from jobwatch.core.retry import AdaptiveLimit, is_throttling
@@ -37,10 +38,6 @@ class JobReader(Protocol):
     def get_job(self, bucket: str, region: str, job_id: str) -> QueryResult: ...
 
     def list_jobs(self, bucket: str, region: str, **filters: Any) -> Iterable[Job]: ...
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -352,4 +349,4 @@ class Engine:
         return found
 
 
-__all__ = ["Engine", "TickResult", "JobReader", "StoreError", "utcnow"]
+__all__ = ["Engine", "TickResult", "JobReader", "StoreError"]

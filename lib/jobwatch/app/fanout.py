@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
 import structlog
 
-from jobwatch.triggers.events import encode_shard
 from jobwatch.core.models import JobKey
 
 log = structlog.get_logger("jobwatch.app.fanout")
@@ -26,6 +24,13 @@ log = structlog.get_logger("jobwatch.app.fanout")
 EXTRA = "scf"
 MODULES = ("tencentcloud.scf.v20180416.scf_client",)
 MAX_CLIENT_CONTEXT = 120 * 1024  # SCF accepts 128 KB for an asynchronous event; keep a margin
+
+
+def encode_shard(keys: Sequence[JobKey]) -> str:
+    """The ``ClientContext`` of a fan-out invocation: a direct poll of those of these keys still due when the
+    shard runs (an asynchronous invocation may start late, after a timer tick polled some of them). The
+    triggers' direct-event parser reads it back."""
+    return json.dumps({"action": "poll", "keys": [str(k) for k in keys], "due_only": True}, separators=(",", ":"))
 
 
 @dataclass
@@ -81,18 +86,6 @@ def shard(keys: Sequence[JobKey], size: int, max_shards: int) -> list[list[JobKe
             out.append(chunk[:n])
             chunk = chunk[n:]
     return out[:max_shards]
-
-
-def due_keys(store: Any, now: datetime, limit: int) -> list[JobKey]:
-    """Due, unleased job keys, earliest first, without claiming them (the shards claim)."""
-    lister = getattr(store, "list_due", None)
-    if lister is not None:
-        return list(lister(now, limit))
-    # Stores without the query: filter the active jobs (fine for the small stores that lack it).
-    jobs = [tj for tj in store.list_jobs(active=True, limit=100000)
-            if tj.next_poll_at <= now and (tj.lease_owner is None or (tj.lease_expires or now) <= now)]
-    jobs.sort(key=lambda tj: tj.next_poll_at)
-    return [tj.key for tj in jobs[:limit]]
 
 
 Invoker = Callable[[Target, str], str]
@@ -153,4 +146,4 @@ def fan_out(keys: Sequence[JobKey], target: Target, invoker: Invoker, *, shard_s
     return result
 
 
-__all__ = ["FanoutResult", "Target", "shard", "due_keys", "sdk_invoker", "fan_out", "Invoker"]
+__all__ = ["FanoutResult", "Target", "shard", "encode_shard", "sdk_invoker", "fan_out", "Invoker"]

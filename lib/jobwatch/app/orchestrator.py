@@ -1,6 +1,14 @@
-"""Wiring: builds the collaborators from :class:`~jobwatch.config.Settings` once per instance (SCF reuses a warm
-instance, so the HTTP pool and the store connection survive between invocations), and offers the operations
-the handler and the CLI call. Nothing here parses events or formats output.
+"""The one orchestrator. :class:`App` builds the collaborators from :class:`~jobwatch.app.config.Settings` once per
+instance (SCF reuses a warm instance, so the HTTP pool and the store connection survive between invocations) and
+offers every operation a user can ask for, with one set of error rules. The front doors (the SCF triggers, the
+CLI, the web page) only turn their input into one of these calls and its result into their output: none of them
+touches the engine, the store, the outbox or the CI client.
+
+Error rules, the same for every front door:
+
+* A store fault (:class:`~jobwatch.core.errors.RetryableError`) propagates: the caller's retry is the cure.
+* Any other :class:`~jobwatch.core.errors.JobwatchError` about one item (one discovery target, one job) is
+  recorded in the result (``rejected``) and the rest of the work goes on.
 """
 
 from __future__ import annotations
@@ -10,27 +18,57 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import structlog
 
 from jobwatch.app.config import Settings, store_warning
-from jobwatch.app.engine import Engine, TickResult, utcnow
-from jobwatch.core.errors import JobwatchError, StoreError
-from jobwatch.core.models import Job, JobKey
+from jobwatch.app.engine import Engine, TickResult
 from jobwatch.app.outbox import DrainResult, Outbox
-from jobwatch.core.redact import Secret
+from jobwatch.core.clock import utcnow
+from jobwatch.core.errors import JobwatchError, RetryableError
+from jobwatch.core.models import Job, JobInput, JobKey, JobOperation, QueryResult
+from jobwatch.core.records import OutboxEntry, TrackedJob, Transition
+from jobwatch.core.redact import Secret, scrub
 from jobwatch.core.retry import Backoff
-from jobwatch.core.statemachine import PollPolicy, StallCheck, StallDecision
+from jobwatch.core.stall import StallDecision
+from jobwatch.core.statemachine import PollPolicy, StallCheck
 from jobwatch.store import Store, open_store
-from jobwatch.core.records import TrackedJob
 
-log = structlog.get_logger("jobwatch.app.orchestrator")
+if TYPE_CHECKING:  # requests comes with the sinks: not at cold start
+    from jobwatch.notify.base import DeliveryResult, Sink
+
+log = structlog.get_logger("jobwatch.app")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An invocation's time on the App's monotonic clock. ``stop``: no new work after this (the outbox and the
+    fan-out use it). ``engine``: the deadline handed to the engine, which itself stops ``safety_margin`` before
+    it. ``None`` everywhere: no limit (a CLI run without ``--budget``)."""
+
+    start: float
+    stop: float | None = None
+    engine: float | None = None
+
+    @classmethod
+    def of(cls, start: float, limit_s: float, margin_s: float) -> "Budget":
+        """An SCF invocation: ``limit_s`` from ``start``, less the margin but never more than half the limit,
+        so a short timeout still gets work done."""
+        effective = min(margin_s, limit_s / 2)
+        stop = start + limit_s - effective
+        return cls(start, stop, stop + margin_s)
+
+    @classmethod
+    def seconds(cls, start: float, seconds: float | None) -> "Budget":
+        """A CLI run: ``seconds`` from ``start`` for every part, or no limit."""
+        end = None if seconds is None else start + seconds
+        return cls(start, end, end)
 
 
 @dataclass
 class RunSummary:
-    """What one invocation did; the handler returns it as JSON and logs it as one line."""
+    """What one operation did; the handler returns it as JSON and logs it as one line, the CLI prints it."""
 
     action: str
     tick: TickResult = field(default_factory=TickResult)
@@ -41,11 +79,13 @@ class RunSummary:
     fanned_out: int = 0
     shards: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    fanout_errors: list[str] = field(default_factory=list)
     elapsed: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         t = self.tick
-        return {
+        out = {
+            "ok": True,
             "action": self.action,
             "polled": t.polled,
             "transitions": t.transitions,
@@ -66,10 +106,22 @@ class RunSummary:
             "budget_exhausted": t.budget_exhausted or self.drain.budget_exhausted,
             "time_used_s": round(self.elapsed, 3),
         }
+        if self.fanout_errors:
+            out["fanout_errors"] = self.fanout_errors
+        return out
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What ``status`` shows: counts per state (and outbox totals) and the records asked for."""
+
+    counts: dict[str, int]
+    jobs: list[TrackedJob]
 
 
 class App:
-    """One instance's collaborators. Pass any of them in to replace the one built from settings."""
+    """One instance's collaborators and every operation over them. Pass any collaborator in to replace the one
+    built from settings."""
 
     def __init__(
         self,
@@ -77,7 +129,7 @@ class App:
         *,
         store: Store | None = None,
         client: Any | None = None,
-        sinks: Sequence[Any] | None = None,
+        sinks: Sequence["Sink"] | None = None,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
@@ -130,7 +182,7 @@ class App:
         )
 
     @cached_property
-    def sinks(self) -> list[Any]:
+    def sinks(self) -> list["Sink"]:
         from jobwatch.notify import parse_sinks
 
         spec = self.settings.notify
@@ -138,17 +190,16 @@ class App:
         return list(parse_sinks(text or "log://", credentials=lambda: self.credentials.get()))
 
     @cached_property
-    def stall_check(self) -> StallCheck | None:
-        s = self.settings
+    def stall_check(self) -> StallCheck:
         from jobwatch.core.stall import StallRules, evaluate_stall
 
+        s = self.settings
         rules = StallRules.parse(s.stall_rules or None, running=s.stall_running_seconds,
                                  paused=s.stall_paused_seconds, repeat=s.stall_repeat_seconds)
 
-        def check(tj: TrackedJob, now: datetime) -> StallDecision | None:
+        def check(tj: TrackedJob, now: datetime) -> StallDecision:
             since = tj.last_change or tj.first_seen
-            d = evaluate_stall(tj.state or "", since, now, tj.stall_notified_at, tj.key.bucket, tj.tags, rules)
-            return StallDecision(bool(d.stalled), bool(d.notify))
+            return evaluate_stall(tj.state or "", since, now, tj.stall_notified_at, tj.key.bucket, tj.tags, rules)
 
         return check
 
@@ -170,7 +221,7 @@ class App:
         s = self.settings
         return Outbox(
             self.store, self.sinks, owner=self.engine.owner, max_attempts=s.notify_max_attempts,
-            backoff=Backoff(base=s.notify_backoff_base, cap=s.notify_backoff_cap, max_attempts=s.notify_max_attempts),
+            backoff=Backoff(base=s.notify_backoff_base, cap=s.notify_backoff_cap),
             timeout=s.notify_timeout, clock=self.clock, monotonic=self.monotonic, rand=self.rand,
         )
 
@@ -180,55 +231,204 @@ class App:
             if obj is not None and hasattr(obj, "close"):
                 obj.close()
 
-    # -- operations ----------------------------------------------------------------------------------------------
-    def deadline_from(self, budget_seconds: float | None) -> float | None:
-        return None if budget_seconds is None else self.monotonic() + budget_seconds
+    def __enter__(self) -> "App":
+        return self
 
-    def tick(self, deadline: float | None = None, *, discover: bool = True, deliver: bool = True,
-             keys: Sequence[JobKey] | None = None, action: str = "poll") -> RunSummary:
-        """One timer tick: discovery (when configured), poll due jobs, deliver the outbox."""
-        start = self.monotonic()
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def budget(self, seconds: float | None = None) -> Budget:
+        """A budget of ``seconds`` from now (None: no limit), for front doors that are not SCF invocations."""
+        return Budget.seconds(self.monotonic(), seconds)
+
+    # -- polling ---------------------------------------------------------------------------------------------
+    def tick(self, budget: Budget | None = None, *, discover: bool = True, deliver: bool = True,
+             fanout_context: Mapping[str, Any] | None = None, invoker: Any = None,
+             action: str = "poll") -> RunSummary:
+        """One timer tick: discovery (when configured), poll due jobs, fan out what is left (when asked and
+        configured), deliver the outbox."""
+        b = budget or self.budget()
         summary = RunSummary(action)
-        if discover and keys is None:
-            for region, bucket in self.settings.discovery or ():
-                spec = f"{region}/{bucket}"
-                try:
-                    summary.discovered += self.engine.discover(region, bucket, deadline)
-                except StoreError:
-                    raise  # the store is down: fail the invocation so the trigger retries it
-                except JobwatchError as exc:  # one bucket's listing failed; the rest of the tick goes on
-                    summary.rejected.append({"discovery": spec, "error": str(exc)})
-                    log.warning("discovery_failed", target=spec, error=str(exc))
-        summary.tick = self.engine.tick(deadline, keys=keys)
+        if discover:
+            self._discover(summary, None, b)
+        summary.tick = self.engine.tick(b.engine)
+        if fanout_context is not None and self.settings.fanout and summary.tick.left > 0:
+            self._fan_out(summary, fanout_context, b, invoker)
         if deliver:
-            summary.drain = self.outbox.drain(deadline)
-        summary.elapsed = self.monotonic() - start
-        return summary
+            summary.drain = self.outbox.drain(b.stop)
+        return self._done(summary, b)
 
-    def register(self, keys: Sequence[JobKey], *, tags: dict[str, str] | None = None, poll: bool = True,
-                 deadline: float | None = None, action: str = "track") -> RunSummary:
-        """Start watching ``keys`` (idempotent) and, by default, poll them at once."""
-        start = self.monotonic()
+    def poll(self, keys: Sequence[JobKey], budget: Budget | None = None, *, due_only: bool = False,
+             action: str = "poll") -> RunSummary:
+        """Poll ``keys`` now (due or not, or only the due ones; final and untracked ones are skipped by the
+        claim), then deliver."""
+        b = budget or self.budget()
         summary = RunSummary(action)
-        new = self.engine.track(list(keys), tags)
-        summary.registered = sum(new)
-        summary.already_tracked = len(new) - summary.registered
-        if poll and keys:
-            summary.tick = self.engine.tick(deadline, keys=list(dict.fromkeys(keys)))
-            summary.drain = self.outbox.drain(deadline)
-        summary.elapsed = self.monotonic() - start
-        return summary
+        self._poll_keys(summary, keys, b, due_only=due_only)
+        return self._done(summary, b)
 
+    def register(self, keys: Sequence[JobKey], *, tags: Mapping[str, str] | None = None, poll: bool = True,
+                 budget: Budget | None = None, action: str = "track") -> RunSummary:
+        """Start watching ``keys`` (idempotent) and, by default, poll them at once and deliver."""
+        b = budget or self.budget()
+        summary = RunSummary(action)
+        self._register(summary, keys, tags)
+        if poll:
+            self._poll_keys(summary, keys, b)
+        return self._done(summary, b)
+
+    def register_each(self, items: Iterable[tuple[Sequence[JobKey], Mapping[str, str] | None]],
+                      budget: Budget | None = None, *, action: str) -> tuple[RunSummary, list[bool]]:
+        """Register several independent items (the records of one queue message batch), then poll all the jobs
+        registered and deliver. One item that cannot be registered is rejected; the rest go on. Returns the
+        summary and, per item, whether it was registered."""
+        b = budget or self.budget()
+        summary = RunSummary(action)
+        to_poll: list[JobKey] = []
+        ok: list[bool] = []
+        for index, (keys, tags) in enumerate(items):
+            try:
+                self._register(summary, keys, tags)
+            except RetryableError:
+                raise
+            except JobwatchError as exc:
+                reason = f"not registered: {scrub(str(exc))[:300]}"
+                summary.rejected.append({"index": index, "reason": reason})
+                log.warning("record_rejected", index=index, reason=reason)
+                ok.append(False)
+                continue
+            ok.append(True)
+            to_poll.extend(keys)
+        self._poll_keys(summary, to_poll, b)
+        return self._done(summary, b), ok
+
+    def discover(self, budget: Budget | None = None, targets: Sequence[tuple[str, str]] | None = None, *,
+                 progress: Callable[[str, int], None] | None = None) -> RunSummary:
+        """Track the jobs created in each target bucket since the last run (default: the configured ones)."""
+        b = budget or self.budget()
+        summary = RunSummary("discover")
+        self._discover(summary, targets, b, progress)
+        return self._done(summary, b)
+
+    def deliver(self, budget: Budget | None = None) -> RunSummary:
+        b = budget or self.budget()
+        summary = RunSummary("deliver")
+        summary.drain = self.outbox.drain(b.stop)
+        return self._done(summary, b)
+
+    # -- reads -----------------------------------------------------------------------------------------------
+    def job(self, key: JobKey) -> TrackedJob | None:
+        return self.store.get(key)
+
+    def jobs(self, *, active: bool | None = None, limit: int = 1000) -> list[TrackedJob]:
+        return self.store.list_jobs(active=active, limit=limit)
+
+    def counts(self) -> dict[str, int]:
+        return self.store.counts()
+
+    def status(self, keys: Sequence[JobKey] | None = None, *, active: bool | None = None,
+               limit: int = 1000) -> JobStatus:
+        """Counts, and the records of ``keys`` (those tracked) or of every job."""
+        if keys:
+            jobs = [tj for tj in (self.store.get(k) for k in keys) if tj is not None]
+        else:
+            jobs = self.store.list_jobs(active=active, limit=limit)
+        return JobStatus(self.store.counts(), jobs)
+
+    def history(self, key: JobKey) -> list[Transition]:
+        return self.store.history(key)
+
+    def outbox_entries(self, *, status: str | None = None, limit: int = 100) -> list[OutboxEntry]:
+        return self.store.list_outbox(status=status, limit=limit)
+
+    def remote_job(self, key: JobKey) -> QueryResult:
+        """The service's answer for one job, read straight from the API (nothing recorded)."""
+        return self.client.get_job(key.bucket, key.region, key.job_id)
+
+    def remote_jobs(self, region: str, bucket: str, **filters: Any) -> Iterator[Job]:
+        """The service's job list (follows paging), read straight from the API (nothing recorded)."""
+        return iter(self.client.list_jobs(bucket, region, **filters))
+
+    def create_job(self, region: str, bucket: str, name: str, input: JobInput, *, type: str = "Job",
+                   operation: JobOperation | None = None) -> Job:
+        """Create a batch job through the API (the demo, against the emulator)."""
+        from jobwatch.ci.client import JobSpec
+
+        spec = JobSpec(name, input, type=type, operation=operation or JobOperation())
+        return self.client.create_job(bucket, region, spec)
+
+    # -- maintenance -----------------------------------------------------------------------------------------
     def untrack(self, keys: Sequence[JobKey]) -> int:
         return self.store.untrack(keys)
-
-    def job_status(self, key: JobKey) -> TrackedJob | None:
-        return self.store.get(key)
 
     def purge(self, older_than_days: float | None = None,
               progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
         days = self.settings.retention_days if older_than_days is None else older_than_days
         return self.store.purge(self.clock() - timedelta(days=days), progress=progress)
 
+    def retry_notice(self, notice_id: int) -> bool:
+        """Put a notice (usually a dead letter) back for delivery now."""
+        return self.store.retry_notice(notice_id, self.clock())
 
-__all__ = ["App", "RunSummary", "Job"]
+    def migrate(self) -> int:
+        return self.store.migrate()
+
+    def notify_test(self) -> list["DeliveryResult"]:
+        """Send a sample notice to every configured sink (not through the outbox) and report each answer."""
+        from jobwatch.notify import sample_notice, send_concurrently
+
+        notice = sample_notice(self.clock())
+        return send_concurrently([(notice, s) for s in self.sinks], timeout=self.settings.notify_timeout)
+
+    # -- the pieces the operations share ---------------------------------------------------------------------
+    def _register(self, summary: RunSummary, keys: Sequence[JobKey], tags: Mapping[str, str] | None) -> None:
+        new = self.engine.track(list(keys), dict(tags) if tags else None)
+        registered = sum(new)
+        summary.registered += registered
+        summary.already_tracked += len(new) - registered
+
+    def _poll_keys(self, summary: RunSummary, keys: Sequence[JobKey], b: Budget, *, due_only: bool = False) -> None:
+        keys = list(dict.fromkeys(keys))
+        if keys:
+            summary.tick = self.engine.tick(b.engine, keys=keys, due_only=due_only)
+        summary.drain = self.outbox.drain(b.stop)
+
+    def _discover(self, summary: RunSummary, targets: Sequence[tuple[str, str]] | None, b: Budget,
+                  progress: Callable[[str, int], None] | None = None) -> None:
+        for region, bucket in targets if targets is not None else (self.settings.discovery or ()):
+            spec = f"{region}/{bucket}"
+            report = (lambda n, _s=spec: progress(_s, n)) if progress else None
+            try:
+                summary.discovered += self.engine.discover(region, bucket, b.engine, progress=report)
+            except RetryableError:
+                raise  # the store is down: fail, so the trigger retries
+            except JobwatchError as exc:  # one bucket's listing failed; the others go on
+                reason = scrub(str(exc))[:300]
+                summary.rejected.append({"discovery": spec, "reason": reason})
+                log.warning("discovery_failed", target=spec, error=reason)
+
+    def _fan_out(self, summary: RunSummary, context: Mapping[str, Any], b: Budget, invoker: Any) -> None:
+        from jobwatch.app import fanout
+
+        s = self.settings
+        try:
+            target = fanout.Target.resolve(s, context, self.environ)
+        except ValueError as exc:
+            log.warning("fanout_unconfigured", reason=str(exc))
+            summary.fanout_errors.append(str(exc))
+            return
+        keys = self.store.list_due(self.clock(), s.fanout_shard_size * s.fanout_max_shards)
+        if invoker is None:
+            stop = b.stop if b.stop is not None else self.monotonic() + 10.0
+            timeout = max(1.0, min(5.0, (stop - self.monotonic()) / 2))
+            invoker = fanout.sdk_invoker(lambda: self.credentials.get(), timeout=timeout)
+        res = fanout.fan_out(keys, target, invoker, shard_size=s.fanout_shard_size, max_shards=s.fanout_max_shards)
+        summary.fanned_out, summary.shards = res.keys, res.shards
+        summary.fanout_errors.extend(res.errors)
+
+    def _done(self, summary: RunSummary, b: Budget) -> RunSummary:
+        summary.elapsed = self.monotonic() - b.start
+        return summary
+
+
+__all__ = ["App", "Budget", "JobStatus", "RunSummary"]

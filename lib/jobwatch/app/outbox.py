@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import structlog
 
-from jobwatch.app.engine import utcnow
+from jobwatch.core.clock import utcnow
 from jobwatch.core.retry import Backoff
 from jobwatch.core.records import OutboxEntry
 from jobwatch.store.base import Store
@@ -45,7 +45,7 @@ class Outbox:
     sinks: Sequence[Any]  # jobwatch.notify.Sink
     owner: str = "jobwatch"
     max_attempts: int = 8
-    backoff: Backoff = field(default_factory=lambda: Backoff(base=30.0, cap=3600.0, max_attempts=8))
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=30.0, cap=3600.0))
     timeout: float = 5.0
     batch: int = 100
     lease_seconds: float = 120.0

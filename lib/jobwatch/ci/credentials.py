@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 from urllib.parse import urlparse
 
-from jobwatch.core.errors import PermanentError, RetryableError, ValidationError
+from jobwatch.core.errors import CredentialsError, RetryableError, ValidationError
 from jobwatch.core.redact import Secret, scrub
 
 # (secret id, secret key, session token) variable names, tried in this order.
@@ -33,10 +33,6 @@ DEFAULT_ENV_SETS: tuple[tuple[str, str, str | None], ...] = (JOBWATCH_ENV, SCF_E
 DEFAULT_PROFILE_PATHS = ("~/.tencentcloud/credentials", "/etc/tencentcloud/credentials")
 STS_DEFAULT_ENDPOINT = "sts.tencentcloudapi.com"
 STS_DEFAULT_REGION = "ap-guangzhou"
-
-
-class CredentialsError(PermanentError):
-    """Credentials are configured wrongly (half a key pair, a bad profile) or STS refused to issue them."""
 
 
 class NoCredentials(CredentialsError):

@@ -1,4 +1,4 @@
-"""The ``jobwatch`` command: one argparse tree, one ``register_<group>(subparsers)`` function per command group.
+"""The ``jobwatch`` command: one argparse tree, one ``register(subparsers)`` function per command-group module.
 
 Each command group is one module of this package with a ``register(subparsers)`` function, listed in
 :data:`GROUPS` by plain import: a broken group fails loudly rather than silently vanishing from ``--help``.
@@ -13,14 +13,20 @@ import sys
 from typing import Sequence
 
 from jobwatch.cli import config as config_cmd
+from jobwatch.cli import db as db_cmd
+from jobwatch.cli import demo as demo_cmd
 from jobwatch.cli import emulator as emulator_cmd
 from jobwatch.cli import job as job_cmd
-from jobwatch.cli import ops as ops_cmd
+from jobwatch.cli import outbox as outbox_cmd
 from jobwatch.cli import package as package_cmd
+from jobwatch.cli import poll as poll_cmd
+from jobwatch.cli import status as status_cmd
+from jobwatch.cli import track as track_cmd
 from jobwatch.cli.common import EXIT_FAILURE, EXIT_USAGE, err as _err
-from jobwatch.core.errors import CIError, ConfigError, JobwatchError, ValidationError
+from jobwatch.core.errors import CIError, ConfigError, CredentialsError, JobwatchError, ValidationError
 
-GROUPS = (job_cmd, emulator_cmd, config_cmd, package_cmd, ops_cmd)
+GROUPS = (job_cmd, emulator_cmd, config_cmd, package_cmd, track_cmd, poll_cmd, status_cmd, outbox_cmd, db_cmd,
+          demo_cmd)
 
 
 
@@ -53,8 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(str(exc))
         return EXIT_USAGE
     except JobwatchError as exc:
-        from jobwatch.ci.credentials import CredentialsError
-
         _err(str(exc))
         return EXIT_USAGE if isinstance(exc, CredentialsError) else EXIT_FAILURE
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from jobwatch.cli.common import EXIT_NOT_FOUND, EXIT_OK, err as _err
 from jobwatch.core.errors import ValidationError
+from jobwatch.core.models import JobKey
 
 
 
@@ -53,29 +53,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _client(args: argparse.Namespace, environ: Any = None) -> Any:
-    """A client from the environment: the same variables the function reads, minus what a one-off command
-    does not need."""
-    from jobwatch.ci.client import CIClient
-    from jobwatch.ci.credentials import provider_from_settings
+def _app(args: argparse.Namespace) -> Any:
+    """An App from the environment, pointed at ``--endpoint`` when given. Its settings are the function's, so a
+    one-off read uses the same credentials chain, TLS and retry settings."""
+    from jobwatch.cli.common import build_app
 
-    env = os.environ if environ is None else environ
-    duration_raw = env.get("JOBWATCH_ROLE_DURATION") or "3600"
-    try:
-        duration = int(duration_raw)
-    except ValueError:
-        raise ValidationError("JOBWATCH_ROLE_DURATION", duration_raw, "expected a whole number of seconds") from None
-    provider = provider_from_settings(
-        profile_path=env.get("JOBWATCH_CREDENTIALS_PROFILE") or None,
-        role_arn=env.get("JOBWATCH_ROLE_ARN") or None,
-        role_session_name=env.get("JOBWATCH_ROLE_SESSION_NAME") or "ci-jobwatch",
-        role_duration=duration,
-        sts_endpoint=env.get("JOBWATCH_STS_ENDPOINT") or None,
-        environ=env,
-    )
-    endpoint = args.endpoint or env.get("JOBWATCH_CI_ENDPOINT") or None
-    verify = (env.get("JOBWATCH_VERIFY_TLS") or "true").strip().lower() not in ("0", "false", "no", "off")
-    return CIClient(provider, endpoint=endpoint, verify=verify, max_attempts=3)
+    overrides = {"JOBWATCH_CI_ENDPOINT": args.endpoint} if args.endpoint else {}
+    return build_app(**overrides)
 
 
 def _cmd_job_show(args: argparse.Namespace) -> int:
@@ -84,8 +68,8 @@ def _cmd_job_show(args: argparse.Namespace) -> int:
     validate_bucket(args.bucket)
     validate_region(args.region)
     validate_job_id(args.job_id)
-    with _client(args) as client:
-        result = client.get_job(args.bucket, args.region, args.job_id)
+    with _app(args) as app:
+        result = app.remote_job(JobKey(args.region, args.bucket, args.job_id))
     job = next((j for j in result.jobs if j.job_id == args.job_id), None)
     if job is None:
         _err(f"job {args.job_id} does not exist in {args.bucket} ({args.region}); request id "
@@ -113,8 +97,8 @@ def _cmd_job_list(args: argparse.Namespace) -> int:
     until = parse_cli_time(args.until, "--until", now) if args.until else None
     order = args.order.capitalize() if args.order else None
     jobs = []
-    with _client(args) as client:
-        for job in client.list_jobs(args.bucket, args.region, states=states, type=args.type, order_by_time=order,
+    with _app(args) as app:
+        for job in app.remote_jobs(args.region, args.bucket, states=states, type=args.type, order_by_time=order,
                                     start_creation_time=since, end_creation_time=until,
                                     workflow_id=args.workflow_id, name=args.name, size=min(100, args.limit)):
             jobs.append(job)

@@ -113,3 +113,8 @@ class NotifyError(JobwatchError):
         self.retryable = retryable
         self.retry_after = retry_after
         super().__init__(f"sink {sink}: {reason}")
+
+
+class CredentialsError(PermanentError):
+    """Credentials are configured wrongly (half a key pair, a bad profile) or STS refused to issue them."""
+

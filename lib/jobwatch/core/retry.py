@@ -45,7 +45,6 @@ class Backoff:
 
     base: float = 0.2
     cap: float = 10.0
-    max_attempts: int = 4
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random, retry_after: float | None = None) -> float:
         """Delay before retry number ``attempt`` (0 = first retry). A server hint wins when larger."""

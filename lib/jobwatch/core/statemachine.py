@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from jobwatch.core.errors import JobwatchError
 from jobwatch.core.models import Job, JobState, Notice, NoticeKind
 from jobwatch.core.redact import scrub
+from jobwatch.core.stall import StallDecision
 from jobwatch.core.records import VANISHED, TrackedJob, Transition, is_final
 
 # Progress rank: a move to a lower rank is "backwards" and needs confirmation. Pause and Running are peers
@@ -92,12 +93,6 @@ class PollPolicy:
 
     def _jittered(self, base: float, rand: Callable[[], float]) -> float:
         return base * (1 + self.jitter * (2 * rand() - 1))
-
-
-@dataclass(frozen=True)
-class StallDecision:
-    stalled: bool
-    notify: bool
 
 
 # (record after this poll, now) -> decision, or None when stall checks are off

@@ -82,6 +82,10 @@ class Store(abc.ABC):
     def count_due(self, now: datetime) -> int: ...
 
     @abc.abstractmethod
+    def list_due(self, now: datetime, limit: int) -> list[JobKey]:
+        """Keys of due, unleased jobs, earliest first, without claiming them (fan-out hands them to shards)."""
+
+    @abc.abstractmethod
     def counts(self) -> dict[str, int]:
         """Tracked jobs per recorded state, plus outbox totals, for status displays."""
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import hmac
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Union
 
 from jobwatch.core.errors import PermanentError, ValidationError
 from jobwatch.core.models import JobKey, validate_bucket, validate_region
@@ -441,41 +440,6 @@ def parse_http(event: Mapping[str, Any]) -> HttpRequest:
                        _opt_str(ctx.get("requestId")))
 
 
-class Route(str, enum.Enum):
-    REGISTER = "register"  # POST /jobs
-    READ = "read"  # GET /jobs/{jobId}
-    CALLBACK = "callback"  # POST /callback
-    NOT_FOUND = "not_found"
-    BAD_METHOD = "bad_method"
-
-
-ROUTES_TEXT = "POST /jobs, GET /jobs/{jobId}, POST /callback"
-_JOB_PATH_RE = re.compile(r"(?:^|/)jobs/([^/]+)/?$")
-
-
-def route(req: HttpRequest) -> tuple[Route, str | None]:
-    """The route and, for reads, the job ID. Paths are matched on their end, so a stage or service prefix
-    in front (``/release/jobs``) does not matter."""
-    path = req.path.rstrip("/") or "/"
-    m = _JOB_PATH_RE.search(path)
-    if m:
-        job_id = req.path_params.get("jobId") or m.group(1)
-        return (Route.READ, job_id) if req.method == "GET" else (Route.BAD_METHOD, None)
-    if path.endswith("/jobs") or path == "jobs":
-        return (Route.REGISTER, None) if req.method == "POST" else (Route.BAD_METHOD, None)
-    if path.endswith("/callback"):
-        return (Route.CALLBACK, None) if req.method == "POST" else (Route.BAD_METHOD, None)
-    return Route.NOT_FOUND, None
-
-
-def api_key_matches(headers: Mapping[str, str], expected: str) -> bool:
-    """Constant-time comparison of ``x-api-key`` (names are already lower-cased)."""
-    given = headers.get("x-api-key")
-    if given is None or not expected:
-        return False
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
 # --- direct invocation ----------------------------------------------------------------------------------------
 
 def parse_direct(event: Mapping[str, Any], defaults: Defaults) -> DirectCommand:
@@ -525,12 +489,6 @@ def _direct_keys(event: Mapping[str, Any], defaults: Defaults) -> tuple[JobKey, 
     return tuple(dict.fromkeys(out))
 
 
-def encode_shard(keys: Sequence[JobKey]) -> str:
-    """The ``ClientContext`` of a fan-out invocation: a direct poll of those of these keys still due when the
-    shard runs (an asynchronous invocation may start late, after a timer tick polled some of them)."""
-    return json.dumps({"action": "poll", "keys": [str(k) for k in keys], "due_only": True}, separators=(",", ":"))
-
-
 # --- helpers --------------------------------------------------------------------------------------------------
 
 def _opt_str(v: Any) -> str | None:
@@ -552,7 +510,7 @@ def _reason(exc: Exception) -> str:
 
 __all__ = [
     "EventError", "Source", "Defaults", "TickOptions", "TimerEvent", "Watch", "Callback", "Rejected",
-    "MessageBatch", "HttpRequest", "DirectCommand", "Route", "parse_event", "parse_timer", "parse_records",
+    "MessageBatch", "HttpRequest", "DirectCommand", "parse_event", "parse_timer", "parse_records",
     "parse_message_body", "parse_watch", "parse_tags", "parse_callback", "parse_callback_json", "parse_http",
-    "parse_direct", "route", "api_key_matches", "encode_shard", "DIRECT_ACTIONS", "EXPECTED",
+    "parse_direct", "DIRECT_ACTIONS", "EXPECTED",
 ]

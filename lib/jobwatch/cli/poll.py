@@ -1,0 +1,59 @@
+"""``jobwatch poll`` (one timer tick) and ``discover`` (track a bucket's new jobs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from jobwatch.cli.common import Progress, build_app, print_json
+from jobwatch.core.errors import ValidationError
+from jobwatch.core.models import validate_bucket, validate_region
+
+
+def _cmd_poll(args: argparse.Namespace) -> int:
+    with build_app() as app:
+        s = app.tick(app.budget(args.budget), discover=not args.no_discover, deliver=not args.no_deliver)
+        print_json(s.as_dict()) if args.json else print(
+            f"polled {s.tick.polled}, {s.tick.transitions} transitions, {s.tick.notices} notices queued, "
+            f"{s.drain.delivered} delivered, {s.tick.errors} errors, {s.tick.left} left, "
+            f"{s.discovered} discovered, {s.elapsed:.2f}s")
+        return 0 if not s.tick.errors else 1
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    with build_app() as app:
+        targets = [(validate_region(args.region), validate_bucket(args.bucket))] if args.bucket else \
+            list(app.settings.discovery or ())
+        if not targets:
+            raise ValidationError("bucket", None, "give --bucket and --region, or set JOBWATCH_DISCOVERY")
+        budget = app.budget(args.budget)
+        failed = 0
+        for target in targets:
+            spec = "/".join(target)
+            progress = Progress(f"{spec} new jobs tracked")
+            s = app.discover(budget, [target], progress=lambda _t, n: progress(n))
+            progress.done()
+            for r in s.rejected:
+                print(f"{spec}: failed: {r['reason']}", file=sys.stderr)
+                failed += 1
+            if not s.rejected:
+                print(f"{spec}: {s.discovered} new job(s) tracked")
+        return 1 if failed else 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("poll", help="one timer tick: discovery, poll due jobs, deliver notices")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS", help="stop claiming work after this")
+    p.add_argument("--no-discover", action="store_true")
+    p.add_argument("--no-deliver", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary the function returns")
+    p.set_defaults(func=_cmd_poll)
+
+    p = subparsers.add_parser("discover", help="track the jobs of a bucket (new since the last run)",
+                              description="List the bucket's jobs (first run: those still under way; later runs: "
+                                          "every job created since) and track them. Progress on a terminal.")
+    p.add_argument("--bucket", default=None, help="default: every pair in $JOBWATCH_DISCOVERY")
+    p.add_argument("--region", default=None)
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS")
+    p.set_defaults(func=_cmd_discover)

@@ -1,0 +1,161 @@
+"""API Gateway: the operator API (``POST /jobs``, ``GET /jobs/{jobId}``) and CI's callback (``POST /callback``).
+
+API Gateway does not retry, so every answer is an HTTP response: 400 for bad input, 401/403 for keys, 404/405 for
+routes, 503 when the store is down (the caller may retry), never an exception.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import json
+import re
+from typing import Any, Mapping
+
+import structlog
+
+from jobwatch.app.orchestrator import App, Budget
+from jobwatch.core.errors import RetryableError, ValidationError
+from jobwatch.triggers import events as ev
+
+log = structlog.get_logger("jobwatch.triggers.apigw")
+
+
+class ApiRoute(str, enum.Enum):
+    REGISTER = "register"  # POST /jobs
+    READ = "read"  # GET /jobs/{jobId}
+    CALLBACK = "callback"  # POST /callback
+    NOT_FOUND = "not_found"
+    BAD_METHOD = "bad_method"
+
+
+ROUTES_TEXT = "POST /jobs, GET /jobs/{jobId}, POST /callback"
+_JOB_PATH_RE = re.compile(r"(?:^|/)jobs/([^/]+)/?$")
+
+
+def route(req: ev.HttpRequest) -> tuple[ApiRoute, str | None]:
+    """The route and, for reads, the job ID. Paths are matched on their end, so a stage or service prefix
+    in front (``/release/jobs``) does not matter."""
+    path = req.path.rstrip("/") or "/"
+    m = _JOB_PATH_RE.search(path)
+    if m:
+        job_id = req.path_params.get("jobId") or m.group(1)
+        return (ApiRoute.READ, job_id) if req.method == "GET" else (ApiRoute.BAD_METHOD, None)
+    if path.endswith("/jobs") or path == "jobs":
+        return (ApiRoute.REGISTER, None) if req.method == "POST" else (ApiRoute.BAD_METHOD, None)
+    if path.endswith("/callback"):
+        return (ApiRoute.CALLBACK, None) if req.method == "POST" else (ApiRoute.BAD_METHOD, None)
+    return ApiRoute.NOT_FOUND, None
+
+
+def api_key_matches(headers: Mapping[str, str], expected: str) -> bool:
+    """Constant-time comparison of ``x-api-key`` (names are already lower-cased)."""
+    given = headers.get("x-api-key")
+    if given is None or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def http_response(status: int, payload: Any) -> dict[str, Any]:
+    return {"isBase64Encoded": False, "statusCode": status,
+            "headers": {"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store"},
+            "body": json.dumps(payload, default=str, ensure_ascii=False)}
+
+
+def handle(app: App, req: ev.HttpRequest, budget: Budget) -> dict[str, Any]:
+    try:
+        resp = _route(app, req, budget)
+    except RetryableError as exc:  # API Gateway does not retry: answer, so the caller can
+        log.error("http_store_unavailable", error=str(exc))
+        resp = http_response(503, {"error": "the store is unavailable; retry later"})
+    log.info("http_answered", method=req.method, path=req.path, status=resp["statusCode"])
+    return resp
+
+
+def _route(app: App, req: ev.HttpRequest, budget: Budget) -> dict[str, Any]:
+    r, job_id = route(req)
+    if r is ApiRoute.NOT_FOUND:
+        return http_response(404, {"error": f"no route for {req.method} {req.path}", "routes": ROUTES_TEXT})
+    if r is ApiRoute.BAD_METHOD:
+        return http_response(405, {"error": f"method {req.method} not allowed on {req.path}", "routes": ROUTES_TEXT})
+    s = app.settings
+    defaults = ev.Defaults(s.default_region, s.default_bucket)
+    key_ok = s.api_key is not None and api_key_matches(req.headers, s.api_key.reveal())
+    if r is ApiRoute.CALLBACK:
+        return _callback(app, req, budget, defaults, key_ok)
+    if s.api_key is None:
+        return http_response(403, {"error": "operator API disabled: JOBWATCH_API_KEY is not set"})
+    if not key_ok:
+        log.warning("http_unauthorised", path=req.path)
+        return http_response(401, {"error": "missing or wrong x-api-key header"})
+    if r is ApiRoute.READ:
+        return _read(app, req, job_id, defaults)
+    return _register(app, req, budget, defaults)
+
+
+def _read(app: App, req: ev.HttpRequest, job_id: str | None, defaults: ev.Defaults) -> dict[str, Any]:
+    try:
+        place = ev.parse_watch({"job_id": job_id, **_place_query(req)}, defaults, where="query")
+    except (ev.EventError, ValidationError) as exc:
+        return http_response(400, {"error": _reason(exc)})
+    key = place.keys[0]
+    tj = app.job(key)
+    if tj is None:
+        return http_response(404, {"error": f"job {key} is not tracked"})
+    body = tj.to_json()
+    body["history"] = [{"seq": t.seq, "from": t.from_state, "to": t.to_state,
+                        "observed_at": t.observed_at.isoformat()} for t in app.history(key)]
+    return http_response(200, body)
+
+
+def _register(app: App, req: ev.HttpRequest, budget: Budget, defaults: ev.Defaults) -> dict[str, Any]:
+    try:
+        obj = json.loads(req.body.decode("utf-8")) if req.body.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        return http_response(400, {"error": 'body is not JSON: expected {"bucket": ..., "region": ..., '
+                                            '"job_ids": [...]}'})
+    try:
+        watch = ev.parse_watch(obj, defaults)
+    except (ev.EventError, ValidationError) as exc:
+        return http_response(400, {"error": _reason(exc)})
+    out = app.register(watch.keys, tags=dict(watch.tags), budget=budget, action="register").as_dict()
+    out["jobs"] = [tj.to_json() for tj in (app.job(k) for k in watch.keys) if tj is not None]
+    log.info("invocation_summary", **{k: v for k, v in out.items() if k != "jobs"})
+    return http_response(200, out)
+
+
+def _place_query(req: ev.HttpRequest) -> dict[str, str]:
+    return {k: req.query[k] for k in ("bucket", "region") if req.query.get(k)}
+
+
+def _callback(app: App, req: ev.HttpRequest, budget: Budget, defaults: ev.Defaults,
+              key_ok: bool) -> dict[str, Any]:
+    from jobwatch.triggers.scf import callback_result
+
+    q = _place_query(req)
+    try:
+        cb = ev.parse_callback(req.body, ev.Defaults(q.get("region"), q.get("bucket")), defaults)
+    except (ev.EventError, ValidationError) as exc:
+        log.warning("callback_rejected", reason=_reason(exc))
+        return http_response(400, {"error": _reason(exc)})
+    # The callback is unauthenticated (CI cannot send our key) and only a hint: nothing it says is recorded,
+    # the job is queried with our own credentials. It may still start tracking a job, so only in buckets this
+    # function is configured for, unless the caller has the API key or the job is tracked already.
+    s = app.settings
+    allowed = {s.default_bucket, *(b for _, b in s.discovery or ())} - {None}
+    if not key_ok and cb.key.bucket not in allowed and app.job(cb.key) is None:
+        log.warning("callback_refused", job=str(cb.key))
+        return http_response(403, {"error": f"callback for job {cb.key}: bucket {cb.key.bucket} is not "
+                                            "configured (JOBWATCH_DEFAULT_BUCKET or JOBWATCH_DISCOVERY) and the "
+                                            "job is not tracked"})
+    out = app.register([cb.key], budget=budget, action="callback").as_dict()
+    out["callbacks"] = [callback_result(app, cb)]
+    log.info("invocation_summary", **out)
+    return http_response(200, out)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, ev.EventError) else str(exc)
+
+
+__all__ = ["ApiRoute", "ROUTES_TEXT", "api_key_matches", "handle", "http_response", "route"]
