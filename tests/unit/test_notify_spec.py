@@ -9,7 +9,7 @@ import pytest
 from jobwatch.core.errors import ConfigError
 from jobwatch.core.models import JobKey, Notice, NoticeKind
 from jobwatch.notify import parse_sinks, sample_notice, split_specs
-from jobwatch.notify.chat import DingTalkSink, FeishuSink, SlackSink, WeComSink
+from jobwatch.notify.chat import DingTalkSink, FeishuSink, LarkSink, SlackSink, WeComSink
 from jobwatch.notify.log import LogSink
 from jobwatch.notify.tencent import EventBridgeSink, SesSink, TdmqQueueSink, TdmqTopicSink
 from jobwatch.notify.webhook import WebhookSink
@@ -43,7 +43,7 @@ def test_every_kind_parses_with_its_name_and_default_rate():
     got = [(type(s), s.name, str(s.limiter.rate) if s.limiter else None) for s in sinks]
     assert got == [
         (WebhookSink, "webhook:ops", None), (WeComSink, "wecom", "20/min"), (DingTalkSink, "dingtalk", "20/min"),
-        (FeishuSink, "feishu", "100/min"), (FeishuSink, "lark:intl", "100/min"), (SlackSink, "slack", "1/s"),
+        (FeishuSink, "feishu", "100/min"), (LarkSink, "lark:intl", "100/min"), (SlackSink, "slack", "1/s"),
         (EventBridgeSink, "eventbridge", "1000/s"), (TdmqQueueSink, "tdmq-queue", "20/s"),
         (TdmqTopicSink, "tdmq-topic", "20/s"), (SesSink, "ses", "20/s"), (LogSink, "log", None)]
     assert sinks[4].base == "https://open.larksuite.com" and sinks[3].base == "https://open.feishu.cn"
@@ -152,3 +152,39 @@ def test_log_sink_lines_carry_the_invocations_request_id():
     assert res.ok
     [line] = [entry for entry in logs if entry["event"] == "notice"]
     assert line["request_id"] == "req-42" and line["sink"] == "audit"
+
+
+def test_a_new_sink_is_one_new_module_that_registers_itself(tmp_path):
+    """Adding a sink touches one new file: its class declares kind, options and from_spec, and parse_sinks finds
+    it by its scheme with the common options (name, rate, route) applied. Run in a child process so the
+    probe module never stays registered in this one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import jobwatch.notify as pkg
+
+    probe = Path(pkg.__path__[0]) / "zz_probe_sink.py"
+    probe.write_text(
+        "from jobwatch.notify.base import Sink, SinkSpec\n\n\n"
+        "class ProbeSink(Sink):\n"
+        "    kind = 'probe'\n"
+        "    options = frozenset({'colour'})\n"
+        "    default_rate = '5/s'\n\n"
+        "    @classmethod\n"
+        "    def from_spec(cls, spec: SinkSpec) -> 'ProbeSink':\n"
+        "        sink = cls(spec.name, **spec.common)\n"
+        "        sink.colour = spec.options.get('colour')\n"
+        "        return sink\n", encoding="utf-8")
+    code = ("from jobwatch.notify import parse_sinks\n"
+            "(s,) = parse_sinks('probe://x?colour=red&name=p&outcomes=failed')\n"
+            "print(type(s).__name__, s.name, s.colour, s.limiter.rate, sorted(s.route.outcomes))\n"
+            "try:\n    parse_sinks('probe://x?size=2')\nexcept Exception as e:\n    print('refused', e)\n")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    finally:
+        probe.unlink()
+    assert r.returncode == 0, r.stderr
+    first, second = r.stdout.splitlines()[0], "\n".join(r.stdout.splitlines()[1:])
+    assert first.startswith("ProbeSink probe:p red") and "['failed']" in first
+    assert "unknown option 'size'" in second and "colour" in second

@@ -12,16 +12,30 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import structlog
 
 from jobwatch.core.clock import utcnow
 from jobwatch.core.retry import Backoff
+from jobwatch.core.models import Notice
 from jobwatch.core.records import OutboxEntry
 from jobwatch.store.base import Store
 
+if TYPE_CHECKING:  # the sinks' module brings requests: not at cold start
+    from jobwatch.notify.base import DeliveryResult
+
 log = structlog.get_logger("jobwatch.app.outbox")
+
+
+class Sink(Protocol):
+    """What the outbox needs of a sink (jobwatch.notify's sinks are these)."""
+
+    name: str
+
+    def accepts(self, notice: Notice) -> bool: ...
+
+    def send(self, notice: Notice, timeout: float) -> None: ...
 
 
 @dataclass
@@ -42,7 +56,7 @@ class DrainResult:
 @dataclass
 class Outbox:
     store: Store
-    sinks: Sequence[Any]  # jobwatch.notify.Sink
+    sinks: Sequence[Sink]
     owner: str = "jobwatch"
     max_attempts: int = 8
     backoff: Backoff = field(default_factory=lambda: Backoff(base=30.0, cap=3600.0))
@@ -68,7 +82,7 @@ class Outbox:
                        if e.notice.id not in seen]
             if not entries:
                 break
-            pairs: list[tuple[Any, Any]] = []  # (notice, sink)
+            pairs: list[tuple[Notice, Sink]] = []
             plan: dict[int, list[str]] = {}
             for e in entries:
                 seen.add(e.notice.id)  # type: ignore[arg-type]
@@ -80,7 +94,7 @@ class Outbox:
                     result.unrouted += 1
                 pairs.extend((e.notice, s) for s in todo)
             outcomes = send_concurrently(pairs, timeout=self.timeout, max_workers=self.max_workers) if pairs else []
-            by_notice: dict[str, list[Any]] = {}
+            by_notice: dict[str, list[DeliveryResult]] = {}
             for r in outcomes:
                 by_notice.setdefault(r.notice_key, []).append(r)
             for e in entries:
@@ -88,18 +102,18 @@ class Outbox:
             result.notices += len(entries)
         return result
 
-    def _settle(self, e: OutboxEntry, outcomes: list[Any], result: DrainResult) -> None:
+    def _settle(self, e: OutboxEntry, outcomes: list["DeliveryResult"], result: DrainResult) -> None:
         now = self.clock()
         nid = e.notice.id
         assert nid is not None
         # A send our own rate limit held back never reached the channel: it spends no attempt and is never dead.
-        sent = [r for r in outcomes if not getattr(r, "deferred", False)]
+        sent = [r for r in outcomes if not r.deferred]
         attempts = e.attempts + (1 if sent or not outcomes else 0)
         exhausted = attempts >= self.max_attempts
         failures = []
         retry_after: float | None = None
         for r in outcomes:
-            if getattr(r, "deferred", False):
+            if r.deferred:
                 failures.append(r)
                 result.failed += 1
                 if r.retry_after is not None:
@@ -121,8 +135,8 @@ class Outbox:
                         retry_after = max(retry_after or 0.0, r.retry_after)
                 else:
                     failures.append(r)
-        retryable_left = [r for r in failures if getattr(r, "deferred", False) or (r.retryable and not exhausted)]
-        permanent = [r for r in failures if not (getattr(r, "deferred", False) or (r.retryable and not exhausted))]
+        retryable_left = [r for r in failures if r.deferred or (r.retryable and not exhausted)]
+        permanent = [r for r in failures if not (r.deferred or (r.retryable and not exhausted))]
         last_error = "; ".join(f"{r.sink}: {r.error}" for r in failures)[:1000] or None
         if retryable_left:
             delay = self.backoff.delay(max(attempts - 1, 0), self.rand, retry_after)

@@ -16,9 +16,9 @@ from typing import Any, Callable, Mapping
 
 import requests
 
-from jobwatch.core.errors import NotifyError
+from jobwatch.core.errors import NotifyError, ValidationError
 from jobwatch.core.models import Notice, NoticeKind
-from jobwatch.core.redact import scrub
+from jobwatch.core.redact import Secret, scrub
 from jobwatch.notify.ratelimit import Rate, TokenBucket
 
 MAX_BODY = 64 * 1024  # answers we read; a robot's answer is a few bytes
@@ -61,10 +61,48 @@ class DeliveryResult:
     deferred: bool = False  # held back by the sink's rate limit, never sent
 
 
+@dataclass(frozen=True)
+class SinkSpec:
+    """One ``JOBWATCH_NOTIFY`` spec, parsed and checked for the options every sink shares: what a sink class is
+    built from. ``common`` holds the keyword arguments every sink's constructor takes (route, rate, timeout,
+    clocks)."""
+
+    name: str
+    scheme: str
+    target: str
+    options: Mapping[str, str]
+    passthrough: tuple[str, ...]  # raw query pairs a sink keeps in its target URL (webhook)
+    endpoint: str | None
+    session: requests.Session
+    credentials: Callable[[], Any] | None
+    common: Mapping[str, Any]
+
+    def secret(self, required: bool = False) -> Secret | None:
+        value = self.options.get("secret")
+        if not value:
+            if required:
+                raise ValidationError("secret", "", "required")
+            return None
+        return Secret(value)
+
+
+# kind -> class, filled by Sink.__init_subclass__ as each sink module is imported (see spec.registry()).
+REGISTRY: dict[str, type["Sink"]] = {}
+
+
 class Sink:
-    """Base of every channel. Subclasses implement :meth:`_deliver`; :meth:`send` adds the rate limit."""
+    """Base of every channel. Subclasses implement :meth:`_deliver`; :meth:`send` adds the rate limit.
+
+    A concrete sink declares its ``kind`` (the spec's scheme), the ``options`` it takes beyond the common ones,
+    its vendor's ``default_rate``, and :meth:`from_spec`; declaring ``kind`` registers it. Adding a sink is one
+    new module in this package."""
 
     kind: str = "sink"
+    schemes: tuple[str, ...] = ()  # spec schemes that build this sink, when not just ``kind``
+    options: frozenset[str] = frozenset()
+    default_rate: str | None = None  # the vendor's documented limit (override with rate=)
+    passthrough_options = False  # unknown options stay in the target URL instead of being an error
+    takes_endpoint = True  # whether the common endpoint= override applies
     # What the sink imports beyond the base install, and the ci-jobwatch extra that provides it: `config check`
     # imports these to fail early, and `jobwatch package` adds the extra of every configured sink.
     extra: str | None = None
@@ -85,6 +123,17 @@ class Sink:
         self.timeout = timeout
         self.wall = wall
         self.limiter = TokenBucket(rate, clock=clock) if rate is not None else None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "kind" in cls.__dict__:
+            for scheme in cls.schemes or (cls.kind,):
+                REGISTRY[scheme] = cls
+
+    @classmethod
+    def from_spec(cls, spec: SinkSpec) -> "Sink":  # pragma: no cover - abstract
+        """Build the sink from a parsed spec; raise ValidationError naming the field and value."""
+        raise NotImplementedError
 
     def accepts(self, notice: Notice) -> bool:
         return self.route.accepts(notice)

@@ -11,14 +11,15 @@ import base64
 import hashlib
 import hmac
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import requests
 
+from jobwatch.core.errors import ValidationError
 from jobwatch.core.models import Notice
 from jobwatch.core.redact import Secret
 from jobwatch.notify import render
-from jobwatch.notify.base import Sink, dumps, json_answer, post_json
+from jobwatch.notify.base import Sink, SinkSpec, dumps, json_answer, post_json
 
 WECOM_BASE = "https://qyapi.weixin.qq.com"
 DINGTALK_BASE = "https://oapi.dingtalk.com"
@@ -33,6 +34,21 @@ FEISHU_RETRYABLE = frozenset({9499, 11232})
 
 
 class _Robot(Sink):
+    base_url = ""  # the vendor's API host; endpoint= overrides it
+
+    @classmethod
+    def token_from(cls, spec: SinkSpec) -> Secret:
+        token = unquote(spec.target).strip("/")
+        if not token or "/" in token:
+            raise ValidationError("key", "***" if token else "", f"expected {cls.kind}://<robot key or token>")
+        return Secret(token)
+
+    @classmethod
+    def from_spec(cls, spec: SinkSpec) -> "_Robot":
+        signing = {"secret": spec.secret()} if "secret" in cls.options else {}
+        return cls(spec.name, cls.token_from(spec), base=spec.endpoint or cls.base_url, session=spec.session,
+                   **signing, **spec.common)
+
     def __init__(self, name: str, token: Secret, *, base: str, session: requests.Session, **kw: Any) -> None:
         super().__init__(name, **kw)
         self.token = token
@@ -52,6 +68,8 @@ class WeComSink(_Robot):
     """``POST /cgi-bin/webhook/send?key=<key>`` with a markdown message (about 20 a minute per robot)."""
 
     kind = "wecom"
+    default_rate = "20/min"
+    base_url = WECOM_BASE
 
     def body(self, notice: Notice) -> dict[str, Any]:
         return {"msgtype": "markdown", "markdown": {"content": render.markdown(notice)}}
@@ -72,6 +90,9 @@ class DingTalkSink(_Robot):
     """``POST /robot/send?access_token=..&timestamp=..&sign=..`` (the signature is optional on the robot)."""
 
     kind = "dingtalk"
+    options = frozenset({"secret"})
+    default_rate = "20/min"
+    base_url = DINGTALK_BASE
 
     def __init__(self, name: str, token: Secret, *, secret: Secret | None, **kw: Any) -> None:
         super().__init__(name, token, **kw)
@@ -104,6 +125,9 @@ class FeishuSink(_Robot):
     """``POST /open-apis/bot/v2/hook/<id>`` with an interactive card (Lark: open.larksuite.com)."""
 
     kind = "feishu"
+    options = frozenset({"secret"})
+    default_rate = "100/min"
+    base_url = FEISHU_BASE
 
     def __init__(self, name: str, token: Secret, *, secret: Secret | None, **kw: Any) -> None:
         super().__init__(name, token, **kw)
@@ -130,10 +154,26 @@ class FeishuSink(_Robot):
         self._check_code(answer, "code" if "code" in answer else "StatusCode", FEISHU_RETRYABLE)
 
 
+class LarkSink(FeishuSink):
+    """Feishu's international edition: the same API on its own host."""
+
+    kind = "lark"
+    base_url = LARK_BASE
+
+
 class SlackSink(_Robot):
     """Incoming webhook ``POST /services/T/B/X``; about one message a second, 429 with Retry-After beyond."""
 
     kind = "slack"
+    default_rate = "1/s"
+
+    @classmethod
+    def from_spec(cls, spec: SinkSpec) -> "SlackSink":
+        host, _, path = spec.target.partition("/")
+        if host != "hooks.slack.com" or not path.startswith("services/") or path.count("/") < 3:
+            raise ValidationError("url", "slack://" + host + "/...",
+                                  "expected slack://hooks.slack.com/services/T.../B.../...")
+        return cls(spec.name, Secret(path), base=spec.endpoint or SLACK_BASE, session=spec.session, **spec.common)
 
     def body(self, notice: Notice) -> dict[str, Any]:
         return {"text": render.title(notice),

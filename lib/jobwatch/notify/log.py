@@ -10,11 +10,21 @@ from typing import Any
 import structlog
 
 from jobwatch.core.models import Notice
-from jobwatch.notify.base import Sink
+from jobwatch.core.errors import ValidationError
+from jobwatch.notify.base import Sink, SinkSpec
 
 
 class LogSink(Sink):
     kind = "log"
+    options = frozenset({"level"})
+    takes_endpoint = False
+
+    @classmethod
+    def from_spec(cls, spec: SinkSpec) -> "LogSink":
+        level = spec.options.get("level", "info")
+        if level not in ("debug", "info", "warning", "error"):
+            raise ValidationError("level", level, "expected debug, info, warning or error")
+        return cls(spec.name, level=level, **spec.common)
 
     def __init__(self, name: str, *, level: str = "info", **kw: Any) -> None:
         super().__init__(name, **kw)

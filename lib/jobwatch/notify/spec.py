@@ -11,6 +11,8 @@ the target URL's query. Secrets (robot keys, tokens, signing secrets, the webhoo
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 import time
 from typing import Any, Callable
@@ -19,39 +21,33 @@ from urllib.parse import unquote
 import requests
 
 from jobwatch.core.errors import ConfigError, ValidationError
-from jobwatch.core.models import JobState, NoticeKind, validate_bucket, validate_region
-from jobwatch.core.redact import Secret
-from jobwatch.notify.base import Route, Sink
-from jobwatch.notify.chat import DINGTALK_BASE, FEISHU_BASE, LARK_BASE, SLACK_BASE, WECOM_BASE, DingTalkSink, FeishuSink, \
-    SlackSink, WeComSink
-from jobwatch.notify.log import LogSink
+from jobwatch.core.models import JobState, NoticeKind, validate_bucket
+from jobwatch.notify.base import REGISTRY, Route, Sink, SinkSpec
 from jobwatch.notify.ratelimit import Rate
-from jobwatch.notify.tencent import EventBridgeSink, SesSink, TdmqQueueSink, TdmqTopicSink
-from jobwatch.notify.webhook import WebhookSink
 
-# Each vendor's documented limit, per sink (override with rate=).
-DEFAULT_RATES: dict[str, str | None] = {
-    "webhook": None, "log": None,
-    "wecom": "20/min", "dingtalk": "20/min", "feishu": "100/min", "lark": "100/min", "slack": "1/s",
-    "eventbridge": "1000/s", "tdmq-queue": "20/s", "tdmq-topic": "20/s", "ses": "20/s",
-}
-COMMON = {"outcomes", "buckets", "tags", "timeout", "rate", "name", "endpoint"}
-EXTRA: dict[str, set[str]] = {
-    "webhook": {"secret"}, "wecom": set(), "dingtalk": {"secret"}, "feishu": {"secret"}, "lark": {"secret"},
-    "slack": set(), "eventbridge": {"region", "source", "type"}, "tdmq-queue": {"region"},
-    "tdmq-topic": {"region"}, "ses": {"region", "from", "to", "subject"}, "log": {"level"},
-}
-# The class each kind builds (lark is Feishu's international name, same API).
-SINK_CLASSES: dict[str, type[Sink]] = {
-    "webhook": WebhookSink, "wecom": WeComSink, "dingtalk": DingTalkSink, "feishu": FeishuSink,
-    "lark": FeishuSink, "slack": SlackSink, "eventbridge": EventBridgeSink, "tdmq-queue": TdmqQueueSink,
-    "tdmq-topic": TdmqTopicSink, "ses": SesSink, "log": LogSink,
-}
+COMMON = frozenset({"outcomes", "buckets", "tags", "timeout", "rate", "name", "endpoint"})
 OUTCOMES = {s.value.lower() for s in JobState} | {k.value for k in NoticeKind}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
-_EB_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_QUEUE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def registry() -> dict[str, type[Sink]]:
+    """Every sink class by spec scheme. Each sink module of this package registers its classes when imported
+    (by declaring ``kind``); importing them all here is what makes a new module a new sink."""
+    if not _loaded:
+        import jobwatch.notify as pkg
+
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+        _loaded.append(True)
+    return REGISTRY
+
+
+_loaded: list[bool] = []
+
+
+def kinds() -> dict[str, type[Sink]]:
+    """Every sink class by its kind (``webhook`` once, not per scheme)."""
+    return {c.kind: c for c in registry().values()}
 
 
 def split_specs(text: str) -> list[str]:
@@ -68,8 +64,7 @@ def split_specs(text: str) -> list[str]:
 def sink_class(spec: str) -> type[Sink] | None:
     """The class ``spec`` would build, judged by its scheme alone (None for an unknown one): what `jobwatch
     package` needs to choose extras without building (or validating) the sink."""
-    scheme = spec.partition("://")[0].strip().lower()
-    return SINK_CLASSES.get("webhook" if scheme.startswith("webhook+") else scheme)
+    return registry().get(spec.partition("://")[0].strip().lower())
 
 
 def _credentials_source(credentials: Any) -> Callable[[], Any] | None:
@@ -147,18 +142,18 @@ def parse_sink(
     scheme, sep, rest = spec.partition("://")
     if not sep:
         raise ConfigError(["expected <kind>://... (e.g. wecom://<key>, webhook+https://host/path)"])
-    kind = "webhook" if scheme in ("webhook+https", "webhook+http") else scheme
-    if kind not in DEFAULT_RATES:
-        raise ConfigError([f"unknown kind {_scheme_label(spec)!r}; expected one of: webhook+https, "
-                           + ", ".join(k for k in DEFAULT_RATES if k != "webhook")])
+    cls = registry().get(scheme)
+    if cls is None:
+        known = sorted(k for k in registry() if k != "webhook+http")
+        raise ConfigError([f"unknown kind {_scheme_label(spec)!r}; expected one of: " + ", ".join(known)])
     target, _, query = rest.partition("?")
     opts, raw_pairs, problems = _options(query)
-    allowed = COMMON | EXTRA[kind]
+    allowed = COMMON | cls.options
     passthrough = []
     for pair in raw_pairs:
         key = unquote(pair.partition("=")[0])
         if key not in allowed:
-            if kind == "webhook":
+            if cls.passthrough_options:
                 passthrough.append(pair)
             else:
                 problems.append(f"unknown option {key!r}; allowed: {', '.join(sorted(allowed))}")
@@ -166,27 +161,27 @@ def parse_sink(
     def check(fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except ValidationError as exc:
-            problems.append(str(exc))
-        except ValueError as exc:
+        except (ValidationError, ValueError) as exc:
             problems.append(str(exc))
         return None
 
-    common: dict[str, Any] = {"clock": clock, "wall": wall}
     outcomes, buckets, tags = check(lambda: _outcomes(opts)), check(lambda: _buckets(opts)), check(lambda: _tags(opts))
-    common["route"] = Route(outcomes or frozenset(), buckets or frozenset(), tags or {})
-    common["timeout"] = check(lambda: _timeout(opts.get("timeout")))
-    rate_text = opts.get("rate", DEFAULT_RATES[kind])
-    common["rate"] = check(lambda: Rate.parse(rate_text)) if rate_text and rate_text != "none" else None
+    rate_text = opts.get("rate", cls.default_rate)
+    common: dict[str, Any] = {
+        "clock": clock, "wall": wall,
+        "route": Route(outcomes or frozenset(), buckets or frozenset(), tags or {}),
+        "timeout": check(lambda: _timeout(opts.get("timeout"))),
+        "rate": check(lambda: Rate.parse(rate_text)) if rate_text and rate_text != "none" else None,
+    }
     name = opts.get("name")
     if name is not None and not _NAME_RE.match(name):
         problems.append(f"invalid name {name!r}: letters, digits, '.', '_' or '-' (1-64)")
-    common["name"] = f"{kind}:{name}" if name else kind
     endpoint = check(lambda: _endpoint(opts["endpoint"])) if "endpoint" in opts else None
-    if endpoint and kind in ("webhook", "log"):
-        problems.append(f"option 'endpoint' does not apply to {kind}")
-
-    sink = check(lambda: _build(kind, scheme, target, opts, passthrough, endpoint, session, credentials, common))
+    if endpoint and not cls.takes_endpoint:
+        problems.append(f"option 'endpoint' does not apply to {cls.kind}")
+    parsed = SinkSpec(f"{cls.kind}:{name}" if name else cls.kind, scheme, target, opts, tuple(passthrough), endpoint,
+                      session, credentials, common)
+    sink = check(lambda: cls.from_spec(parsed))
     if problems or sink is None:
         raise ConfigError(problems or ["invalid spec"])
     return sink
@@ -234,72 +229,3 @@ def _endpoint(text: str) -> str:
     if not m:
         raise ValidationError("endpoint", text, "expected http(s)://host[:port] with no path")
     return f"{m.group(1)}://{m.group(2)}"
-
-
-def _secret(opts: dict[str, str], required: bool = False) -> Secret | None:
-    value = opts.get("secret")
-    if not value:
-        if required:
-            raise ValidationError("secret", "", "required")
-        return None
-    return Secret(value)
-
-
-def _build(kind: str, scheme: str, target: str, opts: dict[str, str], passthrough: list[str],
-           endpoint: str | None, session: requests.Session, credentials: Callable[[], Any] | None,
-           common: dict[str, Any]) -> Sink:
-    name = common.pop("name")
-    if kind == "webhook":
-        if not target or target.startswith("/"):
-            raise ValidationError("url", f"{scheme}://...", "expected a host and path after webhook+https://")
-        url = scheme.split("+", 1)[1] + "://" + target + ("?" + "&".join(passthrough) if passthrough else "")
-        return WebhookSink(name, Secret(url), secret=_secret(opts), session=session, **common)
-    if kind in ("wecom", "dingtalk", "feishu", "lark"):
-        token = unquote(target).strip("/")
-        if not token or "/" in token:
-            raise ValidationError("key", "***" if token else "", f"expected {kind}://<robot key or token>")
-        base = endpoint or {"wecom": WECOM_BASE, "dingtalk": DINGTALK_BASE, "feishu": FEISHU_BASE,
-                            "lark": LARK_BASE}[kind]
-        if kind == "wecom":
-            return WeComSink(name, Secret(token), base=base, session=session, **common)
-        if kind == "dingtalk":
-            return DingTalkSink(name, Secret(token), secret=_secret(opts), base=base, session=session, **common)
-        return FeishuSink(name, Secret(token), secret=_secret(opts), base=base, session=session, **common)
-    if kind == "slack":
-        host, _, path = target.partition("/")
-        if host != "hooks.slack.com" or not path.startswith("services/") or path.count("/") < 3:
-            raise ValidationError("url", "slack://" + host + "/...",
-                                  "expected slack://hooks.slack.com/services/T.../B.../...")
-        return SlackSink(name, Secret(path), base=endpoint or SLACK_BASE, session=session, **common)
-    if kind == "log":
-        level = opts.get("level", "info")
-        if level not in ("debug", "info", "warning", "error"):
-            raise ValidationError("level", level, "expected debug, info, warning or error")
-        return LogSink(name, level=level, **common)
-    # Tencent Cloud sinks
-    tc = dict(common, credentials=credentials, endpoint=endpoint)
-    if kind == "ses":
-        tc["region"] = validate_region(opts.get("region", "ap-guangzhou"))
-        if not target.isdigit():
-            raise ValidationError("template_id", target, "expected ses://<numeric TemplateID>")
-        sender = opts.get("from", "")
-        recipients = [a.strip() for a in opts.get("to", "").split(",") if a.strip()]
-        if not _EMAIL_RE.match(sender.rpartition("<")[2].rstrip(">").strip() or "-"):
-            raise ValidationError("from", sender, "expected a sender address (approved in SES)")
-        bad = [a for a in recipients if not _EMAIL_RE.match(a)]
-        if not recipients or bad or len(recipients) > 50:
-            raise ValidationError("to", ",".join(bad) or opts.get("to", ""), "expected 1-50 addresses, comma-separated")
-        return SesSink(name, int(target), sender=sender, recipients=recipients, subject=opts.get("subject"), **tc)
-    if "region" not in opts:
-        raise ValidationError("region", "", f"required for {kind} (e.g. region=ap-guangzhou)")
-    tc["region"] = validate_region(opts["region"])
-    if kind == "eventbridge":
-        if not _EB_RE.match(target):
-            raise ValidationError("event_bus_id", target, "expected eventbridge://<EventBusId>")
-        return EventBridgeSink(name, target, source=opts.get("source", "ci-jobwatch"),
-                               type_prefix=opts.get("type", "jobwatch"), **tc)
-    if not _QUEUE_RE.match(target):
-        raise ValidationError("queue" if kind == "tdmq-queue" else "topic", target,
-                              "expected a name: a letter, then letters, digits, '-' or '_' (up to 64)")
-    cls = TdmqQueueSink if kind == "tdmq-queue" else TdmqTopicSink
-    return cls(name, target, **tc)

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from typing import Any, Callable, Protocol
 
-from jobwatch.core.errors import NotifyError
-from jobwatch.core.models import Notice
+from jobwatch.core.errors import NotifyError, ValidationError
+from jobwatch.core.models import Notice, validate_region
 from jobwatch.core.redact import Secret, scrub
 from jobwatch.notify import render
-from jobwatch.notify.base import Sink
+from jobwatch.notify.base import Sink, SinkSpec
+
+_EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
+_EB_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_QUEUE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 class CredentialsLike(Protocol):
@@ -52,6 +57,21 @@ class _TencentSink(Sink):
     module = ""  # e.g. tencentcloud.eb.v20210416.eb_client
     client_class = ""
     action = ""
+
+    @staticmethod
+    def tencent_args(spec: SinkSpec, default_region: str | None = None) -> dict[str, Any]:
+        """The common arguments plus the API's region, credentials and endpoint override."""
+        region = spec.options.get("region", default_region)
+        if region is None:
+            raise ValidationError("region", "", f"required for {spec.scheme} (e.g. region=ap-guangzhou)")
+        return dict(spec.common, region=validate_region(region), credentials=spec.credentials,
+                    endpoint=spec.endpoint)
+
+    @staticmethod
+    def named(spec: SinkSpec, field: str, pattern: re.Pattern[str], expected: str) -> str:
+        if not pattern.match(spec.target):
+            raise ValidationError(field, spec.target, expected)
+        return spec.target
 
     def __init__(self, name: str, *, region: str, credentials: CredentialsSource | None,
                  endpoint: str | None = None, **kw: Any) -> None:
@@ -139,6 +159,8 @@ class EventBridgeSink(_TencentSink):
     """One CloudEvent-like event per notice on an event bus; EventBridge routes it on (1,000 requests/s)."""
 
     kind = "eventbridge"
+    options = frozenset({"region", "source", "type"})
+    default_rate = "1000/s"
     module = "tencentcloud.eb.v20210416.eb_client"
     extra = "eb"
     modules = (module,)
@@ -151,6 +173,12 @@ class EventBridgeSink(_TencentSink):
         self.bus_id = bus_id
         self.source = source
         self.type_prefix = type_prefix
+
+    @classmethod
+    def from_spec(cls, spec: SinkSpec) -> "EventBridgeSink":
+        bus = cls.named(spec, "event_bus_id", _EB_RE, "expected eventbridge://<EventBusId>")
+        return cls(spec.name, bus, source=spec.options.get("source", "ci-jobwatch"),
+                   type_prefix=spec.options.get("type", "jobwatch"), **cls.tencent_args(spec))
 
     def params(self, notice: Notice) -> dict[str, Any]:
         event = {
@@ -169,6 +197,9 @@ class TdmqQueueSink(_TencentSink):
     """TDMQ CMQ queue ``SendCmqMsg`` (20 requests/s; documented by Tencent as test-grade)."""
 
     kind = "tdmq-queue"
+    options = frozenset({"region"})
+    default_rate = "20/s"
+    target_field = "queue"
     module = "tencentcloud.tdmq.v20200217.tdmq_client"
     extra = "tdmq"
     modules = (module,)
@@ -178,6 +209,12 @@ class TdmqQueueSink(_TencentSink):
     def __init__(self, name: str, queue: str, **kw: Any) -> None:
         super().__init__(name, **kw)
         self.queue = queue
+
+    @classmethod
+    def from_spec(cls, spec: SinkSpec) -> "TdmqQueueSink":
+        name = cls.named(spec, cls.target_field, _QUEUE_RE,
+                         "expected a name: a letter, then letters, digits, '-' or '_' (up to 64)")
+        return cls(spec.name, name, **cls.tencent_args(spec))
 
     def params(self, notice: Notice) -> dict[str, Any]:
         return {"QueueName": self.queue, "MsgContent": json.dumps(notice.payload(), ensure_ascii=False),
@@ -193,6 +230,7 @@ class TdmqTopicSink(TdmqQueueSink):
     """TDMQ CMQ topic ``PublishCmqMsg``, tagged with the outcome so subscriptions can filter."""
 
     kind = "tdmq-topic"
+    target_field = "topic"
     action = "PublishCmqMsg"
 
     def params(self, notice: Notice) -> dict[str, Any]:
@@ -207,6 +245,8 @@ class SesSink(_TencentSink):
     code, message, ...) plus ``text``, the whole message as plain text."""
 
     kind = "ses"
+    options = frozenset({"region", "from", "to", "subject"})
+    default_rate = "20/s"
     module = "tencentcloud.ses.v20201002.ses_client"
     extra = "ses"
     modules = (module,)
@@ -220,6 +260,22 @@ class SesSink(_TencentSink):
         self.sender = sender
         self.recipients = recipients
         self.subject = subject
+
+    @classmethod
+    def from_spec(cls, spec: SinkSpec) -> "SesSink":
+        args = cls.tencent_args(spec, default_region="ap-guangzhou")
+        if not spec.target.isdigit():
+            raise ValidationError("template_id", spec.target, "expected ses://<numeric TemplateID>")
+        sender = spec.options.get("from", "")
+        recipients = [a.strip() for a in spec.options.get("to", "").split(",") if a.strip()]
+        if not _EMAIL_RE.match(sender.rpartition("<")[2].rstrip(">").strip() or "-"):
+            raise ValidationError("from", sender, "expected a sender address (approved in SES)")
+        bad = [a for a in recipients if not _EMAIL_RE.match(a)]
+        if not recipients or bad or len(recipients) > 50:
+            raise ValidationError("to", ",".join(bad) or spec.options.get("to", ""),
+                                  "expected 1-50 addresses, comma-separated")
+        return cls(spec.name, int(spec.target), sender=sender, recipients=recipients,
+                   subject=spec.options.get("subject"), **args)
 
     def params(self, notice: Notice) -> dict[str, Any]:
         data = render.fields(notice)

@@ -19,7 +19,7 @@ import requests
 from jobwatch.core.errors import ValidationError
 from jobwatch.core.models import Notice
 from jobwatch.core.redact import Secret
-from jobwatch.notify.base import Sink, dumps, post_json
+from jobwatch.notify.base import Sink, SinkSpec, dumps, post_json
 
 SECRET_PREFIX = "whsec_"
 
@@ -47,6 +47,19 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 class WebhookSink(Sink):
     kind = "webhook"
+    schemes = ("webhook+https", "webhook+http")
+    options = frozenset({"secret"})
+    passthrough_options = True
+    takes_endpoint = False
+
+    @classmethod
+    def from_spec(cls, spec: SinkSpec) -> "WebhookSink":
+        if not spec.target or spec.target.startswith("/"):
+            raise ValidationError("url", f"{spec.scheme}://...", "expected a host and path after webhook+https://")
+        url = spec.scheme.split("+", 1)[1] + "://" + spec.target
+        if spec.passthrough:
+            url += "?" + "&".join(spec.passthrough)
+        return cls(spec.name, Secret(url), secret=spec.secret(), session=spec.session, **spec.common)
 
     def __init__(self, name: str, url: Secret, *, secret: Secret | None, session: requests.Session,
                  **kw: Any) -> None:
