@@ -28,12 +28,14 @@ from jobwatch.app.outbox import DrainResult, Outbox
 from jobwatch.core.clock import utcnow
 from jobwatch.core.errors import JobwatchError, RetryableError
 from jobwatch.core.models import Job, JobInput, JobKey, JobOperation, QueryResult
-from jobwatch.core.records import OutboxEntry, TrackedJob, Transition
+from jobwatch.core.records import JobQuery, OutboxEntry, TrackedJob, Transition
 from jobwatch.core.redact import Secret, scrub
 from jobwatch.core.retry import Backoff
 from jobwatch.core.stall import StallDecision
 from jobwatch.core.statemachine import PollPolicy, StallCheck
 from jobwatch.store import Store, open_store
+from jobwatch.app import views
+from jobwatch.app.views import JobDetail, Overview
 
 if TYPE_CHECKING:  # requests comes with the sinks: not at cold start
     from jobwatch.notify.base import DeliveryResult, Sink
@@ -360,6 +362,15 @@ class App:
     # -- maintenance -----------------------------------------------------------------------------------------
     def untrack(self, keys: Sequence[JobKey]) -> int:
         return self.store.untrack(keys)
+
+    # -- status page (read-only views and the two actions it offers) ----------------------------------------
+    def overview(self, query: JobQuery) -> Overview:
+        """One page of tracked jobs, problems first, with counts, filter values and the dead letters."""
+        return views.overview(self.store, self.clock, query)
+
+    def job_detail(self, key: JobKey) -> JobDetail | None:
+        """One job's record, transitions and notices (None when it is not tracked)."""
+        return views.job_detail(self.store, self.clock, key)
 
     def purge(self, older_than_days: float | None = None,
               progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:

@@ -120,3 +120,26 @@ class Delivery:
     attempts: int
     last_error: str | None
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """A page of tracked jobs as a status display asks for it: optional filters, problems first.
+
+    ``state`` is a recorded state (``New`` for a job not yet observed); ``tag`` is ``name=value`` (or ``name``
+    for any value). Rows come stalled first, then jobs whose polls fail, then failed jobs, then active ones, then
+    the rest; within each, the most recent change first."""
+
+    state: str | None = None
+    bucket: str | None = None
+    tag: str | None = None
+    offset: int = 0
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a :class:`JobQuery` and how many jobs match it in all."""
+
+    jobs: list[TrackedJob]
+    total: int

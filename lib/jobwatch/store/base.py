@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Callable, Iterable, Sequence
 
 from jobwatch.core.models import JobKey, Notice
-from jobwatch.core.records import OutboxEntry, PollRecord, TrackedJob, Transition
+from jobwatch.core.records import JobPage, JobQuery, OutboxEntry, PollRecord, TrackedJob, Transition
 
 
 class Store(abc.ABC):
@@ -91,6 +91,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def history(self, key: JobKey) -> list[Transition]: ...
+
+    # -- status displays -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def query_jobs(self, query: JobQuery) -> JobPage:
+        """One page of tracked jobs matching ``query``, problems first, with the total that match."""
+
+    @abc.abstractmethod
+    def job_facets(self, limit: int = 500) -> dict[str, list[str]]:
+        """The values a status display can filter on: ``{"buckets": [...], "tags": ["name=value", ...]}``."""
+
+    @abc.abstractmethod
+    def job_notices(self, key: JobKey, limit: int = 200) -> list[OutboxEntry]:
+        """The notices raised for one job, oldest first, with their deliveries per sink."""
 
     # -- outbox ----------------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from jobwatch.core.errors import StoreError
 from jobwatch.core.models import Job, JobKey, Notice, NoticeKind
-from jobwatch.core.records import Delivery, OutboxEntry, PollRecord, TrackedJob, Transition, is_final
+from jobwatch.core.records import (Delivery, JobPage, JobQuery, OutboxEntry, PollRecord, TrackedJob, Transition,
+                                   is_final)
 from jobwatch.store.base import Store
 
 SCHEMA_VERSION = 1
@@ -359,6 +360,40 @@ class SqlStore(Store):
             rows = cur.fetchall()
         return [Transition(key, int(s), f, t, dt(o), dt(st), c, m) for s, f, t, o, st, c, m in rows]  # type: ignore
 
+    # -- status displays -------------------------------------------------------------------------------------
+    def query_jobs(self, query: JobQuery) -> JobPage:
+        where, params = _job_filter(query)
+        order = ("CASE WHEN stalled=1 THEN 0 WHEN error_count>0 THEN 1 WHEN state='Failed' THEN 2 "
+                 "WHEN active=1 THEN 3 ELSE 4 END, COALESCE(last_change, first_seen) DESC, region, bucket, job_id")
+        with self._tx(write=False) as cur:
+            self._exec(cur, f"SELECT COUNT(*) FROM jw_jobs {where}", params)
+            total = int(cur.fetchone()[0])
+            self._exec(cur, f"SELECT {JOB_COLUMNS} FROM jw_jobs {where} ORDER BY {order} "
+                       f"LIMIT {max(int(query.limit), 0)} OFFSET {max(int(query.offset), 0)}", params)
+            rows = cur.fetchall()
+        return JobPage([self._row_to_job(r) for r in rows], total)
+
+    def job_facets(self, limit: int = 500) -> dict[str, list[str]]:
+        with self._tx(write=False) as cur:
+            self._exec(cur, f"SELECT DISTINCT bucket FROM jw_jobs ORDER BY bucket LIMIT {int(limit)}")
+            buckets = [str(r[0]) for r in cur.fetchall()]
+            self._exec(cur, "SELECT DISTINCT tags_json FROM jw_jobs WHERE tags_json IS NOT NULL AND "
+                       f"tags_json<>'{{}}' LIMIT {int(limit) * 4}")
+            tags: set[str] = set()
+            for (raw,) in cur.fetchall():
+                try:
+                    tags.update(f"{k}={v}" for k, v in json.loads(raw).items())
+                except (ValueError, AttributeError):
+                    continue
+        return {"buckets": buckets, "tags": sorted(tags)[:limit]}
+
+    def job_notices(self, key: JobKey, limit: int = 200) -> list[OutboxEntry]:
+        with self._tx(write=False) as cur:
+            self._exec(cur, f"SELECT {OUTBOX_COLUMNS} FROM jw_outbox WHERE region=? AND bucket=? AND job_id=? "
+                       f"ORDER BY id LIMIT {int(limit)}", (key.region, key.bucket, key.job_id))
+            entries = [self._row_to_entry(r) for r in cur.fetchall()]
+            return self._with_deliveries(cur, entries)
+
     # -- outbox ----------------------------------------------------------------------------------------------
     def add_notices(self, notices: Sequence[Notice], now: datetime) -> int:
         with self._tx() as cur:
@@ -525,3 +560,27 @@ def _history_row(k: JobKey, tr: Transition) -> tuple[Any, ...]:
     return (k.region, k.bucket, k.job_id, tr.seq, tr.from_state, tr.to_state, ts(tr.observed_at),
             ts(tr.service_time), tr.code, tr.message)
 
+
+def _like_escape(text: str) -> str:
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def _job_filter(query: JobQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause of a :class:`JobQuery`. Tags are matched in their stored JSON (keys sorted, default
+    separators, as :meth:`SqlStore.track` writes them), so no JSON functions are needed in either dialect."""
+    conds: list[str] = []
+    params: list[Any] = []
+    if query.state == "New":
+        conds.append("state IS NULL")
+    elif query.state:
+        conds.append("state=?")
+        params.append(query.state)
+    if query.bucket:
+        conds.append("bucket=?")
+        params.append(query.bucket)
+    if query.tag:
+        name, sep, value = query.tag.partition("=")
+        needle = json.dumps(name) + ": " + (json.dumps(value) if sep else "")
+        conds.append("tags_json LIKE ? ESCAPE '!'")
+        params.append("%" + _like_escape(needle) + "%")
+    return ("WHERE " + " AND ".join(conds) if conds else ""), params
