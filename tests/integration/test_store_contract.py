@@ -277,3 +277,48 @@ def test_open_store_refuses_unknown_query_options(tmp_path):
     with pytest.raises(ValidationError) as ei:
         open_store("mysql://u:hunter22@127.0.0.1:3306/db?ssl=1&charset=utf8")
     assert "ssl" in str(ei.value) and "hunter22" not in str(ei.value)
+
+
+# --- status displays (the status page's queries) ------------------------------------------------------------------
+
+def _populated(store):
+    from fixtures.webdata import populate
+
+    store.migrate()
+    return populate(store, 30)
+
+
+def test_query_jobs_filters_orders_problems_first_and_pages(store):
+    from jobwatch.core.records import JobQuery
+
+    data = _populated(store)
+    page = store.query_jobs(JobQuery(limit=5))
+    assert page.total == 30 and len(page.jobs) == 5
+    assert [t.key for t in page.jobs[:2]] == [data.stalled_key, data.erroring_key]
+    assert [t.state for t in page.jobs[2:5]] == ["Failed"] * 3
+    everything = store.query_jobs(JobQuery(limit=100)).jobs
+    paged = [t for off in range(0, 30, 7) for t in store.query_jobs(JobQuery(offset=off, limit=7)).jobs]
+    assert [t.key for t in paged] == [t.key for t in everything] and len(set(t.key for t in paged)) == 30
+    failed = store.query_jobs(JobQuery(state="Failed"))
+    assert failed.total == 5 and {t.state for t in failed.jobs} == {"Failed"}
+    assert store.query_jobs(JobQuery(bucket="archive-1250000000")).total == 10
+    assert store.query_jobs(JobQuery(state="Failed", bucket="archive-1250000000")).total == 5
+    assert store.query_jobs(JobQuery(tag="team=search")).total == 9  # every third job but the first
+    assert store.query_jobs(JobQuery(tag="env")).total == 29  # the key alone: any value
+    assert store.query_jobs(JobQuery(tag='team="><script>alert(2)</script>')).total == 1
+    assert store.query_jobs(JobQuery(tag="team=sea%")).total == 0  # LIKE wildcards are literal
+    assert store.query_jobs(JobQuery(tag="team=se_rch")).total == 0
+    store.track([K1], T0)
+    assert [t.key for t in store.query_jobs(JobQuery(state="New")).jobs] == [K1]
+
+
+def test_job_facets_and_job_notices(store):
+    data = _populated(store)
+    facets = store.job_facets()
+    assert facets["buckets"] == sorted({k.bucket for k in data.keys})
+    assert {"team=media", "team=search", "env=prod", "env=staging"} <= set(facets["tags"])
+    notices = store.job_notices(data.stalled_key)
+    assert [n.notice.kind.value for n in notices] == ["transition", "transition", "stalled"]
+    assert all(n.notice.key == data.stalled_key for n in notices)
+    assert all(set(n.deliveries) == {"webhook:ops", "wecom:media"} for n in notices)
+    assert store.job_notices(K3) == []

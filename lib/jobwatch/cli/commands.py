@@ -20,13 +20,14 @@ from jobwatch.cli import job as job_cmd
 from jobwatch.cli import outbox as outbox_cmd
 from jobwatch.cli import package as package_cmd
 from jobwatch.cli import poll as poll_cmd
+from jobwatch.cli import serve as serve_cmd
 from jobwatch.cli import status as status_cmd
 from jobwatch.cli import track as track_cmd
 from jobwatch.cli.common import EXIT_FAILURE, EXIT_USAGE, err as _err
 from jobwatch.core.errors import CIError, ConfigError, CredentialsError, JobwatchError, ValidationError
 
 GROUPS = (job_cmd, emulator_cmd, config_cmd, package_cmd, track_cmd, poll_cmd, status_cmd, outbox_cmd, db_cmd,
-          demo_cmd)
+          demo_cmd, serve_cmd)
 
 
 

@@ -1,4 +1,5 @@
-"""API Gateway: the operator API (``POST /jobs``, ``GET /jobs/{jobId}``) and CI's callback (``POST /callback``).
+"""API Gateway: the operator API (``POST /jobs``, ``GET /jobs/{jobId}``), CI's callback (``POST /callback``), and
+the status page (``/ui`` and below, handed to :mod:`jobwatch.web`).
 
 API Gateway does not retry, so every answer is an HTTP response: 400 for bad input, 401/403 for keys, 404/405 for
 routes, 503 when the store is down (the caller may retry), never an exception.
@@ -72,7 +73,22 @@ def handle(app: App, req: ev.HttpRequest, budget: Budget) -> dict[str, Any]:
     return resp
 
 
+def _ui(app: App, req: ev.HttpRequest) -> dict[str, Any] | None:
+    """The status page (``/ui`` and below, behind any stage prefix) as an integration response; None for other
+    paths. API Gateway is reached over HTTPS, so the session cookie is always ``Secure`` here."""
+    from jobwatch import web
+
+    if web.ui_subpath(req.path) is None:
+        return None
+    resp = web.handle(app, web.WebRequest(req.method, req.path, req.query, req.headers, req.body, secure=True))
+    body = resp.body if isinstance(resp.body, str) else resp.body.decode("utf-8")
+    return {"isBase64Encoded": False, "statusCode": resp.status, "headers": resp.all_headers(), "body": body}
+
+
 def _route(app: App, req: ev.HttpRequest, budget: Budget) -> dict[str, Any]:
+    page = _ui(app, req)
+    if page is not None:
+        return page
     r, job_id = route(req)
     if r is ApiRoute.NOT_FOUND:
         return http_response(404, {"error": f"no route for {req.method} {req.path}", "routes": ROUTES_TEXT})

@@ -33,7 +33,7 @@ def render(job: TrackedJob, history: Sequence[Transition], notices: Sequence[Out
            now: datetime) -> str:
     start = job.first_seen
     ends = [now if job.active else (job.last_change or job.last_seen or job.first_seen)]
-    ends += [t.observed_at for t in history] + [n.created_at for n in notices]
+    ends += [t.observed_at for t in history] + [n.notice.observed_at for n in notices]
     if job.last_seen:
         ends.append(job.last_seen)
     end = max(ends)
@@ -56,24 +56,32 @@ def render(job: TrackedJob, history: Sequence[Transition], notices: Sequence[Out
         out.append(f'<rect class="span s-{state_class(state)}" x="{x0}" y="{STATE_Y - 9}" '
                    f'width="{max(x1 - x0, 1.5)}" height="18"><title>{escape(state or "not yet observed")}: '
                    f'{escape(_fmt(t0))} to {escape(_fmt(t1))}</title></rect>')
+    last_label = [-1e9, -1e9]  # right end of the last label above / below the line: labels never overlap
     for i, t in enumerate(history):
         cx = x(t.observed_at)
-        label = t.to_state
+        label = t.to_state[:24]
         detail = f"{t.from_state or 'new'} -> {t.to_state} at {_fmt(t.observed_at)}"
         if t.code or t.message:
             detail += f" ({t.code or ''} {t.message or ''})".rstrip()
-        ty = STATE_Y - 16 if i % 2 == 0 else STATE_Y + 28
+        text = ""
+        width = 7.5 * len(label) + 8
         anchor = "end" if cx > WIDTH - 120 else "start"
+        left = cx - width if anchor == "end" else cx
+        for row in (i % 2, 1 - i % 2):
+            if left > last_label[row]:
+                last_label[row] = left + width
+                ty = STATE_Y - 16 if row == 0 else STATE_Y + 28
+                text = f'<text x="{cx}" y="{ty}" text-anchor="{anchor}">{escape(label)}</text>'
+                break
         out.append(f'<g class="transition"><circle class="dot s-{state_class(t.to_state)}" cx="{cx}" cy="{STATE_Y}" '
-                   f'r="6"><title>{escape(detail)}</title></circle>'
-                   f'<text x="{cx}" y="{ty}" text-anchor="{anchor}">{escape(label[:24])}</text></g>')
+                   f'r="6"><title>{escape(detail)}</title></circle>{text}</g>')
     if job.error_count and job.last_error:
         at = job.last_seen or end
         cx = x(at)
         out.append(f'<g class="poll-error"><path d="M{cx - 7},{STATE_Y + 20} l7,-12 l7,12 z"/>'
                    f'<title>{job.error_count} failed poll(s) in a row, last: {escape(job.last_error)}</title></g>')
     for n in notices:
-        cx = x(n.created_at)
+        cx = x(n.notice.observed_at)
         sinks = ", ".join(f"{d.sink}: {d.status}" for d in n.deliveries.values()) or "no delivery yet"
         what = n.notice.outcome
         out.append(f'<rect class="notice n-{escape(n.status)}" x="{cx - 5}" y="{NOTICE_Y - 5}" width="10" height="10" '

@@ -1,0 +1,112 @@
+"""``jobwatch serve``: the status page on this machine, over the same code API Gateway reaches
+(:mod:`jobwatch.web`), with the standard library's HTTP server on 127.0.0.1.
+
+It reads the same settings (``JOBWATCH_STORE_URL``...) as every other command. Sign-in needs
+``JOBWATCH_API_KEY``; without one, a random key is made for this run and printed once on the terminal (never in
+a URL). Served over plain HTTP on loopback, so the session cookie goes without ``Secure`` (browsers would drop
+it otherwise); behind a TLS proxy pass ``--secure-cookie``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+DEFAULT_PORT = 8765
+MAX_BODY = 64 * 1024
+
+
+def make_server(app: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, secure_cookie: bool = False,
+                clock: Callable[[], float] | None = None) -> HTTPServer:
+    """An HTTP server answering the status page from ``app`` (one request at a time: the store is shared)."""
+    from jobwatch.web import WebRequest, handle
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "jobwatch"
+        sys_version = ""
+
+        def _serve(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                self.send_error(413, "request body too large")
+                return
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            req = WebRequest(self.command, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)),
+                             headers, body, secure=secure_cookie)
+            if not req.path.startswith("/ui"):
+                self.send_response(303)
+                self.send_header("Location", "/ui")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            resp = handle(app, req, **({"clock": clock} if clock else {}))
+            data = resp.body.encode("utf-8") if isinstance(resp.body, str) else resp.body
+            self.send_response(resp.status)
+            for k, v in resp.all_headers().items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_POST = do_HEAD = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            if os.environ.get("JOBWATCH_SERVE_ACCESS_LOG"):
+                sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+    return HTTPServer((host, port), Handler)
+
+
+def serve_in_thread(server: HTTPServer) -> threading.Thread:
+    t = threading.Thread(target=server.serve_forever, name="jobwatch-serve", daemon=True)
+    t.start()
+    return t
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from jobwatch.cli.common import build_app
+
+    env = dict(os.environ)
+    generated = None
+    if not env.get("JOBWATCH_API_KEY"):
+        generated = secrets.token_urlsafe(24)
+        env["JOBWATCH_API_KEY"] = generated
+    app = build_app(env)
+    try:
+        server = make_server(app, args.host, args.port, secure_cookie=args.secure_cookie)
+    except OSError as exc:
+        print(f"serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        app.close()
+        return 1
+    host, port = server.server_address[:2]
+    print(f"status page: http://{host}:{port}/ui", flush=True)
+    if generated:
+        print(f"JOBWATCH_API_KEY is not set; sign in with this key for this run: {generated}", flush=True)
+    else:
+        print("sign in with JOBWATCH_API_KEY", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        app.close()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="the status page on this machine (http://127.0.0.1:8765/ui)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--secure-cookie", action="store_true",
+                   help="mark the session cookie Secure (when a TLS proxy is in front)")
+    p.set_defaults(func=_cmd_serve)
