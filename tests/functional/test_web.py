@@ -9,6 +9,7 @@ import re
 import urllib.error
 import urllib.request
 from http.cookiejar import CookieJar
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -298,6 +299,9 @@ def test_through_api_gateway_with_relative_links_that_survive_the_stage_prefix(s
     from jobwatch.triggers import scf
 
     app, data, _ = site
+    sample = json.loads((Path(__file__).resolve().parents[2] / "events" / "apigw_ui.json").read_text())
+    out = scf.handle(app, sample, {"time_limit_in_ms": 30000}, app.monotonic())
+    assert out["statusCode"] == 200 and 'name="api_key"' in out["body"]  # events/apigw_ui.json: no session yet
     out = scf.handle(app, _apigw("GET", "/ui", pattern="/ui"), {"time_limit_in_ms": 30000}, app.monotonic())
     assert out["statusCode"] == 200 and out["isBase64Encoded"] is False and 'name="api_key"' in out["body"]
     assert out["headers"]["Content-Type"].startswith("text/html")

@@ -41,6 +41,7 @@ EXPECTED_KINDS = {
     "tdmq_eventbridge.json": ev.MessageBatch,
     "apigw_register.json": ev.HttpRequest,
     "apigw_status.json": ev.HttpRequest,
+    "apigw_ui.json": ev.HttpRequest,
     "callback_apigw.json": ev.HttpRequest,
     "callback_ckafka.json": ev.MessageBatch,
     "direct_poll.json": ev.DirectCommand,

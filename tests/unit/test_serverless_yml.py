@@ -146,7 +146,14 @@ def test_triggers_are_enabled_and_well_formed(sls):
             assert 1 <= params["maxMsgNum"] <= 10000 and params["timeout"] <= 60
     apigw = dict(triggers)["apigw"]
     routes = {(e["method"], e["path"]) for e in apigw["endpoints"]}
-    assert routes == {("POST", "/jobs"), ("GET", "/jobs/{jobId}"), ("POST", "/callback")}
+    assert routes == {("POST", "/jobs"), ("GET", "/jobs/{jobId}"), ("POST", "/callback"),
+                      # the status page (lib/jobwatch/web/routes.py): every route it serves
+                      ("GET", "/ui"), ("POST", "/ui/login"), ("POST", "/ui/logout"), ("GET", "/ui/jobs/{jobId}"),
+                      ("POST", "/ui/jobs/{jobId}/untrack"), ("POST", "/ui/outbox/{noticeId}/retry"),
+                      ("GET", "/ui/static/{file}")}
+    for e in apigw["endpoints"]:  # every path parameter is declared, so API Gateway passes it on
+        for name in re.findall(r"\{(\w+)\}", e["path"]):
+            assert any(p["name"] == name and p["position"] == "PATH" for p in e.get("param", ())), e["path"]
 
 
 def test_every_declared_trigger_has_a_sample_event(sls):

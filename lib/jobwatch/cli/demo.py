@@ -64,6 +64,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         delivered = sum(1 for e in app.outbox_entries(limit=100000) if e.status == "done"
                         and e.notice.key in set(keys))
         print(f"\n{done}/{len(keys)} jobs final; {delivered} notices delivered")
+        store_opt = f"JOBWATCH_STORE_URL={args.store} " if args.store else ""
+        print(f"see them on the status page: {store_opt}jobwatch serve, then open http://127.0.0.1:8765/ui")
         return 0 if done == len(keys) else 1
     finally:
         app.close()
