@@ -130,6 +130,8 @@ def handle(app: "App", req: WebRequest, *, clock: Callable[[], float] | None = N
             return WebResponse(405, pages.message_page(root, "Not allowed", f"{method} is not allowed here"),
                                headers={"Allow": "GET, POST"})
         return _get(app, req, sub, root, csrf)
+    except ValidationError as exc:  # a bad job ID, bucket or region in the URL
+        return WebResponse(400, pages.message_page(root, "Bad request", str(exc)))
     except RetryableError as exc:
         log.error("ui_store_unavailable", error=str(exc))
         return WebResponse(503, pages.message_page(root, "Store unavailable", "The store did not answer; "
@@ -145,10 +147,7 @@ def _get(app: "App", req: WebRequest, sub: str, root: str, csrf: str) -> WebResp
                                            csrf=csrf, live=True))
     m = re.fullmatch(r"/jobs/([^/]+)", sub)
     if m:
-        try:
-            key = _job_key(app, m.group(1), req.query)
-        except ValidationError as exc:
-            return WebResponse(400, pages.message_page(root, "Bad request", str(exc)))
+        key = _job_key(app, m.group(1), req.query)
         detail = app.job_detail(key)
         if detail is None:
             return WebResponse(404, pages.message_page(root, "Not tracked", f"job {key} is not tracked"))
@@ -198,10 +197,7 @@ def _post(app: "App", req: WebRequest, sub: str, form: Mapping[str, str], root: 
         return _redirect("../ui", cookie=set_cookie("", max_age=0, secure=req.secure))
     m = re.fullmatch(r"/jobs/([^/]+)/untrack", sub)
     if m:
-        try:
-            key = _job_key(app, m.group(1), req.query)
-        except ValidationError as exc:
-            return WebResponse(400, pages.message_page(root, "Bad request", str(exc)))
+        key = _job_key(app, m.group(1), req.query)
         n = app.untrack([key])
         log.info("ui_untrack", job=str(key), untracked=n)
         return _redirect(f"{root}{pages.job_href('', key)}")
