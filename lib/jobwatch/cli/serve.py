@@ -87,7 +87,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         app.close()
         return 1
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), int(server.server_address[1])
     print(f"status page: http://{host}:{port}/ui", flush=True)
     if generated:
         print(f"JOBWATCH_API_KEY is not set; sign in with this key for this run: {generated}", flush=True)

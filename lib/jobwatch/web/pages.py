@@ -49,7 +49,7 @@ def job_href(root: str, key: JobKey) -> str:
     return f"{root}ui/jobs/{quote(key.job_id, safe='')}?{urlencode({'region': key.region, 'bucket': key.bucket})}"
 
 
-def _job_field(tj: TrackedJob, name: str) -> str | None:
+def _job_field(tj: TrackedJob, name: str) -> Any:
     return getattr(tj.job, name, None) if tj.job is not None else None
 
 
@@ -186,7 +186,7 @@ def overview(ov: Overview, root: str, csrf: str) -> str:
         href = job_href(root, tj.key)
         name = _job_field(tj, "name")
         jtype = _job_field(tj, "type")
-        created = _job_field(tj, "created_at") or tj.first_seen
+        created: datetime = _job_field(tj, "created_at") or tj.first_seen
         shown = e(name) or '<span class="muted">(no name)</span>'
         rows.append(
             f'<tr class="{"problem" if tj.stalled or tj.error_count else ""}">'

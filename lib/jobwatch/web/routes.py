@@ -106,7 +106,7 @@ def handle(app: "App", req: WebRequest, *, clock: Callable[[], float] | None = N
     if api_key is None:
         return WebResponse(403, pages.message_page(root, "Status page disabled",
                                                    "Set JOBWATCH_API_KEY to sign in to the status page."))
-    sessions = Sessions(api_key.reveal(), **({"clock": clock} if clock else {}))
+    sessions = Sessions(api_key.reveal(), clock=clock) if clock else Sessions(api_key.reveal())
     if method == "POST" and not _same_origin(req.headers):
         log.warning("ui_cross_origin_post", path=sub)
         return _forbidden(root, "cross-origin form posts are refused")
@@ -261,7 +261,7 @@ def _static(name: str) -> WebResponse:
     ctype = STATIC.get(name)
     if ctype is None:
         return WebResponse(404, "no such file", "text/plain; charset=utf-8")
-    text = resources.files("jobwatch.web").joinpath("static", name).read_text(encoding="utf-8")
+    text = resources.files("jobwatch.web").joinpath("static").joinpath(name).read_text(encoding="utf-8")
     return WebResponse(200, text, ctype, {"Cache-Control": "public, max-age=300"})
 
 
