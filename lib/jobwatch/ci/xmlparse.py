@@ -8,7 +8,7 @@ in ``extra`` dictionaries: the service adds fields over time, and losing them wo
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from lxml import etree
 
@@ -351,15 +351,8 @@ def parse_media_job_page(body: bytes, kind: ChildKind, *, status: int | None = N
                          request_id: str | None = None) -> ChildPage:
     """A ``GET /jobs`` or ``/pic_jobs`` answer: repeated ``JobsDetail`` and a ``NextToken`` (raw: the caller
     applies the stop rule, which needs the page size it asked for)."""
-    root, rid = _root(body, status, request_id)
-    items: list[ChildJob] = []
-    token: str | None = None
-    for i, el in enumerate(root.iterchildren("JobsDetail", "NextToken")):
-        if el.tag == "NextToken":
-            token = token or _opt((el.text or "").strip())
-        else:
-            items.append(parse_media_job(el, kind, f"JobsDetail[{i}]"))
-    return ChildPage(items=items, next_token=token, request_id=rid)
+    return _page(body, status, request_id, "JobsDetail",
+                 lambda el, where: parse_media_job(el, kind, where))
 
 
 def _workflow_execution(el: etree._Element, where: str) -> tuple[dict[str, etree._Element], ChildJob]:
@@ -384,14 +377,22 @@ def parse_workflow_execution_page(body: bytes, *, status: int | None = None,
                                   request_id: str | None = None) -> ChildPage:
     """A ``GET /workflowexecution`` answer: one ``WorkflowExecutionList`` element per execution (a single-item
     page is one element, never a special case here). The list has no end time, code or message."""
+    return _page(body, status, request_id, "WorkflowExecutionList",
+                 lambda el, where: _workflow_execution(el, where)[1])
+
+
+def _page(body: bytes, status: int | None, request_id: str | None, item_tag: str,
+          parse_item: Callable[[etree._Element, str], ChildJob]) -> ChildPage:
+    """Repeated ``item_tag`` elements and a ``NextToken`` (raw: the caller applies the stop rule, which needs the
+    page size it asked for). Each item is named by its position, so an error says which one was bad."""
     root, rid = _root(body, status, request_id)
     items: list[ChildJob] = []
     token: str | None = None
-    for i, el in enumerate(root.iterchildren("WorkflowExecutionList", "NextToken")):
-        if el.tag == "NextToken":
-            token = token or _opt((el.text or "").strip())
-        else:
-            items.append(_workflow_execution(el, f"WorkflowExecutionList[{i}]")[1])
+    for i, el in enumerate(root.iterchildren(item_tag)):
+        items.append(parse_item(el, f"{item_tag}[{i}]"))
+    for el in root.iterchildren("NextToken"):
+        token = _opt((el.text or "").strip())
+        break
     return ChildPage(items=items, next_token=token, request_id=rid)
 
 
