@@ -152,5 +152,5 @@ def test_wrong_method_and_unknown_path(emulator):
     assert r.status_code == 405
     r = requests.put(emulator.url + path, headers=signed_headers("PUT", path), timeout=5)
     assert r.status_code == 400 and "cancel" in r.text
-    r = requests.get(emulator.url + "/jobs", headers=signed_headers("GET", "/jobs"), timeout=5)
+    r = requests.get(emulator.url + "/nosuchapi", headers=signed_headers("GET", "/nosuchapi"), timeout=5)
     assert r.status_code == 404

@@ -38,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of jobs that end Failed (default 0.1)")
     parser.add_argument("--submitted-seconds", type=float, default=5.0, help="time a job stays Submitted")
     parser.add_argument("--running-seconds", type=float, default=60.0, help="time a job stays Running")
+    parser.add_argument("--children", type=int, default=0, metavar="N",
+                        help="child jobs (media jobs or workflow executions) each batch job spawns while it runs, "
+                             "one per object, served by GET /jobs, /pic_jobs, /workflowexecution (default 0)")
+    parser.add_argument("--child-failure-rate", type=float, default=0.0, metavar="R",
+                        help="exact share of each batch's children that end Failed, with a code (default 0)")
+    parser.add_argument("--callback-any-host", action="store_true",
+                        help="POST TaskFinish/WorkflowFinish callbacks to any host a batch's CallBack names "
+                             "(default: loopback hosts only)")
 
 
 def build(args: argparse.Namespace) -> EmulatorServer:
@@ -50,7 +58,8 @@ def build(args: argparse.Namespace) -> EmulatorServer:
     lifecycle = Lifecycle(submitted_seconds=args.submitted_seconds, running_seconds=args.running_seconds,
                           failure_ratio=args.fail_ratio)
     return EmulatorServer(host=args.host, port=args.port, credentials=creds, clock=clock, seed=args.seed,
-                          lifecycle=lifecycle)
+                          lifecycle=lifecycle, children=args.children, child_failure_rate=args.child_failure_rate,
+                          allow_remote_callbacks=args.callback_any_host)
 
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.Event | None = None) -> int:
@@ -79,6 +88,9 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
         else:
             print(f"  demo credentials: SecretId {DEMO_SECRET_ID} SecretKey {DEMO_SECRET_KEY}", file=out)
         print(f"  seed {args.seed}, speed x{args.speed:g}, preloaded {args.preload} job(s); Ctrl-C to stop", file=out)
+        if args.children:
+            print(f"  each batch job spawns {args.children} children, {args.child_failure_rate:g} of them failing",
+                  file=out)
         out.flush()
         if stop is not None:
             stop.wait()

@@ -7,11 +7,14 @@ unset. Errors follow CI's ``<Error>`` form, which has no ``<Resource>`` node (CO
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from lxml import etree
 
 from jobwatch.emulator.state import JobView
+
+if TYPE_CHECKING:
+    from jobwatch.emulator.children import ChildView
 
 CST = timezone(timedelta(hours=8))
 _DECL = b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -67,4 +70,122 @@ def error(code: str, message: str, request_id: str, trace_id: str) -> bytes:
     _sub(root, "Message", message)
     _sub(root, "RequestId", request_id)
     _sub(root, "TraceId", trace_id)
+    return _DECL + etree.tostring(root)
+
+
+# -- children of a batch job (issue 14): list answers, one workflow execution, and the per-child callbacks ------
+# Each in its documented shape and time form: media jobs ``+0800``; workflow lists and details ``+08:00``;
+# ``WorkflowFinish`` a space separator and ``+0800``. JSON callbacks have no ``Response`` wrapper.
+
+def _t_colon(dt: datetime | None) -> str:
+    if dt is None:
+        return "-"
+    s = dt.astimezone(CST).strftime("%Y-%m-%dT%H:%M:%S%z")
+    return s[:-2] + ":" + s[-2:]
+
+
+def _t_space(dt: datetime | None) -> str:
+    return "-" if dt is None else dt.astimezone(CST).strftime("%Y-%m-%d %H:%M:%S%z")
+
+
+def _media_fields(v: "ChildView", bucket: str, region: str) -> dict[str, Any]:
+    """A media job's ``JobsDetail`` as nested data (one source for the XML and JSON forms)."""
+    ext = v.object_key.rsplit(".", 1)[-1] if "." in v.object_key else "mp4"
+    out: dict[str, Any] = {
+        "Code": v.code, "Message": v.message, "JobId": v.child_id, "State": v.state,
+        "CreationTime": ci_time(v.created_at), "StartTime": ci_time(v.started_at), "EndTime": ci_time(v.ended_at),
+        "QueueId": v.queue_id or "", "Tag": v.tag or "",
+        "Input": {"BucketId": bucket, "Object": v.object_key, "Region": region},
+        "Operation": {"Output": {"Bucket": bucket, "Object": f"output/{v.child_id}.{ext}", "Region": region},
+                      "UserData": "", "JobLevel": "0"},
+    }
+    if v.state in ("Success", "Failed", "Cancel"):
+        out["Progress"] = "100" if v.state == "Success" else "0"
+    return out
+
+
+def _dict_xml(parent: etree._Element, data: dict[str, Any]) -> None:
+    for k, val in data.items():
+        if isinstance(val, dict):
+            _dict_xml(etree.SubElement(parent, k), val)
+        elif isinstance(val, list):
+            for item in val:
+                _dict_xml(etree.SubElement(parent, k), item)
+        else:
+            _sub(parent, k, None if val == "" else str(val))
+
+
+def media_jobs(views: Iterable["ChildView"], bucket: str, region: str, next_token: str) -> bytes:
+    """``GET /jobs`` / ``/pic_jobs``: like the documented sample, no ``RequestId`` in the body (the header has
+    it), repeated ``JobsDetail``, then ``NextToken``."""
+    root = etree.Element("Response")
+    for v in views:
+        _dict_xml(etree.SubElement(root, "JobsDetail"), _media_fields(v, bucket, region))
+    _sub(root, "NextToken", next_token or None)
+    return _DECL + etree.tostring(root)
+
+
+def workflow_executions(request_id: str, views: Iterable["ChildView"], next_token: str) -> bytes:
+    """``GET /workflowexecution``: one ``WorkflowExecutionList`` per execution; ``CreateTime`` with ``+08:00``."""
+    root = etree.Element("Response")
+    _sub(root, "RequestId", request_id)
+    for v in views:
+        el = etree.SubElement(root, "WorkflowExecutionList")
+        _sub(el, "RunId", v.child_id)
+        _sub(el, "WorkflowId", v.workflow_id)
+        _sub(el, "Object", v.object_key)
+        _sub(el, "CreateTime", _t_colon(v.created_at))
+        _sub(el, "State", v.state)
+    _sub(root, "NextToken", next_token or None)
+    return _DECL + etree.tostring(root)
+
+
+def _task(v: "ChildView", fmt_time: Any) -> dict[str, Any]:
+    return {"Type": "Transcode", "JobId": v.task_job_id or "", "CreateTime": fmt_time(v.created_at),
+            "Name": "Transcode_1581665960536", "State": v.state, "StartTime": fmt_time(v.started_at),
+            "EndTime": fmt_time(v.ended_at), "Code": v.code, "Message": v.message,
+            "TemplateId": "t01e57db1c2d154d2fb57aa5de9313a897", "TemplateName": "emulated_transcode"}
+
+
+def workflow_execution(request_id: str, v: "ChildView") -> bytes:
+    """``GET /workflowexecution/<RunId>``: the execution and its (one) task, which holds code and message."""
+    root = etree.Element("Response")
+    _sub(root, "RequestId", request_id)
+    _dict_xml(etree.SubElement(root, "WorkflowExecution"), {
+        "WorkflowId": v.workflow_id or "", "Name": "emulated-workflow", "RunId": v.child_id,
+        "CreateTime": _t_colon(v.created_at), "Object": v.object_key, "State": v.state,
+        "Tasks": _task(v, _t_colon),
+    })
+    return _DECL + etree.tostring(root)
+
+
+def task_finish(v: "ChildView", bucket: str, region: str, fmt: str) -> bytes:
+    """The documented ``TaskFinish`` callback of one media/picture job."""
+    detail = _media_fields(v, bucket, region)
+    if fmt == "JSON":
+        import json
+
+        return json.dumps({"EventName": "TaskFinish", "JobsDetail": detail}, ensure_ascii=False).encode()
+    root = etree.Element("Response")
+    _sub(root, "EventName", "TaskFinish")
+    _dict_xml(etree.SubElement(root, "JobsDetail"), detail)
+    return _DECL + etree.tostring(root)
+
+
+def workflow_finish(v: "ChildView", bucket: str, fmt: str) -> bytes:
+    """The documented ``WorkflowFinish`` callback of one workflow execution (space-separated times)."""
+    execution = {
+        "WorkflowId": v.workflow_id or "", "WorkflowName": "emulated-workflow", "RunId": v.child_id,
+        "State": v.state, "BucketId": bucket, "Object": v.object_key, "CreateTime": _t_space(v.created_at),
+        "CosHeaders": [{"Key": "Content-Type", "Value": "video/mp4"}],
+        "Tasks": _task(v, _t_space),
+    }
+    if fmt == "JSON":
+        import json
+
+        return json.dumps({"EventName": "WorkflowFinish", "WorkflowExecution": execution},
+                          ensure_ascii=False).encode()
+    root = etree.Element("Response")
+    _sub(root, "EventName", "WorkflowFinish")
+    _dict_xml(etree.SubElement(root, "WorkflowExecution"), execution)
     return _DECL + etree.tostring(root)

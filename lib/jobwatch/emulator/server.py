@@ -28,17 +28,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from jobwatch.core.children import ChildKind
 from jobwatch.core.errors import BadResponseError, ValidationError
 from jobwatch.core.models import validate_bucket
 from jobwatch.ci.xmlparse import parse_document
 from jobwatch.emulator import render
 from jobwatch.emulator.auth import TempCredential, verify
+from jobwatch.emulator import children as kids
 from jobwatch.emulator.clock import Clock, SystemClock
 from jobwatch.emulator.faults import FaultEngine, FaultRule, Plan
 from jobwatch.emulator.state import STATES, ApiError, JobSpec, JobTable, JobView, Lifecycle, ListQuery, invalid
 
 _HOST_RE = re.compile(r"^(?P<bucket>[a-z0-9-]+-[0-9]+)\.(?:ci|cos)\.(?P<region>[a-z0-9-]+)\.myqcloud\.com\.?$")
 _JOB_PATH_RE = re.compile(r"^/inventorytriggerjob/([^/]+)$")
+_RUN_PATH_RE = re.compile(r"^/workflowexecution/([^/]+)$")
 MAX_BODY = 1024 * 1024
 
 
@@ -119,6 +122,10 @@ class EmulatorServer:
         max_skew: float = 900.0,
         monotonic: Callable[[], float] = time.monotonic,
         list_type_default: str | None = None,
+        children: int = 0,
+        child_failure_rate: float = 0.0,
+        allow_remote_callbacks: bool = False,
+        callback_interval: float = 0.2,
     ) -> None:
         if list_type_default not in (None, "Workflow", "Job"):
             raise ValidationError("list_type_default", list_type_default, "expected None, Workflow or Job")
@@ -142,6 +149,12 @@ class EmulatorServer:
         self._counter = 0
         self.jobs = JobTable(self.clock, self.lifecycle, seed, self._new_job_id)
         self.faults = FaultEngine(faults, seed, monotonic)
+        # A batch's children (issue 14): ``children`` per batch unless set per job; computed, never stored.
+        self.children = kids.ChildRegistry(seed, kids.ChildPlan(children, child_failure_rate),
+                                           allow_remote_callbacks=allow_remote_callbacks)
+        self.callback_interval = callback_interval
+        self._sweep_lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
         self.temporary: dict[str, TempCredential] = {}
         self.request_log: list[RequestRecord] = []
         self._stopping = threading.Event()
@@ -160,6 +173,10 @@ class EmulatorServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"ci-emulator-{self.port}", daemon=True)
         self._thread.start()
+        if self.callback_interval > 0:
+            self._sweeper = threading.Thread(target=self._sweep_loop, name=f"ci-emulator-callbacks-{self.port}",
+                                             daemon=True)
+            self._sweeper.start()
         return self
 
     def stop(self) -> None:
@@ -179,6 +196,9 @@ class EmulatorServer:
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
+            self._sweeper = None
 
     def __enter__(self) -> "EmulatorServer":
         return self.start()
@@ -215,10 +235,93 @@ class EmulatorServer:
         return tmp_id, tmp_key, token
 
     def create_job(self, bucket: str, name: str = "demo", type: str = "Workflow", state: str | None = None,
-                   created_at: datetime | None = None, workflow_id: str = "w7476ff3564ee45b7b490d64bccaba6cc") -> str:
+                   created_at: datetime | None = None, workflow_id: str = "w7476ff3564ee45b7b490d64bccaba6cc",
+                   *, children: int | None = None, child_failure_rate: float | None = None,
+                   callback: str | None = None, callback_format: str | None = None, tag: str | None = None,
+                   prefix: str | None = None) -> str:
+        """A job as the default create body would make it. ``children``/``child_failure_rate`` override the
+        emulator's defaults for this batch; ``callback``/``callback_format`` go into its Operation (CallBack,
+        CallBackFormat); ``tag`` replaces Transcode (``PicProcess``: children are picture jobs)."""
         validate_bucket(bucket)
-        return self.jobs.create(bucket, JobSpec.default(name, type, workflow_id), state=state,
-                                created_at=created_at).job_id
+        spec = JobSpec.default(name, type, workflow_id)
+        op = spec.operation
+        for el_name, value in (("CallBack", callback), ("CallBackFormat", callback_format), ("Tag", tag)):
+            if value is not None:
+                el = op.find(el_name)
+                (el if el is not None else _sub_el(op, el_name)).text = value
+        if prefix is not None:
+            spec.input.find("Prefix").text = prefix  # type: ignore[union-attr]
+        plan = None
+        if children is not None or child_failure_rate is not None:
+            base = self.children.default
+            plan = kids.ChildPlan(base.count if children is None else children,
+                                  base.failure_rate if child_failure_rate is None else child_failure_rate)
+        job_id = self.jobs.create(bucket, spec, state=state, created_at=created_at).job_id
+        if plan is not None:
+            self.children.set_plan(bucket, job_id, plan)
+        return job_id
+
+    def set_children(self, bucket: str, job_id: str, count: int, failure_rate: float = 0.0) -> None:
+        """How many children one batch spawns and which share fails (instead of the emulator's defaults)."""
+        self.jobs.require(bucket, job_id)
+        self.children.set_plan(bucket, job_id, kids.ChildPlan(count, failure_rate))
+
+    def set_notify(self, target_id: str, url: str, fmt: str = "XML") -> None:
+        """The callback URL of a queue (``QueueId``) or a workflow (``WorkflowId``): its batches' children POST
+        ``TaskFinish`` / ``WorkflowFinish`` there unless the batch names its own ``CallBack``."""
+        self.children.set_notify(target_id, url, fmt)
+
+    def child_views(self, bucket: str, job_id: str, lane: str | None = None) -> list[kids.ChildView]:
+        """Ground truth for tests: every child of one batch (or of one of its workflows) as of now."""
+        now = self.clock.now()
+        with self.jobs.lock:
+            job = self.jobs.require(bucket, job_id)
+            spawns = [self.children.spawn(bucket, job, ln, kind, now) for ln, kind in kids.lanes(job)
+                      if lane is None or ln == lane]
+        return [sp.view(i) for sp in spawns if sp is not None for i in range(sp.visible())]
+
+    @property
+    def callback_log(self) -> list[kids.CallbackRecord]:
+        return list(self.children.log)
+
+    def flush_callbacks(self) -> int:
+        """Send the callbacks of every child that ended since the last sweep (at most a bounded number per
+        lane); returns how many POSTs were attempted. The background sweep calls this too."""
+        reg = self.children
+        if reg.default.count == 0 and not reg.plans:
+            return 0
+        sent = 0
+        with self._sweep_lock:
+            now = self.clock.now()
+            work = []
+            for bucket, job in self.jobs.all_jobs():
+                if reg.plan_for(bucket, job.view.job_id).count == 0:
+                    continue
+                for lane, kind in kids.lanes(job):
+                    target = reg.target(job, lane)
+                    if target is None:
+                        continue
+                    with self.jobs.lock:
+                        sp = reg.spawn(bucket, job, lane, kind, now)
+                    if sp is not None:
+                        work.append((sp, target, reg.regions.get(bucket, "ap-guangzhou")))
+            for sp, target, region in work:
+                for view in reg.due(sp):
+                    event, body, ctype = kids.callback_body(sp, view, target.fmt, region)
+                    reg.deliver(target, event, view.child_id, body, ctype)
+                    sent += 1
+        return sent
+
+    def _sweep_loop(self) -> None:
+        """Sweeps every ``callback_interval`` seconds; set it to 0 to pause them (tests then call
+        :meth:`flush_callbacks` themselves)."""
+        while not self._stopping.wait(self.callback_interval if self.callback_interval > 0 else 0.1):
+            if self.callback_interval <= 0:
+                continue
+            try:
+                self.flush_callbacks()
+            except Exception:  # best effort: a sweep that fails is tried again next time
+                pass
 
     def job_state(self, bucket: str, job_id: str) -> str:
         return self.jobs.require(bucket, job_id).state
@@ -383,7 +486,67 @@ class EmulatorServer:
                 self.jobs.cancel(bucket, job_id)
                 return 200, b"", job_id
             raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on /inventorytriggerjob/<jobId>")
+        if method == "GET" and (path in ("/jobs", "/pic_jobs", "/workflowexecution") or _RUN_PATH_RE.match(path)):
+            return self._children_api(path, pmap, bucket, h.headers.get("Host", ""), rid)
         raise ApiError(404, "NoSuchKey", f"no API at {path}")
+
+    def _children_api(self, path: str, p: dict[str, str], bucket: str, host: str,
+                      rid: str) -> tuple[int, bytes, str | None]:
+        """The child lists of a batch (``/jobs``, ``/pic_jobs``, ``/workflowexecution``) and one execution.
+        The service lists every job of a queue or workflow; the emulator has only batch children, so it asks
+        for the batch (``inventoryTriggerJobId`` / ``jobId``)."""
+        p = {k: v for k, v in p.items() if v != ""}
+        region = _region(host) or "ap-guangzhou"
+        self.children.regions[bucket] = region
+        m = _RUN_PATH_RE.match(path)
+        if m is not None:
+            view = self._find_run(bucket, m.group(1))
+            if view is None:
+                raise ApiError(404, "NoSuchKey", f"workflow execution {m.group(1)!r} does not exist")
+            return 200, render.workflow_execution(rid, view), None
+        workflow = path == "/workflowexecution"
+        batch_param = "jobId" if workflow else "inventoryTriggerJobId"
+        batch_id = p.get(batch_param)
+        if batch_id is None:
+            raise invalid(f"the emulator lists a batch job's children only: {batch_param} is required")
+        if workflow and "workflowId" not in p:
+            raise invalid("workflowId is required")
+        q = kids.ChildQuery.from_params(p, kids.WORKFLOW_STATES if workflow else kids.MEDIA_STATES)
+        now = self.clock.now()
+        sp = None
+        with self.jobs.lock:
+            job = self.jobs.job(bucket, batch_id)
+            if job is not None:
+                for lane, kind in kids.lanes(job):
+                    wanted = (kind is ChildKind.WORKFLOW and lane == p["workflowId"]) if workflow else (
+                        kind is (ChildKind.PIC_JOB if path == "/pic_jobs" else ChildKind.JOB))
+                    if wanted:
+                        sp = self.children.spawn(bucket, job, lane, kind, now)
+        if sp is not None and not workflow and (
+                p.get("queueId", sp.queue_id) != sp.queue_id or p.get("tag", sp.tag) != sp.tag
+                or "workflowId" in p):
+            sp = None  # filtered out: another queue or tag, or workflow-spawned jobs (none here)
+        if sp is None:
+            views, token = [], ""
+        else:
+            views, token = kids.list_children(sp, q, trailing_token=self.children.trailing_token)
+        if workflow:
+            return 200, render.workflow_executions(rid, views, token), batch_id
+        return 200, render.media_jobs(views, bucket, region, token), batch_id
+
+    def _find_run(self, bucket: str, run_id: str) -> kids.ChildView | None:
+        now = self.clock.now()
+        for b, job in self.jobs.all_jobs():
+            if b != bucket or job.view.type != "Workflow":
+                continue
+            for lane, kind in kids.lanes(job):
+                with self.jobs.lock:
+                    sp = self.children.spawn(bucket, job, lane, kind, now)
+                if sp is not None:
+                    i = sp.index_of(run_id)
+                    if i is not None:
+                        return sp.view(i)
+        return None
 
     # -- answers ------------------------------------------------------------------------------------------
     def _send_error(self, h: BaseHTTPRequestHandler, rid: str, exc: ApiError, plan: Plan | None = None) -> None:
@@ -440,6 +603,18 @@ def _bucket(host: str) -> str | None:
     name = name.rsplit(":", 1)[0] if ":" in name else name
     m = _HOST_RE.match(name)
     return m.group("bucket") if m else None
+
+
+def _region(host: str) -> str | None:
+    name = host.strip().lower().rsplit(":", 1)[0]
+    m = _HOST_RE.match(name)
+    return m.group("region") if m else None
+
+
+def _sub_el(parent: Any, tag: str) -> Any:
+    from lxml import etree
+
+    return etree.SubElement(parent, tag)
 
 
 def _reset(h: BaseHTTPRequestHandler) -> None:
