@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import math
 import threading
 import time
@@ -37,12 +36,10 @@ from urllib.parse import urlsplit
 
 from jobwatch.core.children import ChildKind
 from jobwatch.core.errors import ValidationError
-from jobwatch.core.models import parse_time
 from jobwatch.emulator.state import (
-    CANCEL, FAILED, PAUSE, RUNNING, SUBMITTED, SUCCESS, TERMINAL, ApiError, EmulatedJob, invalid,
+    CANCEL, FAILED, PAUSE, RUNNING, SUBMITTED, SUCCESS, TERMINAL, EmulatedJob, ListQuery, invalid,
 )
 
-MAX_CHILD_PAGE = 100
 DEFAULT_CHILD_PAGE = 10
 PIC_TAGS = frozenset({"PicProcess", "PosterProduction"})
 MEDIA_STATES = ("Submitted", "Running", "Success", "Failed", "Pause", "Cancel")
@@ -277,36 +274,22 @@ class ChildQuery:
 
     @classmethod
     def from_params(cls, p: dict[str, str], allowed_states: tuple[str, ...]) -> "ChildQuery":
-        size = DEFAULT_CHILD_PAGE
-        if "size" in p:
-            try:
-                size = int(p["size"])
-            except ValueError:
-                raise invalid(f"size {p['size']!r} is not an integer") from None
-            if not 1 <= size <= MAX_CHILD_PAGE:  # the service's answer above 100 is UNCONFIRMED: refuse
-                raise invalid(f"size {size} is out of range: 1 to {MAX_CHILD_PAGE}")
+        # size, order and the creation-time window are checked as the batch-job list checks them; the states
+        # (a subset for workflow executions) and the token are the child lists' own
+        common = ListQuery.from_params({k: v for k, v in p.items()
+                                        if k in ("size", "orderByTime", "startCreationTime", "endCreationTime")})
         states: frozenset[str] | None = None
         if p.get("states", "All") != "All":
             parts = [s.strip() for s in p["states"].split(",") if s.strip()]
-            bad = [s for s in parts if s not in allowed_states]
-            if bad or not parts:
+            if not parts or any(s not in allowed_states for s in parts):
                 raise invalid(f"states {p['states']!r} must be All or a comma-separated list of "
                               f"{', '.join(allowed_states)}")
             states = frozenset(parts)
-        order = p.get("orderByTime", "Desc")
-        if order not in ("Desc", "Asc"):
-            raise invalid(f"orderByTime {order!r} must be Desc or Asc")
-        times: dict[str, datetime | None] = {}
-        for key in ("startCreationTime", "endCreationTime"):
-            try:
-                times[key] = parse_time(p.get(key), field_name=key)
-            except ValidationError:
-                raise invalid(f"{key} {p[key]!r} is not a time like 2022-06-27T15:23:10+0800") from None
         token = p.get("nextToken")
         if token is not None:
             _token_fields(token)
-        return cls(size=size, states=states, descending=order == "Desc", start=times["startCreationTime"],
-                   end=times["endCreationTime"], next_token=token)
+        return cls(size=common.size, states=states, descending=common.descending, start=common.start,
+                   end=common.end, next_token=token)
 
 
 def _token(sp: Spawn, index: int, descending: bool) -> str:
@@ -541,6 +524,3 @@ def callback_body(sp: Spawn, v: ChildView, fmt: str, region: str) -> tuple[str, 
         body = render.task_finish(v, sp.bucket, region, fmt)
     return event, body, ("application/json" if fmt == "JSON" else "application/xml")
 
-
-def json_dumps(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()

@@ -526,9 +526,9 @@ class EmulatorServer:
                 p.get("queueId", sp.queue_id) != sp.queue_id or p.get("tag", sp.tag) != sp.tag
                 or "workflowId" in p):
             sp = None  # filtered out: another queue or tag, or workflow-spawned jobs (none here)
-        if sp is None:
-            views, token = [], ""
-        else:
+        views: list[kids.ChildView] = []
+        token = ""
+        if sp is not None:
             views, token = kids.list_children(sp, q, trailing_token=self.children.trailing_token)
         if workflow:
             return 200, render.workflow_executions(rid, views, token), batch_id

@@ -458,11 +458,11 @@ class JobTable:
         with self.lock:
             return list(self._jobs)
 
-    def all_jobs(self) -> list[tuple[str, EmulatedJob]]:
+    def all_jobs(self) -> tuple[tuple[str, EmulatedJob], ...]:
         """Every (bucket, job), each brought up to the clock (for the children's callback sweep)."""
         now = self.clock.now()
         with self.lock:
-            out = [(b, j) for b, jobs in self._jobs.items() for j in jobs.values()]
+            out = tuple((b, j) for b, jobs in self._jobs.items() for j in jobs.values())
             for _, j in out:
                 j.advance(now)
             return out
