@@ -111,6 +111,9 @@ def test_job_json_round_trip_has_the_documented_keys():
     assert back.operation.time_interval.start == datetime(2022, 2, 1, 12, tzinfo=timezone(timedelta(hours=8)))
 
 
-def test_terminal_states_are_data():
-    assert {s for s in JobState if s.terminal} == {JobState.SUCCESS, JobState.FAILED, JobState.CANCEL}
+def test_final_states_are_data_defined_once():
+    from jobwatch.core.records import FINAL_STATES, is_final
+
+    assert FINAL_STATES == {"Success", "Failed", "Cancel", "Vanished"}
+    assert [s.value for s in JobState if is_final(s.value)] == ["Success", "Failed", "Cancel"]
     assert JobState.parse("Whatever") is JobState.UNKNOWN

@@ -100,10 +100,6 @@ class StoreUnavailable(StoreError, RetryableError):
     """The store cannot be reached or answered with a transient fault; the whole tick should be retried."""
 
 
-class LeaseLost(StoreError, PermanentError):
-    """A write was refused because this instance no longer holds the job's lease (compare-and-set failed)."""
-
-
 class NotifyError(JobwatchError):
     """A sink refused or failed a delivery. ``retryable`` is set per instance."""
 

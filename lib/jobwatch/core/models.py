@@ -30,13 +30,6 @@ class JobState(str, enum.Enum):
         except ValueError:
             return cls.UNKNOWN
 
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATES
-
-
-TERMINAL_STATES = frozenset({JobState.SUCCESS, JobState.FAILED, JobState.CANCEL})
-
 # COS bucket names are lower-case letters, digits and '-', followed by '-<APPID>'; 50 characters in all.
 _BUCKET_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?-[0-9]{5,12}\Z")
 # ap-beijing, ap-beijing-fsi, na-siliconvalley, eu-frankfurt, ap-shanghai-adc ...

@@ -58,7 +58,6 @@ _TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
 
 
 class MysqlStore(SqlStore):
-    url_scheme = "mysql"
     # The driver is an optional dependency: `config check` imports it, `jobwatch package` adds the extra.
     extra = "mysql"
     modules = ("pymysql",)

@@ -51,7 +51,6 @@ _SCHEMA = (
 
 
 class SqliteStore(SqlStore):
-    url_scheme = "sqlite"
     schema = _SCHEMA
 
     def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
