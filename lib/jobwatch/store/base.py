@@ -19,7 +19,6 @@ from jobwatch.core.records import JobPage, JobQuery, OutboxEntry, PollRecord, Tr
 class Store(abc.ABC):
     """Persistence for tracked jobs, history, the outbox and discovery watermarks."""
 
-
     # -- lifecycle -------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def migrate(self) -> int:

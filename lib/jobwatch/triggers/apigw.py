@@ -146,8 +146,6 @@ def _place_query(req: ev.HttpRequest) -> dict[str, str]:
 
 def _callback(app: App, req: ev.HttpRequest, budget: Budget, defaults: ev.Defaults,
               key_ok: bool) -> dict[str, Any]:
-    from jobwatch.triggers.scf import callback_result
-
     q = _place_query(req)
     try:
         cb = ev.parse_callback(req.body, ev.Defaults(q.get("region"), q.get("bucket")), defaults)
@@ -170,8 +168,15 @@ def _callback(app: App, req: ev.HttpRequest, budget: Budget, defaults: ev.Defaul
     return http_response(200, out)
 
 
+def callback_result(app: App, cb: ev.Callback) -> dict[str, Any]:
+    """What CI said and what our own query found (the latter is what was recorded)."""
+    tj = app.job(cb.key)
+    return {"job": str(cb.key), "event": cb.event_name, "callback_state": cb.state,
+            "recorded_state": tj.state if tj else None}
+
+
 def _reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, ev.EventError) else str(exc)
 
 
-__all__ = ["ApiRoute", "ROUTES_TEXT", "api_key_matches", "handle", "http_response", "route"]
+__all__ = ["ApiRoute", "ROUTES_TEXT", "api_key_matches", "callback_result", "handle", "http_response", "route"]

@@ -165,15 +165,8 @@ def _batch(app: App, batch: ev.MessageBatch, budget: Budget) -> dict[str, Any]:
     out = summary.as_dict()
     callbacks = [c for c, ok in zip(sources, registered) if ok and isinstance(c, ev.Callback)]
     if callbacks:
-        out["callbacks"] = [callback_result(app, c) for c in callbacks]
+        out["callbacks"] = [apigw.callback_result(app, c) for c in callbacks]
     return out
-
-
-def callback_result(app: App, cb: ev.Callback) -> dict[str, Any]:
-    """What CI said and what our own query found (the latter is what was recorded)."""
-    tj = app.job(cb.key)
-    return {"job": str(cb.key), "event": cb.event_name, "callback_state": cb.state,
-            "recorded_state": tj.state if tj else None}
 
 
 def _direct(app: App, cmd: ev.DirectCommand, budget: Budget, context: Mapping[str, Any],
@@ -210,4 +203,4 @@ def _s(v: Any) -> str | None:
     return str(v) if v not in (None, "") else None
 
 
-__all__ = ["run", "handle", "Invocation", "callback_result", "reason", "DEFAULT_TIME_LIMIT_MS"]
+__all__ = ["run", "handle", "Invocation", "reason", "DEFAULT_TIME_LIMIT_MS"]
