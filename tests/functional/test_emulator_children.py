@@ -311,3 +311,35 @@ def test_cli_children_options_reach_the_batches():
     assert (full.count, full.failure_rate) == (40, 0.25)
     with pytest.raises(ValueError, match="children"):
         cli.build(parser.parse_args(["--children", "-1"]))
+
+
+def test_slow_receiver_sweep_is_time_bounded_and_carries_on(emulator, emulator_clock):
+    import time
+
+    got: list[bytes] = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            got.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            time.sleep(0.1)
+            answer(self, 200, b"ok")
+
+    srv = serve(Slow)
+    try:
+        emulator.callback_interval = 0
+        emulator.callback_sweep_seconds = 0.25
+        batch = emulator.create_job(B, type="Job", children=8,
+                                    callback=f"http://127.0.0.1:{srv.server_address[1]}/cb")
+        emulator_clock.advance(100)
+        counts = []
+        while sum(counts) < 8 and len(counts) < 10:
+            counts.append(emulator.flush_callbacks())
+        assert counts[0] < 8 and sum(counts) == 8 and len(counts) > 1
+        ids = [etree.fromstring(b).findtext("JobsDetail/JobId") for b in got]
+        assert sorted(ids) == sorted(v.child_id for v in emulator.child_views(B, batch))  # each once
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -153,6 +153,7 @@ class EmulatorServer:
         self.children = kids.ChildRegistry(seed, kids.ChildPlan(children, child_failure_rate),
                                            allow_remote_callbacks=allow_remote_callbacks)
         self.callback_interval = callback_interval
+        self.callback_sweep_seconds = 5.0  # at most this long delivering per sweep
         self._sweep_lock = threading.Lock()
         self._sweeper: threading.Thread | None = None
         self.temporary: dict[str, TempCredential] = {}
@@ -305,11 +306,14 @@ class EmulatorServer:
                         sp = reg.spawn(bucket, job, lane, kind, now)
                     if sp is not None:
                         work.append((sp, target, reg.regions.get(bucket, "ap-guangzhou")))
+            deadline = time.monotonic() + self.callback_sweep_seconds
             for sp, target, region in work:
                 for view in reg.due(sp):
                     event, body, ctype = kids.callback_body(sp, view, target.fmt, region)
                     reg.deliver(target, event, view.child_id, body, ctype)
                     sent += 1
+                    if time.monotonic() > deadline:  # a slow receiver: the rest waits for the next sweep
+                        return sent
         return sent
 
     def _sweep_loop(self) -> None:
