@@ -164,3 +164,17 @@ def test_bad_arguments_are_refused_before_sending(ci, client, call, field):
     with pytest.raises(ValidationError) as ei:
         call(client)
     assert ei.value.field == field and ci.seen == []
+
+
+def test_lookup_by_ids_path_and_404_as_missing(ci, client):
+    ci.replies.append((200, media_page(2, None).replace(b"</Response>", b"<NonExistJobIds>j9</NonExistJobIds>"
+                                                                        b"</Response>")))
+    res = client.get_media_jobs(BUCKET, REGION, [f"j{0:032x}", f"j{1:032x}", "j9"])
+    path, params, ok = ci.seen[0]
+    assert path == f"/jobs/j{0:032x},j{1:032x},j9" and params == {} and ok
+    assert len(res.items) == 2 and res.missing == ["j9"]
+    ci.replies.append((404, b"<Error><Code>NoSuchJob</Code><Message>m</Message><RequestId>r4</RequestId></Error>"))
+    res = client.get_media_jobs(BUCKET, REGION, "j8", pic=True)
+    assert ci.seen[1][0] == "/pic_jobs/j8" and res.items == [] and res.missing == ["j8"]
+    with pytest.raises(ValidationError):
+        client.get_media_jobs(BUCKET, REGION, [f"j{i}" for i in range(101)])

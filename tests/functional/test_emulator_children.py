@@ -343,3 +343,25 @@ def test_slow_receiver_sweep_is_time_bounded_and_carries_on(emulator, emulator_c
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_unfinished_children_refreshed_by_id(emulator, emulator_clock, client):
+    batch = emulator.create_job(B, type="Job", children=200, child_failure_rate=0.05)
+    emulator_clock.advance(5 + 30)
+    items, _ = all_pages(lambda **kw: client.list_media_jobs(B, R, batch_id=batch, **kw))
+    live = [c.child_id for c in items if c.state in ("Submitted", "Running")]
+    assert 0 < len(live) <= 100
+    ghost = "j" + "f" * 32
+    got = client.get_media_jobs(B, R, live + [ghost, live[0]])  # a repeat is asked once
+    assert [c.child_id for c in got.items] == live and got.missing == [ghost]
+    emulator.clear_log()
+    emulator_clock.advance(60)
+    done = client.get_media_jobs(B, R, live)
+    assert all(c.state in ("Success", "Failed") and c.ended_at for c in done.items)
+    assert len(emulator.request_log) == 1  # one request for up to 100 of them
+    truth = {v.child_id: v.state for v in emulator.child_views(B, batch)}
+    assert {c.child_id: c.state for c in done.items} == {i: truth[i] for i in live}
+    assert client.get_media_jobs(B, R, live[:3], pic=True).missing == live[:3]  # not picture jobs
+    with pytest.raises(Exception) as ei:
+        client.get_media_jobs(B, R, ["j1"] * 0)
+    assert getattr(ei.value, "field", None) == "job_ids"

@@ -159,3 +159,11 @@ def test_long_failure_message_is_capped():
     body = WF_DETAIL.replace(b"no video stream", b"x" * 5000)
     c = xmlparse.parse_workflow_execution(body)
     assert len(c.message) == 1000 and c.message.endswith("...")
+
+
+def test_media_lookup_found_and_missing():
+    body = MEDIA_PAGE.replace(b"<NextToken>225508</NextToken>", b"<NonExistJobIds>jx1, jx2</NonExistJobIds>")
+    found = xmlparse.parse_media_job_lookup(body, ChildKind.JOB)
+    assert [c.child_id for c in found.items] == [J1, J2] and found.missing == ["jx1", "jx2"]
+    none = xmlparse.parse_media_job_lookup(b"<Response><RequestId>r</RequestId></Response>", ChildKind.JOB)
+    assert none.items == [] and none.missing == [] and none.request_id == "r"

@@ -32,7 +32,9 @@ from requests.structures import CaseInsensitiveDict
 from jobwatch.ci import signing
 from jobwatch.ci import xmlparse
 from jobwatch.ci.credentials import CredentialsProvider
-from jobwatch.core.children import MAX_CHILD_PAGE_SIZE, ChildJob, ChildKind, ChildPage
+from jobwatch.core.children import (
+    MAX_CHILD_LOOKUP, MAX_CHILD_PAGE_SIZE, ChildJob, ChildKind, ChildLookup, ChildPage,
+)
 from jobwatch.core.errors import BadResponseError, CIError, JobwatchError, TransportError, ValidationError
 from jobwatch.core.models import (
     Job, JobInput, JobOperation, JobState, QueryResult, format_ci_time, validate_bucket, validate_job_id,
@@ -331,6 +333,28 @@ class CIClient:
             "GET", bucket, region, "/pic_jobs" if pic else "/jobs", params,
             parse=lambda a: xmlparse.parse_media_job_page(a.body, kind, status=a.status, request_id=a.request_id))
         return _stop_rule(page, eff)
+
+    def get_media_jobs(self, bucket: str, region: str, job_ids: Iterable[str], *, pic: bool = False) -> ChildLookup:
+        """Some media (or picture) jobs by ID, comma-separated in one ``GET /jobs/<ids>`` (up to 100): how the
+        children not yet final are refreshed without listing the batch again. IDs the service does not know come
+        back in ``missing``, whether it says so with ``NonExistJobIds`` or with a 404."""
+        validate_bucket(bucket)
+        validate_region(region)
+        ids = list(dict.fromkeys(_child_ref("job_ids", j) for j in ([job_ids] if isinstance(job_ids, str)
+                                                                    else job_ids)))
+        if not 1 <= len(ids) <= MAX_CHILD_LOOKUP:
+            raise ValidationError("job_ids", len(ids), f"expected 1 to {MAX_CHILD_LOOKUP} job IDs")
+        kind = ChildKind.PIC_JOB if pic else ChildKind.JOB
+        try:
+            found: ChildLookup = self._call(
+                "GET", bucket, region, f"/{'pic_jobs' if pic else 'jobs'}/{','.join(ids)}",
+                parse=lambda a: xmlparse.parse_media_job_lookup(a.body, kind, status=a.status,
+                                                                request_id=a.request_id))
+        except CIError as exc:
+            if exc.status == 404 and exc.code != "NoSuchBucket":
+                return ChildLookup(items=[], missing=ids, request_id=exc.request_id)
+            raise
+        return found
 
     def list_workflow_executions(
         self,

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from lxml import etree
 
-from jobwatch.core.children import ChildJob, ChildKind, ChildPage
+from jobwatch.core.children import ChildJob, ChildKind, ChildLookup, ChildPage
 from jobwatch.core.errors import BadResponseError, CIError
 from jobwatch.core.models import Job, JobInput, JobOperation, JobState, QueryResult, TimeInterval, parse_time
 from jobwatch.core.errors import ValidationError
@@ -353,6 +353,16 @@ def parse_media_job_page(body: bytes, kind: ChildKind, *, status: int | None = N
     applies the stop rule, which needs the page size it asked for)."""
     return _page(body, status, request_id, "JobsDetail",
                  lambda el, where: parse_media_job(el, kind, where))
+
+
+def parse_media_job_lookup(body: bytes, kind: ChildKind, *, status: int | None = None,
+                           request_id: str | None = None) -> ChildLookup:
+    """A ``GET /jobs/<id,id,...>`` answer: ``JobsDetail`` per job found, ``NonExistJobIds`` for the others."""
+    root, rid = _root(body, status, request_id)
+    items = [parse_media_job(el, kind, f"JobsDetail[{i}]") for i, el in enumerate(root.iterchildren("JobsDetail"))]
+    missing = [x.strip() for el in root.iterchildren("NonExistJobIds") for x in (el.text or "").split(",")
+               if x.strip()]
+    return ChildLookup(items=items, missing=missing, request_id=rid)
 
 
 def _workflow_execution(el: etree._Element, where: str) -> tuple[dict[str, etree._Element], ChildJob]:

@@ -12,7 +12,7 @@ from typing import Any
 from jobwatch.core.errors import ValidationError
 from jobwatch.core.models import from_iso, iso
 
-__all__ = ["ChildKind", "ChildJob", "ChildPage", "CHILD_STATES", "FINAL_CHILD_STATES", "is_final_child_state",
+__all__ = ["ChildKind", "ChildJob", "ChildPage", "ChildLookup", "CHILD_STATES", "FINAL_CHILD_STATES", "is_final_child_state",
            "MAX_CHILD_PAGE_SIZE"]
 
 # The documented states of a media job; a workflow execution uses a subset (no Submitted/Pause).
@@ -21,6 +21,8 @@ CHILD_STATES = ("Submitted", "Running", "Success", "Failed", "Pause", "Cancel")
 FINAL_CHILD_STATES = frozenset({"Success", "Failed", "Cancel"})
 # The list APIs' documented maximum page size.
 MAX_CHILD_PAGE_SIZE = 100
+# IDs per GET /jobs/<id,id,...>: the service's own limit is UNCONFIRMED, so ask for no more than a page's worth.
+MAX_CHILD_LOOKUP = 100
 
 
 def is_final_child_state(state: str | None) -> bool:
@@ -114,4 +116,13 @@ class ChildPage:
 
     items: list[ChildJob] = field(default_factory=list)
     next_token: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChildLookup:
+    """The answer for some media/picture jobs by ID: those found, and ``missing`` (``NonExistJobIds``)."""
+
+    items: list[ChildJob] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
     request_id: str | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import math
 import threading
@@ -41,6 +42,7 @@ from jobwatch.emulator.state import (
 )
 
 DEFAULT_CHILD_PAGE = 10
+MAX_LOOKUP = 100  # IDs per GET /jobs/<id,id,...> (the service's limit is UNCONFIRMED)
 PIC_TAGS = frozenset({"PicProcess", "PosterProduction"})
 MEDIA_STATES = ("Submitted", "Running", "Success", "Failed", "Pause", "Cancel")
 WORKFLOW_STATES = ("Running", "Success", "Failed", "Cancel")
@@ -102,6 +104,15 @@ def _dt(t: float) -> datetime:
 
 def _h(*parts: object, size: int = 16) -> bytes:
     return hashlib.blake2b("|".join(str(p) for p in parts).encode(), digest_size=size).digest()
+
+
+def id_key(seed: int, bucket: str, batch_id: str, lane: str) -> bytes:
+    return _h(seed, bucket, batch_id, lane, size=16)
+
+
+def id_prefix(key: bytes, kind: ChildKind) -> str:
+    """The first 21 characters of every child ID of one lane: which batch a child belongs to."""
+    return ("i" if kind is ChildKind.WORKFLOW else "j") + key[:10].hex()
 
 
 @dataclass(frozen=True)
@@ -172,23 +183,24 @@ class Spawn:
                 hi = mid
         return lo
 
-    # -- identity ---------------------------------------------------------------------------------------------
-    def _batch_key(self) -> bytes:
-        return _h(self.seed, self.bucket, self.batch_id, self.lane, size=16)
+    # -- identity: a per-lane prefix (which batch) and the index, masked -------------------------------------
+    @functools.cached_property
+    def _key(self) -> bytes:
+        return id_key(self.seed, self.bucket, self.batch_id, self.lane)
+
+    @functools.cached_property
+    def id_prefix(self) -> str:
+        return id_prefix(self._key, self.kind)
 
     def child_id(self, i: int) -> str:
-        key = self._batch_key()
-        mask = int.from_bytes(key[10:16], "big")
-        return ("i" if self.kind is ChildKind.WORKFLOW else "j") + key[:10].hex() + f"{i ^ mask:012x}"
+        return self.id_prefix + f"{i ^ int.from_bytes(self._key[10:16], 'big'):012x}"
 
     def index_of(self, child_id: str) -> int | None:
-        """Inverse of :meth:`child_id` for this batch, or None."""
-        key = self._batch_key()
-        prefix = ("i" if self.kind is ChildKind.WORKFLOW else "j") + key[:10].hex()
-        if len(child_id) != 33 or not child_id.startswith(prefix):
+        """Inverse of :meth:`child_id` for this batch (a child that exists by now), or None."""
+        if len(child_id) != 33 or not child_id.startswith(self.id_prefix):
             return None
         try:
-            i = int(child_id[21:], 16) ^ int.from_bytes(key[10:16], "big")
+            i = int(child_id[21:], 16) ^ int.from_bytes(self._key[10:16], "big")
         except ValueError:
             return None
         return i if 0 <= i < self.visible() else None
@@ -394,8 +406,15 @@ class ChildRegistry:
         self.cursors: dict[tuple[str, str, str], tuple[float, int]] = {}
         self.log: deque[CallbackRecord] = deque(maxlen=100_000)
         self.failures: dict[str, tuple[int, float]] = {}  # url -> (consecutive failures, suspended until)
+        self.prefixes: dict[tuple[str, str], tuple[str, str]] = {}  # (bucket, ID prefix) -> (batch, lane)
         self.lock = threading.Lock()
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def learn(self, bucket: str, job: EmulatedJob) -> None:
+        """Remember the ID prefixes of a batch's lanes, so that a child ID leads back to its batch."""
+        for lane, kind in lanes(job):
+            key = id_key(self.seed, bucket, job.view.job_id, lane)
+            self.prefixes[(bucket, id_prefix(key, kind))] = (job.view.job_id, lane)
 
     def plan_for(self, bucket: str, batch_id: str) -> ChildPlan:
         return self.plans.get((bucket, batch_id), self.default)

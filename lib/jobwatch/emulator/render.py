@@ -189,3 +189,16 @@ def workflow_finish(v: "ChildView", bucket: str, fmt: str) -> bytes:
     _sub(root, "EventName", "WorkflowFinish")
     _dict_xml(etree.SubElement(root, "WorkflowExecution"), execution)
     return _DECL + etree.tostring(root)
+
+
+def media_job_lookup(request_id: str, views: Iterable["ChildView"], missing: Iterable[str], bucket: str,
+                     region: str) -> bytes:
+    """``GET /jobs/<id,id,...>``: ``JobsDetail`` per job found, ``NonExistJobIds`` for the rest."""
+    root = etree.Element("Response")
+    _sub(root, "RequestId", request_id)
+    for v in views:
+        _dict_xml(etree.SubElement(root, "JobsDetail"), _media_fields(v, bucket, region))
+    gone = list(missing)
+    if gone:
+        _sub(root, "NonExistJobIds", ",".join(gone))
+    return _DECL + etree.tostring(root)

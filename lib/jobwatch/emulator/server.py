@@ -42,6 +42,7 @@ from jobwatch.emulator.state import STATES, ApiError, JobSpec, JobTable, JobView
 _HOST_RE = re.compile(r"^(?P<bucket>[a-z0-9-]+-[0-9]+)\.(?:ci|cos)\.(?P<region>[a-z0-9-]+)\.myqcloud\.com\.?$")
 _JOB_PATH_RE = re.compile(r"^/inventorytriggerjob/([^/]+)$")
 _RUN_PATH_RE = re.compile(r"^/workflowexecution/([^/]+)$")
+_MEDIA_PATH_RE = re.compile(r"^/(jobs|pic_jobs)/([^/]+)$")
 MAX_BODY = 1024 * 1024
 
 
@@ -490,7 +491,8 @@ class EmulatorServer:
                 self.jobs.cancel(bucket, job_id)
                 return 200, b"", job_id
             raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on /inventorytriggerjob/<jobId>")
-        if method == "GET" and (path in ("/jobs", "/pic_jobs", "/workflowexecution") or _RUN_PATH_RE.match(path)):
+        if method == "GET" and (path in ("/jobs", "/pic_jobs", "/workflowexecution") or _RUN_PATH_RE.match(path)
+                                or _MEDIA_PATH_RE.match(path)):
             return self._children_api(path, pmap, bucket, h.headers.get("Host", ""), rid)
         raise ApiError(404, "NoSuchKey", f"no API at {path}")
 
@@ -504,10 +506,24 @@ class EmulatorServer:
         self.children.regions[bucket] = region
         m = _RUN_PATH_RE.match(path)
         if m is not None:
-            view = self._find_run(bucket, m.group(1))
+            view = self._find_child(bucket, m.group(1), (ChildKind.WORKFLOW,))
             if view is None:
                 raise ApiError(404, "NoSuchKey", f"workflow execution {m.group(1)!r} does not exist")
             return 200, render.workflow_execution(rid, view), None
+        m = _MEDIA_PATH_RE.match(path)
+        if m is not None:  # one job or several, comma-separated, as the Python SDK sends them
+            kind = ChildKind.PIC_JOB if m.group(1) == "pic_jobs" else ChildKind.JOB
+            ids = [j for j in m.group(2).split(",") if j]
+            if not 1 <= len(ids) <= kids.MAX_LOOKUP:
+                raise invalid(f"1 to {kids.MAX_LOOKUP} job IDs, comma-separated")
+            found, missing = [], []
+            for cid in dict.fromkeys(ids):
+                view = self._find_child(bucket, cid, (kind,))
+                if view is None:
+                    missing.append(cid)
+                else:
+                    found.append(view)
+            return 200, render.media_job_lookup(rid, found, missing, bucket, region), None
         workflow = path == "/workflowexecution"
         batch_param = "jobId" if workflow else "inventoryTriggerJobId"
         batch_id = p.get(batch_param)
@@ -538,18 +554,29 @@ class EmulatorServer:
             return 200, render.workflow_executions(rid, views, token), batch_id
         return 200, render.media_jobs(views, bucket, region, token), batch_id
 
-    def _find_run(self, bucket: str, run_id: str) -> kids.ChildView | None:
+    def _find_child(self, bucket: str, child_id: str, kinds: tuple[ChildKind, ...]) -> kids.ChildView | None:
+        """A child by ID: its prefix names the batch (learnt from the bucket's batches on a miss)."""
+        reg = self.children
+        hit = reg.prefixes.get((bucket, child_id[:21]))
+        if hit is None:
+            for b, job in self.jobs.all_jobs():
+                if b == bucket:
+                    reg.learn(b, job)
+            hit = reg.prefixes.get((bucket, child_id[:21]))
+            if hit is None:
+                return None
+        batch_id, lane = hit
         now = self.clock.now()
-        for b, job in self.jobs.all_jobs():
-            if b != bucket or job.view.type != "Workflow":
-                continue
-            for lane, kind in kids.lanes(job):
-                with self.jobs.lock:
-                    sp = self.children.spawn(bucket, job, lane, kind, now)
-                if sp is not None:
-                    i = sp.index_of(run_id)
-                    if i is not None:
-                        return sp.view(i)
+        with self.jobs.lock:
+            job = self.jobs.job(bucket, batch_id)
+            if job is None:
+                return None
+            spawns = [reg.spawn(bucket, job, ln, kind, now) for ln, kind in kids.lanes(job)
+                      if ln == lane and kind in kinds]
+        for sp in spawns:
+            i = sp.index_of(child_id) if sp is not None else None
+            if sp is not None and i is not None:
+                return sp.view(i)
         return None
 
     # -- answers ------------------------------------------------------------------------------------------
