@@ -559,9 +559,9 @@ class EmulatorServer:
         reg = self.children
         hit = reg.prefixes.get((bucket, child_id[:21]))
         if hit is None:
-            for b, job in self.jobs.all_jobs():
+            for b, each in self.jobs.all_jobs():
                 if b == bucket:
-                    reg.learn(b, job)
+                    reg.learn(b, each)
             hit = reg.prefixes.get((bucket, child_id[:21]))
             if hit is None:
                 return None
