@@ -127,9 +127,9 @@ def store_warning(store_url: str, environ: Mapping[str, str] | None = None) -> s
     directory), which is lost when SCF recycles the instance and is not shared by parallel instances."""
     if not on_scf(environ) or not store_url.startswith("sqlite:"):
         return None
-    return ("the store is SQLite on SCF (" + _mask_store_url(store_url) + "): it lives in this instance's /tmp, "
-            "does not survive instance recycling and is not shared between instances; set JOBWATCH_STORE_URL "
-            "to a mysql:// URL (TencentDB) to keep job state")
+    return ("the store is SQLite on SCF: it lives in this instance's /tmp, does not survive instance recycling "
+            "and is not shared between instances; set JOBWATCH_STORE_URL to a mysql:// URL (TencentDB) to keep "
+            "job state")
 
 
 # --- value checks -------------------------------------------------------------------------------------------

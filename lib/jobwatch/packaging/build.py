@@ -1,23 +1,30 @@
 """Building the SCF deploy package: dependencies as wheels for SCF's Python, our code, precompiled, zipped.
 
-The package is built for the runtime, not for this machine: ``pip install --target`` with ``--platform``,
-``--python-version``, ``--implementation cp`` and ``--only-binary=:all:``, so native code (lxml) comes as the
-manylinux wheel SCF's CentOS 7 x86_64 can load (a wrongly built lxml is the most reported SCF packaging failure).
-The handler file goes to the package root, where SCF looks for ``index.main_handler``.
+The package is built for the runtime, not for this machine. Dependencies are resolved **for the target**
+(CPython 3.10 on manylinux2014 x86_64), environment markers included, by ``uv pip install --target
+--python-version --python-platform --only-binary :all:``: pip's ``--python-version`` picks wheels for the target
+but evaluates the dependencies' markers against the interpreter running it, so a build on 3.11 silently left out
+``typing-extensions; python_version < '3.11'`` (structlog needs it on 3.10) and the function crashed at import.
+Without uv the build uses pip only when this interpreter *is* the target version, and otherwise refuses.
+Native code (lxml) comes as the manylinux wheel SCF's CentOS 7 x86_64 can load.
+
+Which extras go in follows the configuration the function is deployed with (serverless.yml's
+``environment.variables``, their ``${env:NAME}`` read from the environment and ``.env``; without serverless.yml
+this shell's variables): the MySQL driver for a ``mysql://`` store, the SCF SDK for fan-out, each configured
+Tencent sink's SDK. ``--extras`` adds more. The handler file goes to the package root (``index.main_handler``).
 
 SCF sets ``PYTHONDONTWRITEBYTECODE``, so nothing is compiled at run time: every module is precompiled here, in the
-*unchecked-hash* mode, so the ``.pyc`` files stay valid whatever modification times the unzipped files get (an
-mtime-checked ``.pyc`` would be silently ignored if unzipping changed them). That needs the building interpreter
-to have the target's bytecode (same minor version); otherwise the package is built without ``.pyc`` and says so.
+*unchecked-hash* mode, so the ``.pyc`` files stay valid whatever modification times the unzipped files get. Bytecode
+is version-specific, so this runs under a CPython 3.10 interpreter (this one, ``--compile-python``, or one found
+on the machine); without one the package is built without ``.pyc`` and says so.
 
 The zip is deterministic (sorted entries, fixed timestamps), so an unchanged build has the same hash.
 """
 
 from __future__ import annotations
 
-import compileall
+import glob
 import os
-import py_compile
 import re
 import shutil
 import subprocess
@@ -35,8 +42,7 @@ else:
 DEFAULT_OUT = "build/package"
 DEFAULT_ZIP = "build/ci-jobwatch.zip"
 DEFAULT_PYTHON = "3.10"
-DEFAULT_PLATFORM = "manylinux2014_x86_64"
-DEFAULT_EXTRAS = ("mysql", "scf")
+DEFAULT_PLATFORM = "x86_64-manylinux2014"  # uv's name; pip's manylinux2014_x86_64 is accepted too
 SIZE_BUDGET_BYTES = 10 * 1024 * 1024  # zipped; SCF accepts more, but cold starts pay for every byte
 MARKER = ".jobwatch-package"  # marks a directory this module made, so a rebuild may delete it
 
@@ -61,9 +67,10 @@ class PackageOptions:
     zip_path: Path | None
     python_version: str = DEFAULT_PYTHON
     platform: str = DEFAULT_PLATFORM
-    extras: tuple[str, ...] = DEFAULT_EXTRAS
+    extras: tuple[str, ...] = ()
     compile: bool = True
     require_handler: bool = True
+    compile_python: str | None = None  # a CPython of the target version for the .pyc; None = find one
 
 
 @dataclass
@@ -76,6 +83,8 @@ class PackageResult:
     zip_bytes: int | None
     compiled: bool
     notes: list[str] = field(default_factory=list)
+    installer: str = "uv"
+    extras: tuple[str, ...] = ()
 
 
 # --- requirements -------------------------------------------------------------------------------------------
@@ -154,15 +163,66 @@ def _prepare_out(out: Path) -> None:
     (out / MARKER).write_text("made by jobwatch package; deleted and rebuilt on each run\n")
 
 
-def _pip_install(opts: PackageOptions, requirements: list[str], run: Runner) -> None:
-    cmd = [sys.executable, "-m", "pip", "install", "--target", str(opts.out),
-           "--platform", opts.platform, "--python-version", opts.python_version, "--implementation", "cp",
-           "--only-binary=:all:", "--no-compile", "--no-user", "--disable-pip-version-check", "--quiet",
-           *requirements]
+def uv_platform(platform: str) -> str:
+    """uv's ``--python-platform`` name for a platform given either way (``manylinux2014_x86_64`` as pip says it,
+    or ``x86_64-manylinux2014``)."""
+    m = re.fullmatch(r"(manylinux\w*?)_(x86_64|aarch64)", platform)
+    return f"{m.group(2)}-{m.group(1)}" if m else platform
+
+
+def _pip_platform(platform: str) -> str:
+    m = re.fullmatch(r"(x86_64|aarch64)-(manylinux\w+)", platform)
+    return f"{m.group(2)}_{m.group(1)}" if m else platform
+
+
+def find_uv() -> str | None:
+    """The uv binary: the ``uv`` wheel's (installed with the ``package`` extra), else one on ``PATH``."""
+    try:
+        import uv  # type: ignore[import-not-found]
+
+        return str(uv.find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
+
+
+def _install(opts: PackageOptions, requirements: list[str], run: Runner, uv: str | None,
+             notes: list[str]) -> str:
+    """Install the requirements into ``opts.out`` for the target; return the installer used."""
+    target = _version_tuple(opts.python_version)
+    if uv:
+        cmd = [uv, "pip", "install", "--target", str(opts.out), "--python-version", opts.python_version,
+               "--python-platform", uv_platform(opts.platform), "--only-binary", ":all:", "--quiet", *requirements]
+        installer = "uv"
+    elif sys.version_info[:2] == target:
+        # pip evaluates markers against this interpreter, which is the target version: right for them, if not
+        # for the platform (hence --platform and binary wheels only).
+        cmd = [sys.executable, "-m", "pip", "install", "--target", str(opts.out),
+               "--platform", _pip_platform(opts.platform), "--python-version", opts.python_version,
+               "--implementation", "cp", "--only-binary=:all:", "--no-compile", "--no-user",
+               "--disable-pip-version-check", "--quiet", *requirements]
+        installer = "pip"
+        notes.append(f"uv not found: resolved with pip, right only because this Python is {opts.python_version}")
+    else:
+        here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        raise PackageError(
+            f"cannot resolve dependencies for Python {opts.python_version} on Python {here} without uv: pip "
+            f"evaluates dependency markers for the Python running it, so the package would lack what "
+            f"{opts.python_version} needs (e.g. typing-extensions for structlog) and crash at import on SCF. "
+            f"Install uv (pip install 'ci-jobwatch[package]', or pip install uv) or build with Python "
+            f"{opts.python_version}")
     proc = run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-15:])
-        raise PackageError(f"pip install failed (exit {proc.returncode}):\n{tail}")
+        label = "uv pip install" if installer == "uv" else "pip install"
+        raise PackageError(f"{label} failed (exit {proc.returncode}):\n{tail}")
+    return installer
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        raise PackageError(f"python version {version!r}: expected major.minor, e.g. 3.10") from None
 
 
 def _copy_own_code(opts: PackageOptions, notes: list[str]) -> None:
@@ -204,19 +264,67 @@ def _strip(out: Path) -> int:
     return removed
 
 
-def _compile(opts: PackageOptions, notes: list[str]) -> bool:
-    target = tuple(int(p) for p in opts.python_version.split(".")[:2])
+_PROBE = "import sys; print('%d.%d %s' % (sys.version_info[0], sys.version_info[1], sys.implementation.name))"
+_COMPILE = ("import compileall, py_compile, sys\n"
+            "ok = compileall.compile_dir(sys.argv[1], quiet=1, workers=0, legacy=False, optimize=-1,\n"
+            "    invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)\n"
+            "sys.exit(0 if ok else 1)\n")
+
+
+def _is_cpython(python: str, version: str, run: Runner) -> bool:
+    try:
+        proc = run([python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0 and proc.stdout.strip() == f"{version} cpython"
+
+
+def find_python(version: str, run: Runner = subprocess.run, uv: str | None = None,
+                environ: dict[str, str] | None = None) -> str | None:
+    """A CPython ``version`` interpreter on this machine, each candidate checked by running it: this one, then
+    ``python<version>`` on PATH, then what ``uv python find`` finds (never downloading), then pyenv's versions."""
+    env = os.environ if environ is None else environ
+    candidates: list[str] = [sys.executable]
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        candidates.append(on_path)
+    if uv:
+        try:
+            proc = run([uv, "python", "find", "--no-python-downloads", version], capture_output=True, text=True,
+                       timeout=60)
+            if proc.returncode == 0 and proc.stdout.strip():
+                candidates.append(proc.stdout.strip().splitlines()[-1])
+        except (OSError, subprocess.SubprocessError):
+            pass
+    pyenv = env.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates.extend(sorted(glob.glob(os.path.join(pyenv, "versions", f"{version}.*", "bin", "python")),
+                             reverse=True))
+    for c in dict.fromkeys(candidates):
+        if _is_cpython(c, version, run):
+            return c
+    return None
+
+
+def _compile(opts: PackageOptions, notes: list[str], run: Runner, uv: str | None) -> bool:
+    """Precompile every module with a CPython of the target version (bytecode is version-specific)."""
     if not opts.compile:
         notes.append("not precompiled (--no-compile)")
         return False
-    if sys.version_info[:2] != target:
-        notes.append(f"not precompiled: this Python is {sys.version_info[0]}.{sys.version_info[1]}, the target "
-                     f"{opts.python_version} (bytecode differs); run the build with Python {opts.python_version}")
+    if opts.compile_python:
+        python: str | None = opts.compile_python
+        if not _is_cpython(python, opts.python_version, run):
+            raise PackageError(f"--compile-python {python}: not a CPython {opts.python_version} interpreter")
+    else:
+        python = find_python(opts.python_version, run, uv)
+    if python is None:
+        notes.append(f"not precompiled: no CPython {opts.python_version} interpreter found (this one, "
+                     f"python{opts.python_version} on PATH, uv python find, pyenv); the package works, but SCF "
+                     f"then compiles every module at each cold start. Pass --compile-python PATH to fix")
         return False
-    ok = compileall.compile_dir(str(opts.out), quiet=1, workers=0, legacy=False, optimize=-1,
-                                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-    if not ok:
-        raise PackageError("compileall failed on a file of the package (see above)")
+    proc = run([python, "-I", "-c", _COMPILE, str(opts.out)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise PackageError(f"compileall with {python} failed on a file of the package:\n{tail}")
     return True
 
 
@@ -236,20 +344,23 @@ def _zip(out: Path, zip_path: Path) -> int:
 
 
 def build_package(opts: PackageOptions, *, run: Runner = subprocess.run,
-                  log: Callable[[str], None] = lambda m: None) -> PackageResult:
-    """Build ``opts.out`` (and ``opts.zip_path``) from scratch. Raises :class:`PackageError` naming the step."""
+                  log: Callable[[str], None] = lambda m: None, uv: Callable[[], str | None] = find_uv) -> PackageResult:
+    """Build ``opts.out`` (and ``opts.zip_path``) from scratch. Raises :class:`PackageError` naming the step.
+    ``uv`` locates the uv binary (None: not installed)."""
     notes: list[str] = []
     requirements = runtime_requirements(opts.root / "pyproject.toml", opts.extras, opts.python_version,
                                         opts.platform)
+    uv_bin = uv()
     log(f"[1/5] preparing {opts.out}")
     _prepare_out(opts.out)
-    log(f"[2/5] pip install for CPython {opts.python_version} on {opts.platform}: {' '.join(requirements)}")
-    _pip_install(opts, requirements, run)
+    log(f"[2/5] installing for CPython {opts.python_version} on {uv_platform(opts.platform)} "
+        f"(extras: {', '.join(opts.extras) or 'none'}): {' '.join(requirements)}")
+    installer = _install(opts, requirements, run, uv_bin, notes)
     log("[3/5] copying jobwatch and the handler")
     _copy_own_code(opts, notes)
     removed = _strip(opts.out)
-    log(f"[4/5] stripped {removed} paths; precompiling")
-    compiled = _compile(opts, notes)
+    log(f"[4/5] stripped {removed} paths; precompiling for {opts.python_version}")
+    compiled = _compile(opts, notes, run, uv_bin)
     files = [p for p in opts.out.rglob("*") if p.is_file() and p.name != MARKER]
     unpacked = sum(p.stat().st_size for p in files)
     zip_bytes = None
@@ -259,7 +370,67 @@ def build_package(opts: PackageOptions, *, run: Runner = subprocess.run,
         if zip_bytes > SIZE_BUDGET_BYTES:
             notes.append(f"zip is {zip_bytes / 1e6:.1f} MB, over the {SIZE_BUDGET_BYTES / 1e6:.1f} MB budget")
     return PackageResult(out=opts.out, zip_path=opts.zip_path, requirements=requirements, files=len(files),
-                         unpacked_bytes=unpacked, zip_bytes=zip_bytes, compiled=compiled, notes=notes)
+                         unpacked_bytes=unpacked, zip_bytes=zip_bytes, compiled=compiled, notes=notes,
+                         installer=installer, extras=tuple(opts.extras))
+
+
+# --- what the deployed function is configured with --------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines of a ``.env`` file (what the deploy CLI reads for ``${env:NAME}``); ``#`` comments,
+    blank lines, an ``export`` prefix and one pair of surrounding quotes are handled."""
+    out: dict[str, str] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        name, sep, value = line.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()):
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[name.strip()] = value
+    return out
+
+
+def deploy_variables(serverless: Path | None, environ: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
+    """The variables the deployed function gets, and where they came from: serverless.yml's
+    ``inputs.environment.variables`` with ``${env:NAME}`` taken from the environment, else from the ``.env``
+    beside it (the deploy CLI reads both); without a serverless.yml, this environment's ``JOBWATCH_*``."""
+    env = dict(os.environ if environ is None else environ)
+    if serverless is None or not serverless.is_file():
+        return {k: v for k, v in env.items() if k.startswith("JOBWATCH_")}, "this shell's JOBWATCH_* variables"
+    try:
+        import yaml
+    except ImportError:
+        raise PackageError(f"reading {serverless} needs PyYAML (pip install 'ci-jobwatch[package]'); or pass "
+                           "--serverless '' to take the extras from this shell's variables") from None
+    try:
+        doc = yaml.safe_load(serverless.read_text(encoding="utf-8")) or {}
+        variables = (((doc.get("inputs") or {}).get("environment") or {}).get("variables") or {})
+    except (yaml.YAMLError, AttributeError) as exc:
+        raise PackageError(f"{serverless}: not a serverless.yml with inputs.environment.variables ({exc})") from None
+    dotenv = read_dotenv(serverless.parent / ".env")
+    resolved = {}
+    for name, value in variables.items():
+        text = "" if value is None else str(value)
+        resolved[str(name)] = _ENV_REF.sub(lambda m: env.get(m.group(1), dotenv.get(m.group(1), "")), text)
+    return resolved, f"{serverless.name} (${{env:...}} from the environment and .env)"
+
+
+def configured_extras(variables: dict[str, str]) -> list[tuple[str, str]]:
+    """``(extra, why)`` for every optional part the variables configure (the store, fan-out, each sink)."""
+    from jobwatch.app.config import needed_extras
+
+    return [(n.extra, n.reason) for n in needed_extras(variables)]
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------
