@@ -365,3 +365,17 @@ def test_unfinished_children_refreshed_by_id(emulator, emulator_clock, client):
     with pytest.raises(Exception) as ei:
         client.get_media_jobs(B, R, ["j1"] * 0)
     assert getattr(ei.value, "field", None) == "job_ids"
+
+
+def test_task_finish_json_in_both_documented_forms(emulator, emulator_clock, receiver):
+    emulator.callback_interval = 0
+    emulator.create_job(B, type="Job", children=6, callback=receiver.url, callback_format="JSON")
+    emulator_clock.advance(100)
+    assert emulator.flush_callbacks() == 6
+    docs = [json.loads(b) for ctype, b in receiver.bodies if ctype == "application/json"]
+    assert len(docs) == 6 and {d["EventName"] for d in docs} == {"TaskFinish"} and "Response" not in docs[0]
+    forms = {type(d["JobsDetail"]).__name__ for d in docs}
+    assert forms == {"dict", "list"}
+    details = [d["JobsDetail"][0] if isinstance(d["JobsDetail"], list) else d["JobsDetail"] for d in docs]
+    assert all(x["JobId"].startswith("j") and x["Input"]["BucketId"] == B and x["State"] == "Success"
+               for x in details)

@@ -139,16 +139,16 @@ class Spawn:
     def count(self) -> int:
         return 1 if self.single_object is not None else self.plan.count
 
-    @property
+    @functools.cached_property
     def _usable(self) -> float:
         # Whole seconds are shown, and the batch's start and end are each truncated: keep a second spare.
         return max(0.0, self.span - 1.0)
 
-    @property
+    @functools.cached_property
     def _spawn(self) -> float:
         return self._usable * self.plan.spawn_share
 
-    @property
+    @functools.cached_property
     def max_duration(self) -> float:
         return self._usable * (1 - self.plan.spawn_share) * 0.95
 
@@ -205,17 +205,23 @@ class Spawn:
             return None
         return i if 0 <= i < self.visible() else None
 
-    def fails(self, i: int) -> bool:
+    @functools.cached_property
+    def _fail_params(self) -> tuple[int, int, int, int]:
+        """(a, b, phi, rate): child i fails when a * i + b (mod count), a permutation, falls on one of the
+        evenly spread positions of a seeded Bresenham line; exactly floor(count * rate + phi) of them do."""
         n = self.count
-        rp = round(self.plan.failure_rate * _SCALE)
-        if rp == 0:
-            return False
         key = _h("fail", self.seed, self.bucket, self.batch_id, self.lane, size=16)
         a = int.from_bytes(key[:6], "big") % n or 1
         while math.gcd(a, n) != 1:
             a += 1
-        j = (a * i + int.from_bytes(key[6:12], "big")) % n  # a permutation of 0..n-1
-        phi = int.from_bytes(key[12:16], "big") % _SCALE
+        return a, int.from_bytes(key[6:12], "big"), int.from_bytes(key[12:16], "big") % _SCALE, \
+            round(self.plan.failure_rate * _SCALE)
+
+    def fails(self, i: int) -> bool:
+        a, b, phi, rp = self._fail_params
+        if rp == 0:
+            return False
+        j = (a * i + b) % self.count
         return ((j + 1) * rp + phi) // _SCALE - (j * rp + phi) // _SCALE == 1
 
     def object_key(self, i: int) -> str:

@@ -160,12 +160,14 @@ def workflow_execution(request_id: str, v: "ChildView") -> bytes:
 
 
 def task_finish(v: "ChildView", bucket: str, region: str, fmt: str) -> bytes:
-    """The documented ``TaskFinish`` callback of one media/picture job."""
+    """The documented ``TaskFinish`` callback of one media/picture job. The JSON pages show ``JobsDetail`` both
+    as an object and as a one-element list: odd-numbered children get the list, so receivers meet both."""
     detail = _media_fields(v, bucket, region)
     if fmt == "JSON":
         import json
 
-        return json.dumps({"EventName": "TaskFinish", "JobsDetail": detail}, ensure_ascii=False).encode()
+        return json.dumps({"EventName": "TaskFinish", "JobsDetail": [detail] if v.index % 2 else detail},
+                          ensure_ascii=False).encode()
     root = etree.Element("Response")
     _sub(root, "EventName", "TaskFinish")
     _dict_xml(etree.SubElement(root, "JobsDetail"), detail)
