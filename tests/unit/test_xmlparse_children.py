@@ -167,3 +167,55 @@ def test_media_lookup_found_and_missing():
     assert [c.child_id for c in found.items] == [J1, J2] and found.missing == ["jx1", "jx2"]
     none = xmlparse.parse_media_job_lookup(b"<Response><RequestId>r</RequestId></Response>", ChildKind.JOB)
     assert none.items == [] and none.missing == [] and none.request_id == "r"
+
+
+# The documented callback bodies (ci-children.md 3.1, 3.2): the same element parsers read them.
+TASK_FINISH = b"""<Response>
+  <EventName>TaskFinish</EventName>
+  <JobsDetail>
+    <Code>Success</Code><CreationTime>2022-06-30T19:27:39+0800</CreationTime><EndTime>2022-06-30T19:27:42+0800</EndTime>
+    <Input><BucketId>test-123456789</BucketId><Object>input/demo.mp4</Object><Region>ap-chongqing</Region></Input>
+    <JobId>ja66d6204f86711ec9ca1073b78d316d3</JobId><Message/>
+    <Operation><UserData>u</UserData></Operation>
+    <QueueId>p2242ab62c7c94486915508540933a2c6</QueueId><StartTime>2022-06-30T19:27:40+0800</StartTime>
+    <State>Success</State><Tag>StreamExtract</Tag>
+  </JobsDetail>
+</Response>"""
+
+WORKFLOW_FINISH = b"""<Response>
+  <EventName>WorkflowFinish</EventName>
+  <WorkflowExecution>
+    <WorkflowId>web6ac56c1ef54dbfa44d7f4103203be9</WorkflowId><WorkflowName>workflow-3</WorkflowName>
+    <RunId>i166ee19017b011eda8a5525400c540df</RunId><State>Success</State>
+    <BucketId>test-1234567890</BucketId><Object>wk-test/game.mp4</Object>
+    <CreateTime>2022-08-09 14:54:17+0800</CreateTime>
+    <CosHeaders><Key>Content-Type</Key><Value>video/mp4</Value></CosHeaders>
+    <Tasks><Type>Snapshot</Type><CreateTime>2022-08-09 14:54:40+0800</CreateTime><EndTime>2022-08-09 14:54:42+0800</EndTime>
+      <State>Success</State><JobId>j23c11e1e17b011edaab4ab15ec33d076</JobId><Name>Snapshot_1581665960536</Name>
+      <TemplateId>t07740e32081b44ad7a0aea03adcffd54a</TemplateId><TemplateName>snapshot_1280*720_3</TemplateName></Tasks>
+  </WorkflowExecution>
+</Response>"""
+
+
+def test_documented_task_finish_detail():
+    root = xmlparse.parse_document(TASK_FINISH)
+    c = xmlparse.parse_media_job(root.find("JobsDetail"), ChildKind.JOB)
+    assert (c.child_id, c.state, c.object_key, c.tag) == ("ja66d6204f86711ec9ca1073b78d316d3", "Success",
+                                                          "input/demo.mp4", "StreamExtract")
+    assert c.ended_at == datetime(2022, 6, 30, 19, 27, 42, tzinfo=CST) and c.code is None
+
+
+def test_documented_workflow_finish_space_separated_times():
+    root = xmlparse.parse_document(WORKFLOW_FINISH)
+    c = xmlparse.workflow_execution_from_element(root.find("WorkflowExecution"))
+    assert (c.child_id, c.state, c.object_key) == ("i166ee19017b011eda8a5525400c540df", "Success", "wk-test/game.mp4")
+    assert c.created_at == datetime(2022, 8, 9, 14, 54, 17, tzinfo=CST)
+    assert c.started_at == datetime(2022, 8, 9, 14, 54, 40, tzinfo=CST)  # no StartTime: the task's CreateTime
+    assert c.ended_at == datetime(2022, 8, 9, 14, 54, 42, tzinfo=CST) and c.code is None
+
+
+def test_oversized_page_refused_before_parsing():
+    body = b"<Response>" + b"<JobsDetail><JobId>j1</JobId><State>Success</State></JobsDetail>" * 80_000 + \
+        b"</Response>"
+    with pytest.raises(BadResponseError, match="exceeds"):
+        xmlparse.parse_media_job_page(body, ChildKind.JOB)
