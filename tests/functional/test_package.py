@@ -251,16 +251,20 @@ def test_extras_follow_serverless_yml_and_its_env_references(tmp_path, monkeypat
                    "      JOBWATCH_NOTIFY: ${env:NOTIFY_SPECS}\n      JOBWATCH_FANOUT: 'false'\n")
     (tmp_path / ".env").write_text("# deploy values\nexport JOBWATCH_STORE_URL='mysql://jw:pw@10.0.0.1:3306/jw'\n"
                                    "NOTIFY_SPECS=ses://1?from=a@example.com&to=b@example.com;log://\n")
-    variables, source = packaging.deploy_variables(sls, {"NOTIFY_SPECS": "tdmq-queue://q1?region=ap-guangzhou"})
-    assert source.startswith("serverless.yml")
+    deploy = packaging.deploy_variables(sls, {"NOTIFY_SPECS": "tdmq-queue://q1?region=ap-guangzhou"})
+    variables = deploy.variables
+    assert deploy.source.startswith("serverless.yml") and deploy.unresolved == ()
     assert variables["JOBWATCH_STORE_URL"] == "mysql://jw:pw@10.0.0.1:3306/jw"  # from .env
     assert variables["JOBWATCH_NOTIFY"] == "tdmq-queue://q1?region=ap-guangzhou"  # the environment wins
     assert [e for e, _ in packaging.configured_extras(variables)] == ["mysql", "tdmq"]
     # Without serverless.yml: this shell's JOBWATCH_* variables.
-    shell, source = packaging.deploy_variables(None, {"JOBWATCH_NOTIFY": "eventbridge://eb-1?region=ap-guangzhou",
-                                                      "HOME": "/root"})
+    shell = packaging.deploy_variables(None, {"JOBWATCH_NOTIFY": "eventbridge://eb-1?region=ap-guangzhou",
+                                              "HOME": "/root"}).variables
     assert shell == {"JOBWATCH_NOTIFY": "eventbridge://eb-1?region=ap-guangzhou"}
     assert packaging.configured_extras(shell) == [("eb", "JOBWATCH_NOTIFY sink #1 (eventbridge)")]
+    # A reference set nowhere is reported (the deploy would pass it empty).
+    (tmp_path / ".env").unlink()
+    assert packaging.deploy_variables(sls, {}).unresolved == ("JOBWATCH_STORE_URL", "NOTIFY_SPECS")
 
 
 def test_package_command_is_discoverable(capsys):

@@ -20,10 +20,11 @@ def _cmd_package(args: argparse.Namespace) -> int:
         zip_path = None if args.no_zip else (Path(args.zip) if os.path.isabs(args.zip) else root / args.zip)
         serverless = None if args.serverless == "" else (root / args.serverless if not os.path.isabs(
             args.serverless) else Path(args.serverless))
-        variables, source = deploy_variables(serverless)
-        wanted = configured_extras(variables)
+        deploy = deploy_variables(serverless)
+        wanted = configured_extras(deploy.variables)
         for extra, why in wanted:
-            print(f"extra {extra}: {why} in {source}", file=sys.stderr)
+            print(f"extra {extra}: {why} in {deploy.source}", file=sys.stderr)
+        unresolved = [f"${{env:{n}}}" for n in deploy.unresolved]
         added = [e.strip() for e in args.extras.split(",") if e.strip()]
         extras = tuple(dict.fromkeys([e for e, _ in wanted] + added))
         opts = PackageOptions(root=root, out=out, zip_path=zip_path, python_version=args.python_version,
@@ -37,6 +38,9 @@ def _cmd_package(args: argparse.Namespace) -> int:
     print(f"built {result.out}: {result.files} files, {result.unpacked_bytes / 1e6:.1f} MB unpacked{size}; "
           f"extras: {', '.join(result.extras) or 'none'}; resolved by {result.installer} for CPython "
           f"{args.python_version}{'' if result.compiled else ', not precompiled'}")
+    if unresolved:
+        print(f"note: {', '.join(unresolved)} set neither in the environment nor in .env: the deploy passes them "
+              "empty, and the extras they would need (a MySQL store, a Tencent sink) are not in the package")
     for note in result.notes:
         print(f"note: {note}")
     over = result.zip_bytes is not None and result.zip_bytes > SIZE_BUDGET_BYTES

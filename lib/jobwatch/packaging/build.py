@@ -401,13 +401,24 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return out
 
 
-def deploy_variables(serverless: Path | None, environ: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
-    """The variables the deployed function gets, and where they came from: serverless.yml's
-    ``inputs.environment.variables`` with ``${env:NAME}`` taken from the environment, else from the ``.env``
-    beside it (the deploy CLI reads both); without a serverless.yml, this environment's ``JOBWATCH_*``."""
+@dataclass(frozen=True)
+class DeployConfig:
+    """The variables the deployed function gets, where they came from, and the ``${env:NAME}`` references that
+    neither the environment nor ``.env`` sets (the deploy would pass them empty)."""
+
+    variables: dict[str, str]
+    source: str
+    unresolved: tuple[str, ...] = ()
+
+
+def deploy_variables(serverless: Path | None, environ: dict[str, str] | None = None) -> DeployConfig:
+    """serverless.yml's ``inputs.environment.variables`` with ``${env:NAME}`` taken from the environment, else
+    from the ``.env`` beside it (the deploy CLI reads both); without a serverless.yml, this environment's
+    ``JOBWATCH_*``."""
     env = dict(os.environ if environ is None else environ)
     if serverless is None or not serverless.is_file():
-        return {k: v for k, v in env.items() if k.startswith("JOBWATCH_")}, "this shell's JOBWATCH_* variables"
+        return DeployConfig({k: v for k, v in env.items() if k.startswith("JOBWATCH_")},
+                            "this shell's JOBWATCH_* variables")
     try:
         import yaml
     except ImportError:
@@ -419,11 +430,21 @@ def deploy_variables(serverless: Path | None, environ: dict[str, str] | None = N
     except (yaml.YAMLError, AttributeError) as exc:
         raise PackageError(f"{serverless}: not a serverless.yml with inputs.environment.variables ({exc})") from None
     dotenv = read_dotenv(serverless.parent / ".env")
-    resolved = {}
-    for name, value in variables.items():
-        text = "" if value is None else str(value)
-        resolved[str(name)] = _ENV_REF.sub(lambda m: env.get(m.group(1), dotenv.get(m.group(1), "")), text)
-    return resolved, f"{serverless.name} (${{env:...}} from the environment and .env)"
+    unresolved: list[str] = []
+
+    def lookup(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in env:
+            return env[name]
+        if name in dotenv:
+            return dotenv[name]
+        unresolved.append(name)
+        return ""
+
+    resolved = {str(name): _ENV_REF.sub(lookup, "" if value is None else str(value))
+                for name, value in variables.items()}
+    return DeployConfig(resolved, f"{serverless.name} (${{env:...}} from the environment and .env)",
+                        tuple(dict.fromkeys(unresolved)))
 
 
 def configured_extras(variables: dict[str, str]) -> list[tuple[str, str]]:
