@@ -1,12 +1,12 @@
 """The deploy package runs on SCF whatever machine built it (issue 15).
 
 The package is built the way an operator builds it on an ordinary machine: `jobwatch package` installed under the
-machine's default Python (3.11 here, not SCF's 3.10), with an EventBridge sink configured in serverless.yml's
-variables through ``.env``. It is then run the way SCF runs it: a CPython 3.10 interpreter, isolated (``-I -S``:
-no site-packages, no user site, no PYTHON* variables; ``-B``: nothing compiled at run time, as SCF sets
-PYTHONDONTWRITEBYTECODE), with the package directory as the only path beyond the standard library. It imports
-``index``, answers a timer event against the emulator on 127.0.0.1 (discovering, polling, recording), and its
-EventBridge sink sends the resulting notices through the real SDK to a loopback stand-in of the API.
+machine's default Python (3.11 here, not SCF's 3.10), with EventBridge, TDMQ and SES sinks configured in
+serverless.yml's variables through ``.env``. It is then run the way SCF runs it: a CPython 3.10 interpreter,
+isolated (``-I -S``: no site-packages, no user site, no PYTHON* variables; ``-B``: nothing compiled at run time,
+as SCF sets PYTHONDONTWRITEBYTECODE), with the package directory as the only path beyond the standard library.
+It imports ``index``, answers a timer event against the emulator on 127.0.0.1 (discovering, polling, recording),
+and each Tencent sink sends the resulting notices through the real SDK to a loopback stand-in of the API.
 
 Where the interpreters come from: this machine image (and CI's, which runs on the same kind of machine) carries
 pyenv's CPython builds under ``$PYENV_ROOT/versions`` (``/root/.pyenv/versions/3.10.*``, ``3.11.*``). The test
@@ -32,6 +32,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PYENV = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
 TARGET = "3.10"
 EVENT_BUS = "eb-smoke"
+
+
+def notify_spec(endpoint: str | None = None) -> str:
+    """Every Tencent Cloud sink kind: EventBridge, a TDMQ CMQ queue and an SES template mail."""
+    e = f"&endpoint={endpoint}" if endpoint else ""
+    return (f"eventbridge://{EVENT_BUS}?region={TEST_REGION}{e};tdmq-queue://jobwatch-q?region={TEST_REGION}{e};"
+            f"ses://1001?region={TEST_REGION}&from=ops@example.com&to=team@example.com{e}")
 PROBE = "import sys; print('%d.%d %s %s' % (*sys.version_info[:2], sys.implementation.name, sys.executable))"
 
 
@@ -116,7 +123,7 @@ def package(tmp_path_factory, build_python, py310) -> dict:
     (deploy / "serverless.yml").write_text(
         "component: scf\ninputs:\n  runtime: Python3.10\n  environment:\n    variables:\n"
         "      JOBWATCH_NOTIFY: ${env:JOBWATCH_NOTIFY}\n      JOBWATCH_LOG_FORMAT: json\n")
-    (deploy / ".env").write_text(f"JOBWATCH_NOTIFY=eventbridge://{EVENT_BUS}?region={TEST_REGION}\n")
+    (deploy / ".env").write_text(f"JOBWATCH_NOTIFY='{notify_spec()}'\n")
     out = tmp / "package"
     cmd = [str(venv / "bin" / "jobwatch"), "package", "--out", str(out), "--zip", str(tmp / "pkg.zip"),
            "--serverless", str(deploy / "serverless.yml")]
@@ -135,8 +142,9 @@ def test_the_build_ran_on_another_python_than_the_target(package, build_python):
     version = subprocess.run([str(package["venv"] / "bin" / "python"), "-c", "import sys; print(sys.version)"],
                              capture_output=True, text=True).stdout
     assert not version.startswith(TARGET), f"the build must run on another Python than {TARGET}: {version}"
-    assert "extras: eb;" in package["stdout"] and "resolved by uv for CPython 3.10" in package["stdout"]
+    assert "extras: eb, tdmq, ses;" in package["stdout"] and "resolved by uv for CPython 3.10" in package["stdout"]
     assert "extra eb: JOBWATCH_NOTIFY sink #1 (eventbridge)" in package["stderr"]
+    assert "extra ses: JOBWATCH_NOTIFY sink #3 (ses)" in package["stderr"]
     assert "not precompiled" not in package["stdout"], package["stdout"]
 
 
@@ -146,7 +154,9 @@ def test_markers_are_evaluated_for_the_target(package):
     out = package["out"]
     assert (out / "typing_extensions.py").is_file()
     assert (out / "tomli" / "__init__.py").is_file()
-    assert (out / "tencentcloud" / "eb").is_dir(), "the configured EventBridge sink's SDK"
+    for product in ("eb", "tdmq", "ses"):
+        assert (out / "tencentcloud" / product).is_dir(), f"the configured {product} sink's SDK"
+    assert not (out / "tencentcloud" / "scf").exists(), "fan-out is not configured: no SCF SDK"
     assert not (out / "pymysql").exists(), "no MySQL store configured: no driver shipped"
 
 
@@ -170,9 +180,12 @@ def role_keys(emulator):
 
 
 @pytest.fixture
-def eventbridge(role_keys):
+def tencent(role_keys):
+    """The loopback stand-in of the Tencent Cloud API, answering each action as the service does."""
     tmp_id, tmp_key, _ = role_keys
     api = FakeTencentApi({tmp_id: tmp_key})
+    api.answer = lambda call: {"SendCmqMsg": {"Result": True, "MsgId": "msg-1"},
+                               "SendEmail": {"MessageId": "qcloudses-smoke"}}.get(call["action"], {})
     yield api
     api.close()
 
@@ -187,7 +200,7 @@ context = {"request_id": "smoke-1", "function_name": "ci-jobwatch-smoke", "names
            "tencentcloud_region": "ap-guangzhou", "environ": "", "environment": "{}"}
 answer = index.main_handler(event, context)
 json.dumps(answer)                       # SCF serialises the return value itself
-sinks = [(type(s).__name__, s.bus_id if hasattr(s, "bus_id") else None) for s in index._app.sinks]
+sinks = [type(s).__name__ for s in index._app.sinks]
 files = sorted({getattr(m, "__file__", None) or "" for m in list(sys.modules.values())} - {""})
 print("SMOKE " + json.dumps({"answer": answer, "sinks": sinks, "files": files, "version": sys.version,
                              "path": sys.path, "stdlib": sysconfig.get_paths()["stdlib"]}))
@@ -195,7 +208,7 @@ print("SMOKE " + json.dumps({"answer": answer, "sinks": sinks, "files": files, "
 
 
 def test_the_package_answers_a_timer_event_under_python_310_as_scf_runs_it(package, py310, emulator, role_keys,
-                                                                          eventbridge, tmp_path):
+                                                                          tencent, tmp_path):
     assert package["rc"] == 0, package["stderr"][-3000:]
     out = package["out"]
     job_ids = [emulator.create_job(TEST_BUCKET) for _ in range(3)]
@@ -207,7 +220,7 @@ def test_the_package_answers_a_timer_event_under_python_310_as_scf_runs_it(packa
         "TENCENTCLOUD_SESSIONTOKEN": role_keys[2],
         "JOBWATCH_STORE_URL": f"sqlite:///{tmp_path / 'jobwatch.db'}",
         "JOBWATCH_CI_ENDPOINT": emulator.url, "JOBWATCH_DISCOVERY": f"{TEST_REGION}/{TEST_BUCKET}",
-        "JOBWATCH_NOTIFY": f"eventbridge://{EVENT_BUS}?region={TEST_REGION}&endpoint={eventbridge.endpoint}",
+        "JOBWATCH_NOTIFY": notify_spec(tencent.endpoint),
         "JOBWATCH_LOG_FORMAT": "json", "JOBWATCH_HTTP_MAX_ATTEMPTS": "1",
     }
     r = subprocess.run([py310, "-I", "-S", "-B", "-c", SCF_RUN, str(out)], cwd=out, env=env,
@@ -222,20 +235,23 @@ def test_the_package_answers_a_timer_event_under_python_310_as_scf_runs_it(packa
         assert f.startswith((str(out) + os.sep, stdlib + os.sep)), f"{f}: not from the package or the stdlib"
     assert [p for p in info["path"] if not p.startswith(os.path.dirname(stdlib))] == [str(out)]
     logs = "\n".join(ln for ln in r.stdout.splitlines() if not ln.startswith("SMOKE "))[-4000:]
-    assert any(f.startswith(str(out / "tencentcloud" / "eb")) for f in info["files"]), logs
+    for product in ("eb", "tdmq", "ses"):
+        assert any(f.startswith(str(out / "tencentcloud" / product)) for f in info["files"]), (product, logs)
     # The timer tick: discovered the emulator's jobs, polled them, recorded and delivered their notices.
     answer = info["answer"]
     assert answer["ok"] is True and answer["action"] == "timer", logs
     assert answer["discovered"] == 3 and answer["polled"] == 3 and answer["errors"] == 0, logs
-    assert answer["notices_delivered"] == answer["notices_queued"] >= 3, logs
-    assert info["sinks"] == [["EventBridgeSink", EVENT_BUS]]
-    # ... through the real SDK, signed with SCF's temporary keys, to PutEvents on the bus.
-    assert eventbridge.rejected == []
-    puts = [c for c in eventbridge.calls if c["action"] == "PutEvents"]
-    assert len(puts) == answer["notices_delivered"]
-    assert {c["params"]["EventBusId"] for c in puts} == {EVENT_BUS}
-    assert all(c["token"] == role_keys[2] and c["region"] == TEST_REGION for c in puts)
-    sent = {json.loads(c["params"]["EventList"][0]["Data"])["job"]["job_id"] for c in puts}
+    assert answer["notices_queued"] == 3 and answer["notices_failed"] == answer["notices_dead"] == 0, logs
+    assert answer["notices_delivered"] == 3 * 3, logs  # each notice to each of the three sinks
+    assert info["sinks"] == ["EventBridgeSink", "TdmqQueueSink", "SesSink"]
+    # ... each through the real SDK, signed with SCF's temporary keys, once per job and sink.
+    assert tencent.rejected == []
+    assert all(c["token"] == role_keys[2] and c["region"] == TEST_REGION for c in tencent.calls)
+    by_action = {a: [c for c in tencent.calls if c["action"] == a] for a in ("PutEvents", "SendCmqMsg", "SendEmail")}
+    assert {a: len(cs) for a, cs in by_action.items()} == {"PutEvents": 3, "SendCmqMsg": 3, "SendEmail": 3}, logs
+    assert {c["params"]["EventBusId"] for c in by_action["PutEvents"]} == {EVENT_BUS}
+    sent = {json.loads(c["params"]["EventList"][0]["Data"])["job"]["job_id"] for c in by_action["PutEvents"]}
     assert sent == set(job_ids)
+    assert {json.loads(c["params"]["MsgContent"])["job"]["job_id"] for c in by_action["SendCmqMsg"]} == set(job_ids)
     # Nothing written into the package (SCF's code directory is read-only).
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
