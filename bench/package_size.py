@@ -12,6 +12,7 @@ from pathlib import Path
 from common import ROOT, Check, Result
 
 TARGET_MB = 10.0
+EXTRAS = ("mysql", "scf")
 
 
 def build(out_dir: Path) -> tuple[Result, Path | None]:
@@ -22,8 +23,11 @@ def build(out_dir: Path) -> tuple[Result, Path | None]:
         return Result("6. Package", "jobwatch package", f"Not measured: `jobwatch.packaging` unusable ({exc}).\n",
                       [Check("package built", 0.0, ">=", 1.0, "")]), None
     out, zip_path = out_dir / "package", out_dir / "ci-jobwatch.zip"
+    # The extras follow the deploy's configuration; measure serverless.yml's production shape: a MySQL store and
+    # fan-out (all three Tencent sinks' SDKs together add 0.55 MB zipped: 7.52 MB for mysql,scf,eb,ses,tdmq).
+    opts = PackageOptions(root=ROOT, out=out, zip_path=zip_path, extras=EXTRAS)
     try:
-        res = build_package(PackageOptions(root=ROOT, out=out, zip_path=zip_path))
+        res = build_package(opts)
     except PackageError as exc:
         return Result("6. Package", "jobwatch package", f"Not measured: the build failed: {exc}\n",
                       [Check("package built", 0.0, ">=", 1.0, "")]), None
@@ -36,7 +40,7 @@ def build(out_dir: Path) -> tuple[Result, Path | None]:
     biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:8]
     zip_mb = (res.zip_bytes or 0) / 1e6
     body = (
-        f"`jobwatch package` (extras {', '.join(PackageOptions(root=ROOT, out=out, zip_path=None).extras)}): "
+        f"`jobwatch package` (extras {', '.join(opts.extras)}): "
         f"{res.files} files, {res.unpacked_bytes / 1e6:.1f} MB unpacked, **{zip_mb:.2f} MB zipped**, "
         f"precompiled: {'yes' if res.compiled else 'no'}. Largest parts, unpacked:\n\n"
         "| part | MB |\n|---|---|\n" + "\n".join(f"| `{k}` | {v / 1e6:.1f} |" for k, v in biggest) + "\n"
