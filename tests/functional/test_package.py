@@ -213,12 +213,19 @@ def test_without_uv_it_refuses_to_resolve_for_another_python(tmp_path):
     Without uv the build now refuses unless this interpreter is the target version."""
     other = "3.9" if sys.version_info[:2] != (3, 9) else "3.10"
     ran = []
-    with pytest.raises(PackageError, match=r"without uv: pip evaluates dependency markers for the Python running"):
+    with pytest.raises(PackageError, match=r"without uv: pip evaluates dependency markers for the Python and "
+                                           r"machine running it"):
         build_package(PackageOptions(root=ROOT, out=tmp_path / "p", zip_path=None, python_version=other),
                       run=lambda cmd, **kw: ran.append(cmd), uv=lambda: None)
     assert ran == []
-    # On the target version itself pip is right about markers, and is used (stopped here by its failure).
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    # The right version on the wrong machine: platform markers would be this machine's.
+    with pytest.raises(PackageError, match="without uv"):
+        build_package(PackageOptions(root=ROOT, out=tmp_path / "r", zip_path=None, python_version=here,
+                                     platform="aarch64-manylinux2014"), run=lambda cmd, **kw: ran.append(cmd),
+                      uv=lambda: None)
+    assert ran == []
+    # On the target version and machine itself pip is right about markers, and is used (stopped by its failure).
 
     def failing_pip(cmd, **kw):
         ran.append(cmd)

@@ -193,9 +193,8 @@ def _install(opts: PackageOptions, requirements: list[str], run: Runner, uv: str
         cmd = [uv, "pip", "install", "--target", str(opts.out), "--python-version", opts.python_version,
                "--python-platform", uv_platform(opts.platform), "--only-binary", ":all:", "--quiet", *requirements]
         installer = "uv"
-    elif sys.version_info[:2] == target:
-        # pip evaluates markers against this interpreter, which is the target version: right for them, if not
-        # for the platform (hence --platform and binary wheels only).
+    elif sys.version_info[:2] == target and _host_matches(opts.platform):
+        # pip evaluates markers against this interpreter and machine, which are the target's here.
         cmd = [sys.executable, "-m", "pip", "install", "--target", str(opts.out),
                "--platform", _pip_platform(opts.platform), "--python-version", opts.python_version,
                "--implementation", "cp", "--only-binary=:all:", "--no-compile", "--no-user",
@@ -203,10 +202,12 @@ def _install(opts: PackageOptions, requirements: list[str], run: Runner, uv: str
         installer = "pip"
         notes.append(f"uv not found: resolved with pip, right only because this Python is {opts.python_version}")
     else:
-        here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        import platform as _platform
+
+        here = f"{sys.version_info[0]}.{sys.version_info[1]} on {sys.platform} {_platform.machine()}"
         raise PackageError(
             f"cannot resolve dependencies for Python {opts.python_version} on Python {here} without uv: pip "
-            f"evaluates dependency markers for the Python running it, so the package would lack what "
+            f"evaluates dependency markers for the Python and machine running it, so the package would lack what "
             f"{opts.python_version} needs (e.g. typing-extensions for structlog) and crash at import on SCF. "
             f"Install uv (pip install 'ci-jobwatch[package]', or pip install uv) or build with Python "
             f"{opts.python_version}")
@@ -216,6 +217,15 @@ def _install(opts: PackageOptions, requirements: list[str], run: Runner, uv: str
         label = "uv pip install" if installer == "uv" else "pip install"
         raise PackageError(f"{label} failed (exit {proc.returncode}):\n{tail}")
     return installer
+
+
+def _host_matches(platform: str) -> bool:
+    """This machine is Linux on the target's architecture (pip evaluates platform markers against it)."""
+    import platform as _platform
+
+    arch = "aarch64" if "aarch64" in platform else "x86_64"
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(_platform.machine().lower(), _platform.machine().lower())
+    return sys.platform.startswith("linux") and machine == arch
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
