@@ -23,7 +23,16 @@ def pytest_configure(config):
     if not os.environ.get("JOBWATCH_TEST_KEEP_STATE_HOME"):
         import tempfile
 
-        os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="jobwatch-test-state-")
+        config._jobwatch_state_home = tempfile.mkdtemp(prefix="jobwatch-test-state-")
+        os.environ["XDG_STATE_HOME"] = config._jobwatch_state_home
+
+
+def pytest_unconfigure(config):
+    state_home = getattr(config, "_jobwatch_state_home", None)
+    if state_home:
+        import shutil
+
+        shutil.rmtree(state_home, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
