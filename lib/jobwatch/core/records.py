@@ -43,6 +43,10 @@ class TrackedJob:
     transitions: int = 0  # number of history rows; the next transition's sequence number is this + 1
     polls: int = 0
     tags: dict[str, str] = field(default_factory=dict)
+    # The job's JSON text as the store holds it (set by a claim): lets a store tell an unchanged job from a
+    # changed one without decoding it, and a light claim (``job`` a stub) decode it only when needed.
+    job_json: str | None = field(default=None, compare=False, repr=False)
+    light: bool = field(default=False, compare=False, repr=False)  # ``job`` is a stub: see Store.claim_due
 
     def evolve(self, **changes: Any) -> "TrackedJob":
         """A copy with ``changes``. Copies the instance dict instead of ``dataclasses.replace`` (which re-runs
@@ -54,6 +58,14 @@ class TrackedJob:
         new.__dict__.update(self.__dict__)
         new.__dict__.update(changes)
         return new
+
+    def hydrated(self) -> "TrackedJob":
+        """The record with its full ``job`` decoded, if a light claim left a stub there."""
+        if not self.light:
+            return self
+        import json
+
+        return self.evolve(job=Job.from_json(json.loads(self.job_json)) if self.job_json else None, light=False)
 
     def to_json(self, *, with_job: bool = False) -> dict[str, Any]:
         """The stable JSON form shown by ``jobwatch status --json`` and the API Gateway read."""

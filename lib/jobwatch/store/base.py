@@ -63,9 +63,12 @@ class Store(abc.ABC):
         keys: Sequence[JobKey] | None = None,
         *,
         due_only: bool = False,
+        light: bool = False,
     ) -> list[TrackedJob]:
         """Atomically lease up to ``limit`` active jobs whose next poll is due (all of ``keys`` that are active
-        and not leased, due or not, when keys are given; only the due ones with ``due_only``), earliest first."""
+        and not leased, due or not, when keys are given; only the due ones with ``due_only``), earliest first.
+        ``light``: each record's ``job`` is a stub (ID, name, type, state, creation time) and its stored JSON is
+        kept undecoded in ``job_json`` (:meth:`TrackedJob.hydrated` decodes it): a steady refresh needs no more."""
 
     @abc.abstractmethod
     def release(self, claimed: Iterable[TrackedJob], owner: str) -> None:

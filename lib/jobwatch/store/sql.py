@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from jobwatch.core.errors import StoreError
-from jobwatch.core.models import Job, JobKey, Notice, NoticeKind
+from jobwatch.core.models import Job, JobKey, JobState, Notice, NoticeKind, from_iso
 from jobwatch.core.records import (Delivery, JobPage, JobQuery, OutboxEntry, PollRecord, TrackedJob, Transition,
                                    is_final)
 from jobwatch.store.base import Store
@@ -85,15 +85,21 @@ class SqlStore(Store):
         return max(cur.rowcount, 0)
 
     @staticmethod
-    def _row_to_job(row: Sequence[Any]) -> TrackedJob:
+    def _row_to_job(row: Sequence[Any], light: bool = False) -> TrackedJob:
         (region, bucket, job_id, state, active, job_json, tags_json, first_seen, last_seen, last_change,
          next_poll_at, poll_interval, error_count, last_error, lease_owner, lease_expires, version, pending_state,
          pending_count, stalled, stall_notified_at, transitions, polls) = row
+        if not job_json:
+            job = None
+        elif light:
+            job = _stub_job(job_json)
+        else:
+            job = Job.from_json(json.loads(job_json))
         return TrackedJob(
             key=JobKey(region, bucket, job_id),
             state=state,
             active=bool(active),
-            job=Job.from_json(json.loads(job_json)) if job_json else None,
+            job=job,
             tags=json.loads(tags_json) if tags_json else {},
             first_seen=dt(first_seen),  # type: ignore[arg-type]
             last_seen=dt(last_seen),
@@ -111,6 +117,8 @@ class SqlStore(Store):
             stall_notified_at=dt(stall_notified_at),
             transitions=int(transitions),
             polls=int(polls),
+            job_json=job_json or None,
+            light=light and job is not None,
         )
 
     @staticmethod
@@ -229,7 +237,8 @@ class SqlStore(Store):
             return [JobKey(r, b, j) for r, b, j in cur.fetchall()]
 
     def claim_due(self, owner: str, now: datetime, lease_seconds: float, limit: int,
-                  keys: Sequence[JobKey] | None = None, *, due_only: bool = False) -> list[TrackedJob]:
+                  keys: Sequence[JobKey] | None = None, *, due_only: bool = False,
+                  light: bool = False) -> list[TrackedJob]:
         if limit <= 0 or (keys is not None and not keys):
             return []
         if lease_seconds <= 0:
@@ -252,7 +261,7 @@ class SqlStore(Store):
         claimed: list[TrackedJob] = []
         with self._tx() as cur:
             self._exec(cur, self._select_due_for_claim(where, limit), params)
-            found = [self._row_to_job(row) for row in cur.fetchall()]
+            found = [self._row_to_job(row, light) for row in cur.fetchall()]
             # The rows are ours until commit (SQLite: BEGIN IMMEDIATE; MySQL: FOR UPDATE), so one statement for
             # all of them; the version guard stays, and a short count falls back to asking row by row.
             sql = ("UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=version+1 "
@@ -284,27 +293,46 @@ class SqlStore(Store):
         whose lease holds are written."""
         if not records:
             return []
+        rows = [self._job_row(owner, r) for r in records]
         with self._tx() as cur:
             self._exec(cur, "SAVEPOINT jw_record")
-            if self._exec_many(cur, _UPDATE_JOB, [self._job_row(owner, r) for r in records]) == len(records):
+            # One statement per kind of row: steady (only the poll bookkeeping), the job's JSON kept, everything.
+            changed = sum(self._exec_many(cur, sql, [row for kind, row in rows if kind == sql])
+                          for sql in (_UPDATE_STEADY, _UPDATE_KEEP_JOB, _UPDATE_JOB))
+            if changed == len(records):
                 self._exec_many(cur, _INSERT_HISTORY,
                                 [_history_row(r.after.key, tr) for r in records for tr in r.transitions])
                 self._insert_notices(cur, [(nt, r.after.last_seen or r.after.first_seen)
                                            for r in records for nt in r.notices])
                 return [True] * len(records)
             self._exec(cur, "ROLLBACK TO SAVEPOINT jw_record")
-            return [self._record_one(cur, owner, rec) for rec in records]
+            return [self._record_one(cur, rec, row) for rec, row in zip(records, rows)]
 
     @staticmethod
-    def _job_row(owner: str, rec: PollRecord) -> tuple[Any, ...]:
-        a, k = rec.after, rec.after.key
-        return (a.state, 1 if a.active else 0, json.dumps(a.job.to_json()) if a.job else None, ts(a.last_seen),
-                ts(a.last_change), ts(a.next_poll_at), a.poll_interval, a.error_count, a.last_error, a.pending_state,
-                a.pending_count, 1 if a.stalled else 0, ts(a.stall_notified_at), a.transitions,
-                k.region, k.bucket, k.job_id, owner, rec.before.version)
+    def _job_row(owner: str, rec: PollRecord) -> tuple[str, tuple[Any, ...]]:
+        """The statement that writes this record and its parameters. A poll that changed nothing but the poll
+        bookkeeping (the usual steady poll) writes only that; a job whose detail did not change (the same object,
+        or the same JSON text as stored) keeps its stored JSON instead of rewriting it."""
+        a, b, k = rec.after, rec.before, rec.after.key
+        where = (k.region, k.bucket, k.job_id, owner, b.version)
+        if a.job is b.job:
+            job_text = None
+            same_job = True
+        else:
+            job_text = json.dumps(a.job.to_json()) if a.job else None
+            same_job = job_text is not None and job_text == b.job_json
+        if same_job and not rec.transitions and not rec.notices and _same_but_poll(a, b):
+            return _UPDATE_STEADY, (ts(a.last_seen), ts(a.next_poll_at), a.poll_interval) + where
+        head = (a.state, 1 if a.active else 0)
+        tail = (ts(a.last_seen), ts(a.last_change), ts(a.next_poll_at), a.poll_interval, a.error_count,
+                a.last_error, a.pending_state, a.pending_count, 1 if a.stalled else 0, ts(a.stall_notified_at),
+                a.transitions) + where
+        if same_job:
+            return _UPDATE_KEEP_JOB, head + tail
+        return _UPDATE_JOB, head + (job_text,) + tail
 
-    def _record_one(self, cur: Any, owner: str, rec: PollRecord) -> bool:
-        self._exec(cur, _UPDATE_JOB, self._job_row(owner, rec))
+    def _record_one(self, cur: Any, rec: PollRecord, row: tuple[str, tuple[Any, ...]]) -> bool:
+        self._exec(cur, *row)
         if cur.rowcount != 1:
             return False
         for tr in rec.transitions:
@@ -544,12 +572,34 @@ class SqlStore(Store):
         return {"jobs": jobs, "history": history, "outbox": outbox}
 
 
-_UPDATE_JOB = (
-    "UPDATE jw_jobs SET state=?, active=?, job_json=?, last_seen=?, last_change=?, next_poll_at=?, "
-    "poll_interval=?, error_count=?, last_error=?, lease_owner=NULL, lease_expires=NULL, version=version+1, "
-    "pending_state=?, pending_count=?, stalled=?, stall_notified_at=?, transitions=?, polls=polls+1 "
-    "WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?"
+_SET_REST = (
+    "last_seen=?, last_change=?, next_poll_at=?, poll_interval=?, error_count=?, last_error=?, lease_owner=NULL, "
+    "lease_expires=NULL, version=version+1, pending_state=?, pending_count=?, stalled=?, stall_notified_at=?, "
+    "transitions=?, polls=polls+1 WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?"
 )
+_UPDATE_JOB = "UPDATE jw_jobs SET state=?, active=?, job_json=?, " + _SET_REST
+_UPDATE_KEEP_JOB = "UPDATE jw_jobs SET state=?, active=?, " + _SET_REST
+_UPDATE_STEADY = (
+    "UPDATE jw_jobs SET last_seen=?, next_poll_at=?, poll_interval=?, lease_owner=NULL, lease_expires=NULL, "
+    "version=version+1, polls=polls+1 WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?"
+)
+# What a steady poll leaves as it was (everything the full statements write but the poll bookkeeping).
+_KEPT_ON_STEADY = ("state", "active", "last_change", "error_count", "last_error", "pending_state", "pending_count",
+                   "stalled", "stall_notified_at", "transitions")
+
+
+def _same_but_poll(a: TrackedJob, b: TrackedJob) -> bool:
+    return all(getattr(a, f) == getattr(b, f) for f in _KEPT_ON_STEADY)
+
+
+def _stub_job(job_json: str) -> Job:
+    """The few fields a light claim needs (ID, name, type, state, creation time), without building the rest."""
+    d = json.loads(job_json)
+    raw = d.get("state") or ""
+    return Job(job_id=d["job_id"], name=d.get("name"), type=d.get("type"), state=JobState.parse(raw),
+               state_raw=raw, created_at=from_iso(d.get("created_at")))
+
+
 _INSERT_HISTORY = (
     "INSERT INTO jw_history (region, bucket, job_id, seq, from_state, to_state, observed_at, service_time, code, "
     "message) VALUES (?,?,?,?,?,?,?,?,?,?)"

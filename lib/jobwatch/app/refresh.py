@@ -1,0 +1,199 @@
+"""Bulk refresh: turn a claimed batch into observations read from listings (``GET /inventorytriggerjob``, up to
+100 jobs per request) plus the jobs left for one query each (``GET /inventorytriggerjob/<id>``).
+
+Per bucket, :func:`jobwatch.core.refresh.plan_bucket` decides the path. On the list path each window (one type,
+an inclusive creation-time range) pages through ``nextToken`` on a worker thread, the windows in parallel within
+the engine's adaptive limit; a window stops as soon as it has seen all of its due jobs, when its page budget is
+spent, or when a page fails. Whatever a listing did not return (deleted, never observed, a failed or cut window)
+and any listed answer older than what the store already recorded is left for a single query, so nothing is
+missed and a deleted job is still confirmed vanished by the query path.
+
+The engine applies the same decision (:func:`jobwatch.core.statemachine.decide`) to listed observations as to
+queried ones: the confirmation rule covers listed answers too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Protocol, Sequence
+
+import structlog
+
+from jobwatch.core.errors import CIError
+from jobwatch.core.models import Job, QueryResult
+from jobwatch.core.records import TrackedJob
+from jobwatch.core.refresh import BucketPlan, DueJob, RefreshPath, RefreshRule, Window, plan_bucket
+from jobwatch.core.retry import AdaptiveLimit, is_throttling
+from jobwatch.core.statemachine import Observation
+
+log = structlog.get_logger("jobwatch.app.refresh")
+
+
+class PageLister(Protocol):
+    """What a bulk refresh needs of the CI client."""
+
+    def list_page(self, bucket: str, region: str, **filters: Any) -> QueryResult: ...
+
+
+@dataclass
+class BucketReport:
+    """Which path one bucket took in one batch and what it cost."""
+
+    region: str
+    bucket: str
+    path: str
+    due: int
+    windows: int = 0
+    pages: int = 0  # list requests sent
+    listed: int = 0  # due jobs refreshed from a listing
+    single: int = 0  # due jobs left for one query each
+    failed_pages: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "bucket": self.bucket, "path": self.path, "due": self.due,
+                "windows": self.windows, "list_requests": self.pages, "listed": self.listed, "single": self.single,
+                "failed_pages": self.failed_pages}
+
+
+@dataclass
+class RefreshOutcome:
+    listed: list[tuple[TrackedJob, Observation]] = field(default_factory=list)
+    leftovers: list[TrackedJob] = field(default_factory=list)
+    buckets: list[BucketReport] = field(default_factory=list)
+    pages: int = 0
+    throttled: int = 0
+
+
+@dataclass
+class _WindowResult:
+    found: dict[str, tuple[Job, datetime]] = field(default_factory=dict)
+    pages: int = 0
+    error: BaseException | None = None
+
+
+class Refresher:
+    """Lists what is cheaper to list. ``client`` needs ``list_page``; ``clock`` stamps each page with the time
+    it was asked for, so an answer older than a recorded one is never applied."""
+
+    def __init__(self, client: PageLister, *, rule: RefreshRule = RefreshRule(),
+                 clock: Callable[[], datetime], monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.rule = rule
+        self.clock = clock
+        self.monotonic = monotonic
+
+    def split(self, claimed: Sequence[TrackedJob], *, pool: Executor, limit: AdaptiveLimit,
+              out_of_time: Callable[[], bool] = lambda: False) -> RefreshOutcome:
+        out = RefreshOutcome()
+        by_bucket: dict[tuple[str, str], list[TrackedJob]] = {}
+        for tj in claimed:
+            by_bucket.setdefault((tj.key.region, tj.key.bucket), []).append(tj)
+        work: list[tuple[tuple[str, str], Window, dict[str, TrackedJob]]] = []
+        reports: dict[tuple[str, str], BucketReport] = {}
+        plans: dict[tuple[str, str], BucketPlan] = {}
+        for rb, jobs in by_bucket.items():
+            due = [_due(tj) for tj in jobs]
+            plan = plan_bucket(due, limit.allowed, self.rule)
+            plans[rb] = plan
+            reports[rb] = BucketReport(rb[0], rb[1], plan.path.value, len(jobs), windows=len(plan.windows))
+            if plan.path is RefreshPath.SINGLE:
+                continue
+            wanted: dict[str, dict[str, TrackedJob]] = {}
+            for tj, d in zip(jobs, due):
+                if d.listable:
+                    wanted.setdefault(d.type, {})[tj.key.job_id] = tj  # type: ignore[index]
+            for w in plan.windows:
+                work.append((rb, w, wanted[w.type]))
+        results = self._run(work, pool, limit, out_of_time, out)
+        for rb, jobs in by_bucket.items():
+            rep = reports[rb]
+            if plans[rb].path is RefreshPath.SINGLE:
+                out.leftovers.extend(tj.hydrated() for tj in jobs)
+                rep.single = len(jobs)
+            else:
+                found: dict[str, tuple[Job, datetime]] = {}
+                for (wrb, _w, _), res in zip(work, results):
+                    if wrb == rb and res is not None:
+                        found.update(res.found)
+                        rep.pages += res.pages
+                        rep.failed_pages += 1 if res.error is not None else 0
+                for tj in jobs:
+                    hit = found.get(tj.key.job_id)
+                    # A listed answer asked for before the recorded one was made is older: query instead.
+                    if hit is not None and (tj.last_seen is None or hit[1] >= tj.last_seen):
+                        out.listed.append((tj, Observation.seen(hit[0])))
+                        rep.listed += 1
+                    else:
+                        out.leftovers.append(tj.hydrated())
+                        rep.single += 1
+            out.pages += rep.pages
+            out.buckets.append(rep)
+            log.info("bucket_refreshed", region=rep.region, bucket=rep.bucket, path=rep.path, due=rep.due,
+                     windows=rep.windows, list_requests=rep.pages, listed=rep.listed, single=rep.single,
+                     failed_pages=rep.failed_pages)
+        return out
+
+    def _run(self, work: list[tuple[tuple[str, str], Window, dict[str, TrackedJob]]], pool: Executor,
+             limit: AdaptiveLimit, out_of_time: Callable[[], bool], out: RefreshOutcome) -> list[_WindowResult | None]:
+        """Page every window, at most ``limit.allowed`` at once; a window not started in time stays ``None``."""
+        results: list[_WindowResult | None] = [None] * len(work)
+        running: dict[Future[_WindowResult], int] = {}
+        nxt = 0
+        while nxt < len(work) or running:
+            while nxt < len(work) and len(running) < max(1, limit.allowed) and not out_of_time():
+                (region, bucket), w, wanted = work[nxt]
+                fut = pool.submit(contextvars.copy_context().run, self._page_window, region, bucket, w, wanted)
+                running[fut] = nxt
+                nxt += 1
+            if not running:
+                break  # out of time: the rest is left for the query path (and released there)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = running.pop(fut)
+                res = fut.result()
+                results[i] = res
+                err = res.error
+                if err is None:
+                    limit.succeeded()
+                elif isinstance(err, CIError) and is_throttling(err.status or 0, err.code):
+                    out.throttled += 1
+                    if limit.throttled():
+                        log.warning("ci_throttled", in_flight=limit.allowed, code=err.code, status=err.status)
+        return results
+
+    def _page_window(self, region: str, bucket: str, w: Window, wanted: dict[str, TrackedJob]) -> _WindowResult:
+        res = _WindowResult()
+        token: str | None = None
+        while res.pages < w.page_budget:
+            asked_at = self.clock()
+            try:
+                page = self.client.list_page(bucket, region, type=w.type, order_by_time="Asc",
+                                             start_creation_time=w.start, end_creation_time=w.end,
+                                             size=self.rule.page_size, next_token=token)
+            except Exception as exc:  # noqa: BLE001 - the window's unseen jobs go to the query path
+                res.error = exc
+                log.warning("list_page_failed", region=region, bucket=bucket, type=w.type,
+                            start=w.start.isoformat(), end=w.end.isoformat(), pages=res.pages,
+                            error=type(exc).__name__, code=getattr(exc, "code", None),
+                            request_id=getattr(exc, "request_id", None))
+                break
+            res.pages += 1
+            for job in page.jobs:
+                if job.job_id in wanted:
+                    res.found[job.job_id] = (job, asked_at)
+            token = page.next_token
+            if not token or len(res.found) >= w.due:
+                break
+        return res
+
+
+def _due(tj: TrackedJob) -> DueJob:
+    j = tj.job
+    return DueJob(tj.key.job_id, j.type if j is not None else None, j.created_at if j is not None else None)
+
+
+__all__ = ["BucketReport", "PageLister", "RefreshOutcome", "Refresher"]
