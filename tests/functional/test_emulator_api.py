@@ -154,3 +154,30 @@ def test_wrong_method_and_unknown_path(emulator):
     assert r.status_code == 400 and "cancel" in r.text
     r = requests.get(emulator.url + "/nosuchapi", headers=signed_headers("GET", "/nosuchapi"), timeout=5)
     assert r.status_code == 404
+
+
+def test_paging_ascending_shows_jobs_created_meanwhile_once_and_honours_the_cap(emulator, emulator_clock):
+    first = [emulator.create_job(TEST_BUCKET, name=f"a{i}", created_at=TEST_START - timedelta(seconds=300 - i))
+             for i in range(150)]
+    res = list_ok(emulator, size=100, orderByTime="Asc", type="Workflow")
+    assert [j.job_id for j in res.jobs] == first[:100] and res.next_token
+    # created while the client pages: one after the cursor (shown later), one before it (keyset: not shown)
+    late = emulator.create_job(TEST_BUCKET, name="late", created_at=TEST_START)
+    early = emulator.create_job(TEST_BUCKET, name="early", created_at=TEST_START - timedelta(seconds=400))
+    rest = list_ok(emulator, size=100, orderByTime="Asc", type="Workflow", nextToken=res.next_token)
+    assert [j.job_id for j in rest.jobs] == first[100:] + [late] and not rest.next_token
+    assert early not in [j.job_id for j in rest.jobs]
+    assert get_list(emulator, size=101).status_code == 400  # the cap
+
+
+def test_list_window_is_inclusive_at_both_ends_with_an_encoded_plus(emulator):
+    at = [emulator.create_job(TEST_BUCKET, name=f"t{i}", created_at=TEST_START + timedelta(seconds=i))
+          for i in range(4)]
+    ids = lambda res: [j.job_id for j in res.jobs]  # noqa: E731
+    # requests encodes '+' as %2B; a bare '+' would arrive as a space (and be refused)
+    assert ids(list_ok(emulator, orderByTime="Asc", startCreationTime="2026-01-01T08:00:01+0800",
+                       endCreationTime="2026-01-01T08:00:02+0800")) == at[1:3]
+    bare = requests.get(emulator.url + LIST + "?startCreationTime=2026-01-01T08:00:01+0800",
+                        headers=signed_headers("GET", LIST, {"startCreationTime": "2026-01-01T08:00:01 0800"}),
+                        timeout=5)
+    assert bare.status_code == 400 and b"startCreationTime" in bare.content

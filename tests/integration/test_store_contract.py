@@ -322,3 +322,58 @@ def test_job_facets_and_job_notices(store):
     assert all(n.notice.key == data.stalled_key for n in notices)
     assert all(set(n.deliveries) == {"webhook:ops", "wecom:media"} for n in notices)
     assert store.job_notices(K3) == []
+def _observe(store, keys, state="Running"):
+    """Claim ``keys`` and record one full observation each (state, job JSON), returning the claimed records."""
+    claimed = store.claim_due("a", T0, 60, 10)
+    recs = [PollRecord(tj, tj.evolve(state=state, job=_job(tj.key.job_id, state), last_seen=T0, last_change=T0,
+                                     next_poll_at=T0, transitions=1)) for tj in claimed if tj.key in keys]
+    assert store.record_polls("a", recs) == [True] * len(recs)
+
+
+def _raw(store, key, column):
+    with store._tx(write=False) as cur:
+        store._exec(cur, f"SELECT {column} FROM jw_jobs WHERE region=? AND bucket=? AND job_id=?",
+                    (key.region, key.bucket, key.job_id))
+        return cur.fetchone()[0]
+
+
+def _set_raw(store, key, column, value):
+    with store._tx() as cur:
+        store._exec(cur, f"UPDATE jw_jobs SET {column}=? WHERE region=? AND bucket=? AND job_id=?",
+                    (value, key.region, key.bucket, key.job_id))
+
+
+def test_steady_poll_writes_only_its_poll_bookkeeping(store):
+    store.track([K1, K2], T0)
+    _observe(store, {K1, K2})
+    stored_json = _raw(store, K1, "job_json")
+    t1 = T0 + timedelta(seconds=40)
+    claimed = {tj.key: tj for tj in store.claim_due("a", t1, 60, 10)}
+    # Marks only a full update would overwrite: the steady statement must leave them as they are.
+    _set_raw(store, K1, "last_change", 123.0)
+    _set_raw(store, K2, "last_change", 123.0)
+    same = claimed[K1].evolve(job=_job(K1.job_id, "Running"), last_seen=t1, next_poll_at=t1 + timedelta(seconds=60),
+                              poll_interval=60.0)  # an equal job, a new object: steady
+    changed = claimed[K2].evolve(job=Job(job_id=K2.job_id, name="renamed", type="Workflow", state=JobState.RUNNING,
+                                         state_raw="Running"), last_seen=t1, next_poll_at=t1)
+    assert store.record_polls("a", [PollRecord(claimed[K1], same), PollRecord(claimed[K2], changed)]) == [True, True]
+    one, two = store.get(K1), store.get(K2)
+    assert _raw(store, K1, "last_change") == 123.0 and _raw(store, K1, "job_json") == stored_json
+    assert one.last_seen == t1 and one.next_poll_at == t1 + timedelta(seconds=60) and one.poll_interval == 60.0
+    assert one.polls == 2 and one.version == claimed[K1].version + 1 and one.lease_owner is None
+    assert _raw(store, K2, "last_change") != 123.0 and two.job.name == "renamed"  # a changed job: full update
+
+
+def test_light_claim_leaves_the_job_undecoded_and_keeps_it_on_write(store):
+    store.track([K1], T0)
+    _observe(store, {K1})
+    full = store.get(K1)
+    t1 = T0 + timedelta(seconds=40)
+    (tj,) = store.claim_due("a", t1, 60, 10, light=True)
+    assert tj.light and tj.job.job_id == K1.job_id and tj.job.type == "Workflow" and tj.job.state_raw == "Running"
+    assert tj.job_json == _raw(store, K1, "job_json")
+    assert tj.hydrated().job == full.job and not tj.hydrated().light
+    # A failed poll keeps the stub in memory: the stored job must survive it untouched.
+    failed = tj.evolve(error_count=1, last_error="boom", next_poll_at=t1)
+    assert store.record_polls("a", [PollRecord(tj, failed)]) == [True]
+    assert store.get(K1).job == full.job and store.get(K1).error_count == 1

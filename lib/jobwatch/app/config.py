@@ -297,6 +297,9 @@ SETTINGS: tuple[SettingDef, ...] = (
     _d("JOBWATCH_LEASE_SECONDS", D, 120.0,
        "How long a claimed job stays reserved to one instance; must outlast one poll.", minimum=10, maximum=3600),
     _d("JOBWATCH_BATCH_SIZE", I, 200, "Due jobs claimed per store round trip.", minimum=1, maximum=10000),
+    _d("JOBWATCH_BULK_REFRESH", B, True,
+       "Refresh a bucket's many due jobs by listing them (up to 100 per request) instead of one request per job; "
+       "a few due jobs in a bucket are still queried one by one."),
     _d("JOBWATCH_POLL_MIN_SECONDS", D, 30.0, "Shortest interval between two polls of a job.",
        minimum=1, maximum=86400),
     _d("JOBWATCH_POLL_MAX_SECONDS", D, 900.0, "Longest interval between two polls of an unchanged job.",
@@ -401,6 +404,7 @@ class Settings:
     concurrency: int
     lease_seconds: float
     batch_size: int
+    bulk_refresh: bool
     poll_min_seconds: float
     poll_max_seconds: float
     poll_backoff: float

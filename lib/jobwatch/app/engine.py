@@ -27,6 +27,7 @@ from jobwatch.core.models import Job, JobKey, QueryResult
 from jobwatch.core.retry import AdaptiveLimit, is_throttling
 from jobwatch.core.statemachine import Decision, Observation, PollPolicy, StallCheck, decide
 from jobwatch.core.records import PollRecord, TrackedJob
+from jobwatch.app.refresh import Refresher
 from jobwatch.store.base import Store
 
 log = structlog.get_logger("jobwatch.app.engine")
@@ -53,11 +54,30 @@ class TickResult:
     budget_exhausted: bool = False
     elapsed: float = 0.0
     error_samples: list[dict[str, str]] = field(default_factory=list)
+    requests: int = 0  # poll requests sent: one per job queried, one per list page
+    listed: int = 0  # jobs refreshed from a listing (each also counts in polled)
+    buckets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per bucket: path taken and its cost
 
     def merge(self, other: "TickResult") -> None:
-        for name in ("polled", "transitions", "notices", "errors", "lease_lost", "released", "throttled"):
+        for name in ("polled", "transitions", "notices", "errors", "lease_lost", "released", "throttled",
+                     "requests", "listed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.error_samples.extend(other.error_samples[: max(0, 10 - len(self.error_samples))])
+        for key, b in other.buckets.items():
+            self.add_bucket(key, b)
+
+    def add_bucket(self, key: str, b: dict[str, Any]) -> None:
+        """Fold one batch's bucket report in: counts add up; the path is ``list``, ``single`` or both."""
+        mine = self.buckets.get(key)
+        if mine is None:
+            self.buckets[key] = dict(b)
+            return
+        for name, v in b.items():
+            if name == "path":
+                paths = set(mine["path"].split("+")) | set(v.split("+"))
+                mine["path"] = "+".join(p for p in ("list", "single") if p in paths)
+            elif isinstance(v, int):
+                mine[name] = mine.get(name, 0) + v
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,7 +85,8 @@ class TickResult:
             "errors": self.errors, "throttled": self.throttled, "lease_lost": self.lease_lost,
             "released": self.released, "left": self.left,
             "budget_exhausted": self.budget_exhausted, "elapsed_s": round(self.elapsed, 3),
-            "error_samples": self.error_samples,
+            "error_samples": self.error_samples, "requests": self.requests, "listed": self.listed,
+            "refresh": list(self.buckets.values()),
         }
 
 
@@ -89,6 +110,8 @@ class Engine:
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         stall_check: StallCheck | None = None,
+        refresher: Refresher | None = None,
+        list_batch_size: int = 2000,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -106,6 +129,9 @@ class Engine:
         self.monotonic = monotonic
         self.rand = rand
         self.stall_check = stall_check
+        # Bulk refresh (issue 17): due ticks claim larger batches and list what is cheaper to list.
+        self.refresher = refresher
+        self.list_batch_size = max(batch_size, list_batch_size)
         self._pool: ThreadPoolExecutor | None = None
         # Requests in flight: up to ``concurrency``, fewer while the service throttles us.
         self.limit = AdaptiveLimit(concurrency, monotonic=monotonic)
@@ -133,17 +159,24 @@ class Engine:
             if self._out_of_time(deadline):
                 result.budget_exhausted = True
                 break
-            limit = self.batch_size if remaining_keys is None else min(self.batch_size, len(remaining_keys))
+            bulk = self.refresher is not None and remaining_keys is None
+            size = self.list_batch_size if bulk else self.batch_size
+            limit = size if remaining_keys is None else min(size, len(remaining_keys))
             chunk = None if remaining_keys is None else remaining_keys[:limit]
             claimed = self.store.claim_due(self.owner, self.clock(), self._lease_for(deadline), limit, keys=chunk,
-                                           due_only=due_only)
+                                           due_only=due_only, **({"light": True} if bulk else {}))
             if remaining_keys is not None:
                 remaining_keys = remaining_keys[limit:]
             if not claimed:
                 if remaining_keys:
                     continue
                 break
-            result.merge(self._poll_batch(claimed, deadline))
+            if bulk:
+                claimed = self._refresh(claimed, deadline, result)
+            if claimed:
+                polled = self._poll_batch(claimed, deadline)
+                polled.requests += polled.polled
+                result.merge(polled)
             if result.budget_exhausted:
                 break
             if remaining_keys is not None and not remaining_keys:
@@ -252,6 +285,29 @@ class Engine:
             result.released += len(left)
             result.budget_exhausted = True
         return result
+
+    def _refresh(self, claimed: list[TrackedJob], deadline: float | None, result: TickResult) -> list[TrackedJob]:
+        """Bulk refresh hook: apply what listings returned (the same decision as a query's answer, written in
+        the same batches) and return the jobs left for one query each."""
+        assert self.refresher is not None
+        out = self.refresher.split(claimed, pool=self._executor(), limit=self.limit,
+                                   out_of_time=lambda: self._out_of_time(deadline))
+        result.requests += out.pages
+        result.throttled += out.throttled
+        for rep in out.buckets:
+            result.add_bucket(f"{rep.region}/{rep.bucket}", rep.as_dict())
+        items: list[tuple[TrackedJob, Decision]] = []
+        for tj, obs in out.listed:
+            items.append((tj, decide(tj, obs, self.clock(), self.policy, rand=self.rand,
+                                     stall_check=self.stall_check)))
+            if len(items) >= self.write_batch:
+                self._write(items, result)
+                items = []
+        if items:
+            self._write(items, result)
+        result.polled += len(out.listed)
+        result.listed += len(out.listed)
+        return out.leftovers
 
     def _adapt(self, obs: Observation, result: TickResult) -> None:
         err = obs.error

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 import structlog
 
 from jobwatch.app.config import Settings, store_warning
+from jobwatch.app.refresh import Refresher
 from jobwatch.app.engine import Engine, TickResult
 from jobwatch.app.outbox import DrainResult, Outbox
 from jobwatch.core.clock import utcnow
@@ -97,6 +98,9 @@ class RunSummary:
             "notices_dead": self.drain.dead,
             "errors": t.errors,
             "throttled": t.throttled,
+            "requests": t.requests,
+            "listed": t.listed,
+            "refresh": list(t.buckets.values()),
             "error_samples": t.error_samples,
             "registered": self.registered,
             "already_tracked": self.already_tracked,
@@ -216,6 +220,7 @@ class App:
             self.store, self.client, policy=policy, owner=self._owner, concurrency=s.concurrency,
             lease_seconds=s.lease_seconds, batch_size=s.batch_size, safety_margin=s.safety_margin_seconds,
             clock=self.clock, monotonic=self.monotonic, rand=self.rand, stall_check=self.stall_check,
+            refresher=Refresher(self.client, clock=self.clock) if s.bulk_refresh else None,
         )
 
     @cached_property

@@ -1,0 +1,210 @@
+"""Bulk refresh against the emulator over real HTTP and real SQLite stores: the listing path records exactly
+what the per-job path records, deleted jobs are still confirmed vanished, window edges hold, and throttling or
+stale pages in the middle of a listing lose nothing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY, TEST_START
+
+from jobwatch.app.engine import Engine
+from jobwatch.app.refresh import Refresher
+from jobwatch.ci.client import CIClient
+from jobwatch.ci.credentials import StaticProvider
+from jobwatch.core.models import JobKey
+from jobwatch.core.refresh import RefreshRule
+from jobwatch.core.statemachine import PollPolicy
+from jobwatch.emulator import FaultRule, Lifecycle
+from jobwatch.store import open_store
+
+POLICY = PollPolicy(min_seconds=10, max_seconds=10, backoff=1.0, jitter=0.0, confirmations=2)
+# List as soon as there is anything to list (small pages, so a handful of jobs spans several pages and windows).
+EAGER = RefreshRule(page_size=3, min_due=1, min_saving=0.01)
+
+
+@pytest.fixture
+def client(emulator):
+    c = CIClient(StaticProvider(TEST_SECRET_ID, TEST_SECRET_KEY), endpoint=emulator.url, read_timeout=2.0,
+                 max_attempts=1, sleep=lambda s: None)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def stores(tmp_path):
+    made = [open_store(f"sqlite:///{tmp_path / name}.db") for name in ("listing", "single")]
+    yield made
+    for s in made:
+        s.close()
+
+
+def _engine(store, client, clock, rule: RefreshRule | None = EAGER, **kw):
+    refresher = Refresher(client, rule=rule, clock=clock.now) if rule is not None else None
+    return Engine(store, client, policy=POLICY, clock=clock.now, concurrency=4, lease_seconds=60,
+                  rand=lambda: 0.5, refresher=refresher, **kw)
+
+
+def _single_gets(emulator, since: int = 0):
+    return [r for r in emulator.request_log[since:] if r.method == "GET" and r.job_id is not None]
+
+
+def _list_gets(emulator, since: int = 0):
+    return [r for r in emulator.request_log[since:] if r.method == "GET" and r.job_id is None]
+
+
+def _recorded(store, keys):
+    states = {k.job_id: store.get(k).state for k in keys}
+    history = {k.job_id: [(h.seq, h.from_state, h.to_state, h.observed_at) for h in store.history(k)] for k in keys}
+    notices = sorted((e.notice.idempotency_key, e.notice.kind.value, e.notice.to_state)
+                     for e in store.list_outbox(limit=10_000))
+    return states, history, notices
+
+
+def test_listing_and_single_paths_record_the_same_states_and_notices(emulator, emulator_clock, client, stores):
+    emulator.lifecycle = Lifecycle(submitted_seconds=15, running_seconds=45, failure_ratio=0.3, jitter=0.9)
+    ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", type="Job" if i % 3 else "Workflow",
+                               created_at=TEST_START - timedelta(seconds=7 * i)) for i in range(24)]
+    keys = [JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids]
+    listing, single = stores
+    a = _engine(listing, client, emulator_clock)
+    b = _engine(single, client, emulator_clock, rule=None)
+    for s in stores:
+        s.track(keys, emulator_clock.now())
+    listed = 0
+    for step in range(14):
+        if step == 3:
+            emulator.set_state(TEST_BUCKET, ids[0], "Pause")
+        if step == 5:
+            emulator.set_state(TEST_BUCKET, ids[0], "Running")
+        if step == 4:
+            emulator.delete_job(TEST_BUCKET, ids[1])
+        listed += a.tick().listed
+        b.tick()
+        emulator_clock.advance(10)
+    assert listed > 0  # the listing path was taken
+    assert _recorded(listing, keys) == _recorded(single, keys)
+    states, _, notices = _recorded(listing, keys)
+    assert states[ids[1]] == "Vanished"
+    assert sum(1 for n in notices if n[2] == "Pause") == 1
+    a.close()
+    b.close()
+
+
+def test_a_job_deleted_between_ticks_is_still_confirmed_vanished(emulator, emulator_clock, client, stores):
+    ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", state="Running",
+                               created_at=TEST_START - timedelta(seconds=i)) for i in range(7)]
+    keys = [JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids]
+    store = stores[0]
+    store.track(keys, emulator_clock.now())
+    engine = _engine(store, client, emulator_clock)
+    engine.tick()  # first sight: one query each (type and creation time not yet known)
+    gone = ids[3]
+    emulator.delete_job(TEST_BUCKET, gone)
+    for _ in range(2):
+        emulator_clock.advance(10)
+        mark = len(emulator.request_log)
+        res = engine.tick()
+        assert res.listed == 6 and res.polled == 7
+        assert [r.job_id for r in _single_gets(emulator, mark)] == [gone]  # the listing missed it: queried
+        assert res.requests == len(_single_gets(emulator, mark)) + len(_list_gets(emulator, mark))
+    tj = store.get(JobKey(TEST_REGION, TEST_BUCKET, gone))
+    assert tj.state == "Vanished" and not tj.active
+    vanished = [e.notice for e in store.list_outbox(limit=100) if e.notice.to_state == "Vanished"]
+    assert len(vanished) == 1 and vanished[0].job["job_id"] == gone and vanished[0].job["name"] == "j3"
+    engine.close()
+
+
+def test_window_edges_are_inclusive_and_times_are_percent_encoded(emulator, emulator_clock, client, stores):
+    # Three jobs per second over four seconds: with pages of 3 every window ends and starts on a job's second.
+    ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", state="Running",
+                               created_at=TEST_START - timedelta(seconds=i // 3)) for i in range(12)]
+    # Jobs just outside the span are listed by nobody (no window reaches them) and never tracked.
+    emulator.create_job(TEST_BUCKET, name="before", created_at=TEST_START - timedelta(seconds=4))
+    emulator.create_job(TEST_BUCKET, name="after", created_at=TEST_START + timedelta(seconds=1))
+    store = stores[0]
+    store.track([JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids], emulator_clock.now())
+    engine = _engine(store, client, emulator_clock)
+    engine.tick()
+    emulator_clock.advance(10)
+    mark = len(emulator.request_log)
+    res = engine.tick()
+    assert res.listed == 12 and not _single_gets(emulator, mark)
+    pages = _list_gets(emulator, mark)
+    assert len(pages) == res.requests == 4  # one page per window: every edge job was returned by its window
+    for r in pages:
+        assert "startCreationTime=2026-01-01T0" in r.query and "%2B0800" in r.query and "+" not in r.query
+        assert "type=Workflow" in r.query and "orderByTime=Asc" in r.query
+    engine.close()
+
+
+def test_throttling_mid_listing_falls_back_to_queries_and_loses_nothing(emulator, emulator_clock, client, stores):
+    ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", state="Running",
+                               created_at=TEST_START - timedelta(seconds=i)) for i in range(12)]
+    keys = [JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids]
+    store = stores[0]
+    store.track(keys, emulator_clock.now())
+    engine = _engine(store, client, emulator_clock)
+    engine.tick()
+    for jid in ids:
+        emulator.set_state(TEST_BUCKET, jid, "Success")
+    emulator_clock.advance(10)
+    # The second page of every window (and any later one) is refused as too many requests.
+    emulator.set_faults([FaultRule(kind="status", status=503, code="SlowDown", path="/inventorytriggerjob",
+                                   method="GET", times=2)])
+    mark = len(emulator.request_log)
+    res = engine.tick()
+    refused = [r for r in _list_gets(emulator, mark) if r.status == 503]
+    assert len(refused) == 2 and res.throttled >= 2
+    assert res.polled == 12 and res.errors == 0
+    queried = {r.job_id for r in _single_gets(emulator, mark)}
+    assert queried and res.listed + len(queried) == 12
+    assert all(store.get(k).state == "Success" for k in keys)
+    assert len([e for e in store.list_outbox(limit=100) if e.notice.to_state == "Success"]) == 12
+    engine.close()
+
+
+def test_a_stale_listing_never_moves_a_job_backwards(emulator, emulator_clock, client, stores):
+    ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", created_at=TEST_START - timedelta(seconds=i))
+           for i in range(6)]
+    keys = [JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids]
+    store = stores[0]
+    store.track(keys, emulator_clock.now())
+    engine = _engine(store, client, emulator_clock)
+    emulator_clock.advance(6)  # Submitted for 5 s: now Running, changed 1 s ago
+    engine.tick()  # queried: Running recorded
+    assert {store.get(k).state for k in keys} == {"Running"}
+    # Lists now answer with each job's previous view (Submitted) while it changed less than 30 s ago.
+    emulator.set_faults([FaultRule(kind="stale", path="/inventorytriggerjob", window=30)])
+    emulator_clock.advance(10)
+    res = engine.tick()
+    assert res.listed == 6 and res.transitions == 0
+    assert all(store.get(k).state == "Running" and store.get(k).pending_state == "Submitted" for k in keys)
+    emulator_clock.advance(30)  # the stale window has passed: the listing shows Running again
+    res = engine.tick()
+    assert res.listed == 6 and res.transitions == 0
+    for k in keys:
+        assert store.get(k).pending_state is None
+        assert [h.to_state for h in store.history(k)] == ["Running"]
+    engine.close()
+
+
+def test_the_tick_reports_each_buckets_path_and_cost(emulator, emulator_clock, client, stores):
+    many = [emulator.create_job(TEST_BUCKET, name=f"m{i}", state="Running",
+                                created_at=TEST_START - timedelta(seconds=i)) for i in range(30)]
+    other = "otherbucket-1250000000"
+    few = [emulator.create_job(other, name=f"f{i}", state="Running") for i in range(2)]
+    store = stores[0]
+    store.track([JobKey(TEST_REGION, TEST_BUCKET, i) for i in many] + [JobKey(TEST_REGION, other, i) for i in few],
+                emulator_clock.now())
+    engine = _engine(store, client, emulator_clock, rule=RefreshRule(page_size=10, min_due=5))
+    engine.tick()
+    emulator_clock.advance(10)
+    res = engine.tick()
+    by = {b["bucket"]: b for b in res.as_dict()["refresh"]}
+    assert by[TEST_BUCKET]["path"] == "list" and by[TEST_BUCKET]["listed"] == 30
+    assert by[TEST_BUCKET]["list_requests"] == 3
+    assert by[other]["path"] == "single" and by[other]["single"] == 2
+    assert res.requests == 3 + 2 and res.polled == 32
+    engine.close()
