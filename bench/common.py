@@ -58,8 +58,9 @@ class Emulator:
     """The emulator in a child process (``worker.py emulator``): preloaded jobs, an optional fixed latency on
     every query. Stops when its stdin closes, so it never outlives the benchmark."""
 
-    def __init__(self, jobs: int, latency: float = 0.0, core: int | None = None, seed: int = 1) -> None:
-        cfg = {"jobs": jobs, "latency": latency, "core": core, "seed": seed}
+    def __init__(self, jobs: int, latency: float = 0.0, core: int | None = None, seed: int = 1,
+                 **extra: Any) -> None:
+        cfg = {"jobs": jobs, "latency": latency, "core": core, "seed": seed, **extra}
         self.proc = subprocess.Popen([PY, str(BENCH / "worker.py"), "emulator", json.dumps(cfg)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=env_for_children())
@@ -71,6 +72,7 @@ class Emulator:
         self.url: str = info["url"]
         self.port: int = int(info["port"])
         self.ids: list[str] = info["ids"]
+        self.keys: list[tuple[str, str]] = [(b, j) for b, j in info.get("keys", [])]  # with active_only
 
     def close(self) -> None:
         if self.proc.poll() is None:

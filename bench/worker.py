@@ -52,19 +52,47 @@ def emulator(cfg: dict[str, Any]) -> int:
 
     faults = []
     if cfg.get("latency"):
-        faults.append(FaultRule(kind="latency", path="/inventorytriggerjob/*", latency=float(cfg["latency"])))
+        # list_latency: the list API (GET /inventorytriggerjob) waits as long as a query does
+        path = "/inventorytriggerjob*" if cfg.get("list_latency") else "/inventorytriggerjob/*"
+        faults.append(FaultRule(kind="latency", path=path, latency=float(cfg["latency"])))
     # A clock that does not move: every job keeps its state, so every run sees the same answers.
     srv = EmulatorServer(credentials={SECRET_ID: SECRET_KEY}, clock=ManualClock(datetime.now(timezone.utc)),
                          seed=int(cfg.get("seed", 1)), lifecycle=Lifecycle(), faults=faults)
     srv.start()
     try:
-        ids = srv.preload(BUCKET, int(cfg["jobs"]))
+        keys: list[list[str]] = []
+        if cfg.get("active_only"):
+            keys = _active_jobs(srv, int(cfg["jobs"]), int(cfg.get("buckets", 1)))
+            ids = [j for b, j in keys if b == BUCKET]
+        else:
+            ids = srv.preload(BUCKET, int(cfg["jobs"]))
         srv.request_log = _NoLog()  # type: ignore[assignment]  # a long run must not grow the emulator
-        print(json.dumps({"url": srv.url, "port": srv.port, "ids": ids}), flush=True)
+        print(json.dumps({"url": srv.url, "port": srv.port, "ids": ids, "keys": keys}), flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)
     finally:
         srv.stop()
     return 0
+
+
+def _active_jobs(srv: Any, n: int, buckets: int) -> list[list[str]]:
+    """``n`` jobs that stay under way (Submitted, Running, Pause; both types), a second apart, dealt round-robin
+    over ``buckets`` buckets (the first is the benchmarks' BUCKET): [bucket, job ID] pairs."""
+    import random
+    from datetime import timedelta
+
+    from common import BUCKET
+
+    names = [BUCKET] + [f"bench{i:03d}-1250000000" for i in range(1, buckets)]
+    rng = random.Random(f"active:{n}:{buckets}")
+    now = srv.clock.now()
+    out = []
+    for i in range(n):
+        bucket = names[i % buckets]
+        typ = "Job" if rng.random() < 0.4 else "Workflow"
+        jid = srv.create_job(bucket, name=f"active-{i}", type=typ, state=("Submitted", "Running", "Pause")[i % 3],
+                             created_at=now - timedelta(seconds=n - i))
+        out.append([bucket, jid])
+    return out
 
 
 class _NoLog(list):  # type: ignore[type-arg]
@@ -88,11 +116,19 @@ def tick(cfg: dict[str, Any]) -> int:
     app.engine  # build every collaborator before the measured part  # noqa: B018
     rss_ready = _rss_mb()
     t1, c1 = time.perf_counter(), time.process_time()
-    summary = app.tick(discover=False, deliver=bool(cfg.get("deliver", False)))
+    budget = cfg.get("budget_s")  # an invocation's time budget (None: until no job is due)
+    kw: dict[str, Any] = {}
+    if budget:
+        from jobwatch.app.orchestrator import Budget
+
+        kw["budget"] = Budget.seconds(time.monotonic(), float(budget))
+    summary = app.tick(discover=False, deliver=bool(cfg.get("deliver", False)), **kw)
     t2, c2 = time.perf_counter(), time.process_time()
-    out = {"polled": summary.tick.polled, "errors": summary.tick.errors, "transitions": summary.tick.transitions,
+    t = summary.tick
+    out = {"polled": t.polled, "errors": t.errors, "transitions": t.transitions,
            "setup_s": t1 - t0, "tick_s": t2 - t1, "cpu_s": c2 - c1, "rss_ready_mb": rss_ready,
-           "rss_peak_mb": _rss_mb()}
+           "rss_peak_mb": _rss_mb(), "requests": t.requests, "listed": t.listed, "left": t.left,
+           "lease_lost": t.lease_lost, "paths": sorted({b["path"] for b in t.buckets.values()})}
     app.close()
     print(json.dumps(out))
     return 0

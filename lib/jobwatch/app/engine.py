@@ -111,7 +111,7 @@ class Engine:
         rand: Callable[[], float] = random.random,
         stall_check: StallCheck | None = None,
         refresher: Refresher | None = None,
-        list_batch_size: int = 2000,
+        list_batch_size: int = 5000,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -173,8 +173,14 @@ class Engine:
                 break
             if bulk:
                 claimed = self._refresh(claimed, deadline, result)
-            if claimed:
-                polled = self._poll_batch(claimed, deadline)
+            # The jobs left for one query each go in batches of batch_size, as before bulk refresh claimed more.
+            for i in range(0, len(claimed), self.batch_size):
+                if i and self._out_of_time(deadline):
+                    self.store.release(claimed[i:], self.owner)
+                    result.released += len(claimed) - i
+                    result.budget_exhausted = True
+                    break
+                polled = self._poll_batch(claimed[i:i + self.batch_size], deadline)
                 polled.requests += polled.polled
                 result.merge(polled)
             if result.budget_exhausted:
@@ -300,7 +306,7 @@ class Engine:
         for tj, obs in out.listed:
             items.append((tj, decide(tj, obs, self.clock(), self.policy, rand=self.rand,
                                      stall_check=self.stall_check)))
-            if len(items) >= self.write_batch:
+            if len(items) >= max(self.write_batch, 500):  # listed answers arrive all at once: larger batches
                 self._write(items, result)
                 items = []
         if items:

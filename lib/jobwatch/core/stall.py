@@ -81,7 +81,7 @@ class StallRules:
         t = self.default
         if bucket in self.buckets:
             t = self.buckets[bucket].apply(t)
-        matched = [o for (k, v), o in sorted(self.tags.items()) if tags.get(k) == v]
+        matched = [o for (k, v), o in sorted(self.tags.items()) if tags.get(k) == v] if self.tags else []
         if matched:
             merged: dict[str, timedelta | None] = {}
             for o in matched:

@@ -100,7 +100,7 @@ class SqlStore(Store):
             state=state,
             active=bool(active),
             job=job,
-            tags=json.loads(tags_json) if tags_json else {},
+            tags=json.loads(tags_json) if tags_json and tags_json != "{}" else {},
             first_seen=dt(first_seen),  # type: ignore[arg-type]
             last_seen=dt(last_seen),
             last_change=dt(last_change),
@@ -583,13 +583,15 @@ _UPDATE_STEADY = (
     "UPDATE jw_jobs SET last_seen=?, next_poll_at=?, poll_interval=?, lease_owner=NULL, lease_expires=NULL, "
     "version=version+1, polls=polls+1 WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?"
 )
-# What a steady poll leaves as it was (everything the full statements write but the poll bookkeeping).
-_KEPT_ON_STEADY = ("state", "active", "last_change", "error_count", "last_error", "pending_state", "pending_count",
-                   "stalled", "stall_notified_at", "transitions")
 
 
 def _same_but_poll(a: TrackedJob, b: TrackedJob) -> bool:
-    return all(getattr(a, f) == getattr(b, f) for f in _KEPT_ON_STEADY)
+    """Whether ``a`` differs from ``b`` in the poll bookkeeping only (what the steady statement writes)."""
+    return (a.state == b.state and a.active == b.active and a.last_change == b.last_change
+            and a.error_count == b.error_count and a.last_error == b.last_error
+            and a.pending_state == b.pending_state and a.pending_count == b.pending_count
+            and a.stalled == b.stalled and a.stall_notified_at == b.stall_notified_at
+            and a.transitions == b.transitions)
 
 
 def _stub_job(job_json: str) -> Job:
