@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import platform
 import statistics
 import subprocess
@@ -189,3 +190,14 @@ def median(xs: Sequence[float]) -> float:
 
 def fmt_int(x: float) -> str:
     return f"{x:,.0f}"
+
+
+def write_section(text: str, section: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    """Replace (or append) one "## ..." section of BENCHMARKS.md, leaving every other section as it is."""
+    body = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(r"^" + re.escape(section) + r"\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(body):
+        body = pattern.sub(lambda _: text, body)
+    else:
+        body = body.rstrip("\n") + "\n\n" + text
+    path.write_text(body, encoding="utf-8")

@@ -11,13 +11,13 @@ exits 1, naming each one, if a target is missed.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import coldstart
+import common
 import memory
 import overhead
 import package_size
@@ -32,13 +32,7 @@ SECTION = "## Poller benchmarks"
 
 def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
     """Replace (or append) our section, leaving every other section (e.g. "## Emulator speed") as it is."""
-    body = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^" + re.escape(SECTION) + r"\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(body):
-        body = pattern.sub(lambda _: text, body)
-    else:
-        body = body.rstrip("\n") + "\n\n" + text
-    path.write_text(body, encoding="utf-8")
+    common.write_section(text, SECTION, path)
 
 
 def main(argv: list[str] | None = None) -> int:

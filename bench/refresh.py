@@ -12,7 +12,6 @@ list API waits as long as a query does.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+import common
 from common import (
     REGION, ROOT, SECRET_ID, SECRET_KEY, Check, Emulator, Result, core_split, default_concurrency, machine_line,
     run_worker, settings_env,
@@ -40,8 +40,6 @@ def prime(store_url: str, emu_url: str, buckets: Sequence[str]) -> int:
     the setup holds one page at a time), then make every job due: the state a steady tick starts from."""
     from jobwatch.ci.client import CIClient
     from jobwatch.ci.credentials import StaticProvider
-    from jobwatch.core.models import JobKey
-    from jobwatch.core.records import PollRecord
     from jobwatch.store import open_store
 
     now = datetime.now(timezone.utc)
@@ -243,13 +241,7 @@ def write_section(res: Result, total: float, path: Path = ROOT / "BENCHMARKS.md"
     text = (f"{SECTION}\n\nMeasured with `{res.command}` on {machine_line()}; took {total:.0f} s. "
             "`bench/run --quick` (CI) runs the same comparison with fewer jobs and looser limits and fails when the "
             "bulk tick's requests exceed N/50 (a regression to one request per job).\n\n" + res.markdown())
-    body = path.read_text(encoding="utf-8")
-    pattern = re.compile(r"^" + re.escape(SECTION) + r"\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(body):
-        body = pattern.sub(lambda _: text, body)
-    else:
-        body = body.rstrip("\n") + "\n\n" + text
-    path.write_text(body, encoding="utf-8")
+    common.write_section(text, SECTION, path)
 
 
 def main(argv: list[str] | None = None) -> int:

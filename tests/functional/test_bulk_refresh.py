@@ -7,12 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY, TEST_START
+from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_START
 
 from jobwatch.app.engine import Engine
 from jobwatch.app.refresh import Refresher
-from jobwatch.ci.client import CIClient
-from jobwatch.ci.credentials import StaticProvider
 from jobwatch.core.models import JobKey
 from jobwatch.core.refresh import RefreshRule
 from jobwatch.core.statemachine import PollPolicy
@@ -25,11 +23,8 @@ EAGER = RefreshRule(page_size=3, min_due=1, min_saving=0.01)
 
 
 @pytest.fixture
-def client(emulator):
-    c = CIClient(StaticProvider(TEST_SECRET_ID, TEST_SECRET_KEY), endpoint=emulator.url, read_timeout=2.0,
-                 max_attempts=1, sleep=lambda s: None)
-    yield c
-    c.close()
+def client(emulator_client):
+    return emulator_client
 
 
 @pytest.fixture
@@ -44,6 +39,18 @@ def _engine(store, client, clock, rule: RefreshRule | None = EAGER, **kw):
     refresher = Refresher(client, rule=rule, clock=clock.now) if rule is not None else None
     return Engine(store, client, policy=POLICY, clock=clock.now, concurrency=4, lease_seconds=60,
                   rand=lambda: 0.5, refresher=refresher, **kw)
+
+
+def _watched(emulator, clock, client, store, n, **create):
+    """``n`` jobs a second apart, tracked, and one tick (first sight: one query each); returns (ids, keys,
+    engine)."""
+    ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", created_at=TEST_START - timedelta(seconds=i), **create)
+           for i in range(n)]
+    keys = [JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids]
+    store.track(keys, clock.now())
+    engine = _engine(store, client, clock)
+    engine.tick()
+    return ids, keys, engine
 
 
 def _single_gets(emulator, since: int = 0):
@@ -93,13 +100,8 @@ def test_listing_and_single_paths_record_the_same_states_and_notices(emulator, e
 
 
 def test_a_job_deleted_between_ticks_is_still_confirmed_vanished(emulator, emulator_clock, client, stores):
-    ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", state="Running",
-                               created_at=TEST_START - timedelta(seconds=i)) for i in range(7)]
-    keys = [JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids]
     store = stores[0]
-    store.track(keys, emulator_clock.now())
-    engine = _engine(store, client, emulator_clock)
-    engine.tick()  # first sight: one query each (type and creation time not yet known)
+    ids, keys, engine = _watched(emulator, emulator_clock, client, store, 7, state="Running")
     gone = ids[3]
     emulator.delete_job(TEST_BUCKET, gone)
     for _ in range(2):
@@ -140,13 +142,8 @@ def test_window_edges_are_inclusive_and_times_are_percent_encoded(emulator, emul
 
 
 def test_throttling_mid_listing_falls_back_to_queries_and_loses_nothing(emulator, emulator_clock, client, stores):
-    ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", state="Running",
-                               created_at=TEST_START - timedelta(seconds=i)) for i in range(12)]
-    keys = [JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids]
     store = stores[0]
-    store.track(keys, emulator_clock.now())
-    engine = _engine(store, client, emulator_clock)
-    engine.tick()
+    ids, keys, engine = _watched(emulator, emulator_clock, client, store, 12, state="Running")
     for jid in ids:
         emulator.set_state(TEST_BUCKET, jid, "Success")
     emulator_clock.advance(10)

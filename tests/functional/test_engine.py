@@ -6,10 +6,8 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
+from fixtures.emulator import TEST_BUCKET, TEST_REGION
 
-from jobwatch.ci.client import CIClient
-from jobwatch.ci.credentials import StaticProvider
 from jobwatch.emulator import FaultRule
 from jobwatch.app.engine import Engine
 from jobwatch.core.models import JobKey
@@ -20,11 +18,8 @@ POLICY = PollPolicy(min_seconds=10, max_seconds=20, backoff=1.5, jitter=0.0, con
 
 
 @pytest.fixture
-def client(emulator):
-    c = CIClient(StaticProvider(TEST_SECRET_ID, TEST_SECRET_KEY), endpoint=emulator.url, read_timeout=2.0,
-                 max_attempts=1, sleep=lambda s: None)
-    yield c
-    c.close()
+def client(emulator_client):
+    return emulator_client
 
 
 @pytest.fixture
