@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+from lxml import etree
 
 from fixtures.emulator import TEST_BUCKET as B, TEST_REGION as R, TEST_SECRET_ID, TEST_SECRET_KEY
 from fixtures.loopback import answer, serve
@@ -17,10 +17,8 @@ from jobwatch.ci import xmlparse
 from jobwatch.ci.client import CIClient
 from jobwatch.ci.credentials import StaticProvider
 from jobwatch.core.children import ChildKind, ChildPage
-from jobwatch.core.errors import CIError
+from jobwatch.core.errors import BadResponseError, CIError, RetryableError, ValidationError
 from jobwatch.emulator import FaultRule
-from jobwatch.core.errors import BadResponseError, RetryableError
-from lxml import etree
 
 WF = "w7476ff3564ee45b7b490d64bccaba6cc"
 
@@ -362,9 +360,9 @@ def test_unfinished_children_refreshed_by_id(emulator, emulator_clock, client):
     truth = {v.child_id: v.state for v in emulator.child_views(B, batch)}
     assert {c.child_id: c.state for c in done.items} == {i: truth[i] for i in live}
     assert client.get_media_jobs(B, R, live[:3], pic=True).missing == live[:3]  # not picture jobs
-    with pytest.raises(Exception) as ei:
-        client.get_media_jobs(B, R, ["j1"] * 0)
-    assert getattr(ei.value, "field", None) == "job_ids"
+    with pytest.raises(ValidationError) as ei:
+        client.get_media_jobs(B, R, [])
+    assert ei.value.field == "job_ids"
 
 
 def test_task_finish_json_in_both_documented_forms(emulator, emulator_clock, receiver):
