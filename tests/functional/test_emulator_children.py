@@ -24,10 +24,8 @@ WF = "w7476ff3564ee45b7b490d64bccaba6cc"
 
 
 @pytest.fixture
-def client(emulator):
-    c = CIClient(StaticProvider(TEST_SECRET_ID, TEST_SECRET_KEY), endpoint=emulator.url, sleep=lambda s: None)
-    yield c
-    c.close()
+def client(emulator_client):
+    return emulator_client
 
 
 def all_pages(call, **kw) -> tuple[list, int]:
