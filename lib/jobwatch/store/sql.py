@@ -84,6 +84,11 @@ class SqlStore(Store):
         cur.executemany(self._q(sql), rows)
         return max(cur.rowcount, 0)
 
+    def _update_rows(self, cur: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Run one of the keyed UPDATE statements of this module over many rows; returns the rows changed. A
+        backend whose driver sends ``executemany`` row by row overrides this for the claim and steady statements."""
+        return self._exec_many(cur, sql, rows)
+
     @staticmethod
     def _row_to_job(row: Sequence[Any], light: bool = False) -> TrackedJob:
         (region, bucket, job_id, state, active, job_json, tags_json, first_seen, last_seen, last_change,
@@ -264,11 +269,10 @@ class SqlStore(Store):
             found = [self._row_to_job(row, light) for row in cur.fetchall()]
             # The rows are ours until commit (SQLite: BEGIN IMMEDIATE; MySQL: FOR UPDATE), so one statement for
             # all of them; the version guard stays, and a short count falls back to asking row by row.
-            sql = ("UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=version+1 "
-                   "WHERE region=? AND bucket=? AND job_id=? AND version=?")
+            sql = _CLAIM
             rows = [(owner, expires, tj.key.region, tj.key.bucket, tj.key.job_id, tj.version) for tj in found]
             self._exec(cur, "SAVEPOINT jw_claim")
-            if self._exec_many(cur, sql, rows) != len(rows):
+            if self._update_rows(cur, sql, rows) != len(rows):
                 self._exec(cur, "ROLLBACK TO SAVEPOINT jw_claim")
                 ok = []
                 for row in rows:
@@ -297,7 +301,7 @@ class SqlStore(Store):
         with self._tx() as cur:
             self._exec(cur, "SAVEPOINT jw_record")
             # One statement per kind of row: steady (only the poll bookkeeping), the job's JSON kept, everything.
-            changed = sum(self._exec_many(cur, sql, [row for kind, row in rows if kind == sql])
+            changed = sum(self._update_rows(cur, sql, [row for kind, row in rows if kind == sql])
                           for sql in (_UPDATE_STEADY, _UPDATE_KEEP_JOB, _UPDATE_JOB))
             if changed == len(records):
                 self._exec_many(cur, _INSERT_HISTORY,
@@ -572,6 +576,8 @@ class SqlStore(Store):
         return {"jobs": jobs, "history": history, "outbox": outbox}
 
 
+_CLAIM = ("UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=version+1 "
+          "WHERE region=? AND bucket=? AND job_id=? AND version=?")
 _SET_REST = (
     "last_seen=?, last_change=?, next_poll_at=?, poll_interval=?, error_count=?, last_error=?, lease_owner=NULL, "
     "lease_expires=NULL, version=version+1, pending_state=?, pending_count=?, stalled=?, stall_notified_at=?, "
