@@ -8,7 +8,7 @@ script or style: the page runs under a strict Content-Security-Policy.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from html import escape
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote, urlencode
@@ -43,6 +43,11 @@ def _span(s: int) -> str:
     if s < 86400:
         return f"{s // 3600}h {s % 3600 // 60}m"
     return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def when(t: datetime | None) -> str:
+    """An absolute time, to the second, in UTC (CI reports its own times in +08:00)."""
+    return "-" if t is None else t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def job_href(root: str, key: JobKey) -> str:
@@ -195,8 +200,8 @@ def overview(ov: Overview, root: str, csrf: str) -> str:
             f'<div class="id">{e(tj.key.job_id)}</div></td>'
             f'<td>{e(tj.key.bucket)}<div class="id">{e(tj.key.region)}</div></td>'
             f'<td>{e(jtype or "-")}</td>'
-            f'<td title="{e(created.isoformat())}">{e(ago(created, ov.now))}</td>'
-            f'<td title="{e(tj.last_change.isoformat() if tj.last_change else "")}">'
+            f'<td title="{e(when(created))}">{e(ago(created, ov.now))}</td>'
+            f'<td title="{e(when(tj.last_change))}">'
             f'{e(ago(tj.last_change, ov.now))}</td>'
             f'<td>{progress_bar(tj, ov.progress.get(tj.key))}</td>'
             f'<td>{_flags(tj)}{_tags(tj.tags)}</td></tr>')
@@ -266,8 +271,7 @@ def job(d: JobDetail, root: str, csrf: str) -> str:
              ("Last change", ago(tj.last_change, d.now)), ("Polls", tj.polls),
              ("Next poll", ago(tj.next_poll_at, d.now) if tj.active else "-")]
     if j is not None:
-        facts += [("Created", j.created_at.isoformat() if j.created_at else None),
-                  ("Ended", j.ended_at.isoformat() if j.ended_at else None)]
+        facts += [("Created", when(j.created_at)), ("Ended", when(j.ended_at))]
         if j.code or j.message:
             facts.append(("CI says", f"{j.code or ''} {j.message or ''}".strip()))
     if tj.error_count:
@@ -282,12 +286,12 @@ def job(d: JobDetail, root: str, csrf: str) -> str:
                    'data-confirm="Stop watching this job? Its record and history are kept.">'
                    f'<input type="hidden" name="csrf_token" value="{e(csrf)}">'
                    '<button type="submit" class="danger">Untrack</button></form>')
-    hist = "".join(f'<tr><td>{t.seq}</td><td>{e(t.observed_at.isoformat())}</td><td>{badge(t.from_state)} → '
+    hist = "".join(f'<tr><td>{t.seq}</td><td>{e(when(t.observed_at))}</td><td>{badge(t.from_state)} → '
                    f'{badge(t.to_state)}</td><td>{e(t.code)}</td><td class="err">{e(t.message)}</td></tr>'
                    for t in d.history) or '<tr><td colspan="5" class="empty">No change observed yet.</td></tr>'
     back = f"/jobs/{quote(tj.key.job_id, safe='')}?" + urlencode({"region": tj.key.region, "bucket": tj.key.bucket})
     notes = "".join(f'<tr><td>#{n.notice.id}</td><td>{e(n.notice.kind.value)}: {e(n.notice.from_state or "-")} → '
-                    f'{e(n.notice.to_state or "-")}</td><td>{e(n.created_at.isoformat())}</td>'
+                    f'{e(n.notice.to_state or "-")}</td><td>{e(when(n.created_at))}</td>'
                     f'<td><span class="status o-{e(n.status)}">{e(n.status)}</span></td><td>{_deliveries(n)}</td>'
                     f'<td class="err">{e(n.last_error)}</td>'
                     f'<td>{_retry_form(n, root, csrf, back) if n.status == "dead" else ""}</td></tr>'

@@ -7,12 +7,23 @@
 
   document.addEventListener("change", function (ev) {
     var form = ev.target.closest ? ev.target.closest("form[data-autosubmit]") : null;
-    if (form) { form.submit(); }
+    if (form) { if (form.requestSubmit) { form.requestSubmit(); } else { form.submit(); } }
   });
 
   document.addEventListener("submit", function (ev) {
-    var question = ev.target.getAttribute("data-confirm");
-    if (question && !window.confirm(question)) { ev.preventDefault(); }
+    var form = ev.target;
+    var question = form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { ev.preventDefault(); return; }
+    if (form.hasAttribute("data-autosubmit")) {  // "all" filters stay out of the URL
+      Array.prototype.forEach.call(form.elements, function (el) {
+        if (el.name && el.value === "") { el.disabled = true; }
+      });
+    }
+  });
+
+  window.addEventListener("pageshow", function () {  // back/forward cache: the form is usable again
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-autosubmit] [disabled]"),
+      function (el) { el.disabled = false; });
   });
 
   function box() { return document.getElementById("refresh"); }
