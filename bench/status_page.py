@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the same store contents the page's tests use
 
+from common import write_section  # noqa: E402
 from fixtures.webdata import populate  # noqa: E402
 
 from jobwatch.app.config import load_settings  # noqa: E402
@@ -95,17 +95,6 @@ def _mysql_url() -> tuple[str, Callable[[], None]]:
     return f"mysql://root@127.0.0.1:3306/{name}", drop
 
 
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace (or append) the '## Status page' section, leaving every other section as it is."""
-    body = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Status page\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(body):
-        body = pattern.sub(lambda _: text, body)
-    else:
-        body = body.rstrip("\n") + "\n\n" + text
-    path.write_text(body, encoding="utf-8")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=10000)
@@ -150,7 +139,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(text, "## Status page")
     worst = max(r["overview"] for _, n, r in rows if n == args.jobs)
     if worst > BUDGET_MS:
         print(f"over budget: {worst:.0f} ms > {BUDGET_MS:.0f} ms", file=sys.stderr)

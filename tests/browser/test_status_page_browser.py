@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from fixtures.webdata import XSS_NAME, populate
+from fixtures.webdata import XSS_NAME, populated_app
 
 from jobwatch.app.config import load_settings
 from jobwatch.app.orchestrator import App
 from jobwatch.cli.serve import make_server, serve_in_thread
-from jobwatch.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("JOBWATCH_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -67,12 +66,7 @@ def _serve(app: App) -> tuple[Any, str]:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    url = f"sqlite:///{tmp_path / 'jw.db'}"
-    store = open_store(url)
-    store.migrate()
-    data = populate(store, 60)
-    app = App(load_settings({"JOBWATCH_STORE_URL": url, "JOBWATCH_API_KEY": API_KEY}), store=store,
-              clock=lambda: data.now)
+    app, data = populated_app(f"sqlite:///{tmp_path / 'jw.db'}", API_KEY)
     server, base = _serve(app)
     try:
         yield Site(app, base, data)

@@ -163,6 +163,25 @@ def test_handler_imports_from_the_package_alone(built):
     assert _files(out) == before
 
 
+def test_the_status_pages_script_and_stylesheet_ship_and_are_served_from_the_package(built):
+    """lib/jobwatch/web/static holds the only non-Python files of our own code: the page is unstyled and inert
+    on SCF if the package leaves them out."""
+    out, zip_path = built
+    names = set(zipfile.ZipFile(zip_path).namelist())
+    assert {"jobwatch/web/static/app.css", "jobwatch/web/static/app.js"} <= names
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(out)!r})\n"
+        "from jobwatch.web import routes\n"
+        "r = routes._static('app.js')\n"
+        "print(r.status, routes.__file__.startswith(sys.path[0]), 'X-Jobwatch-Partial' in r.body)\n"
+    )
+    r = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], cwd=out.parent, capture_output=True,
+                       text=True, timeout=60, env={"PATH": os.environ.get("PATH", ""), "HOME": str(out.parent)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["200", "True", "True"]
+
+
 def test_requirements_come_from_pyproject_with_markers_for_the_target(tmp_path):
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(

@@ -13,11 +13,10 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from fixtures.webdata import XSS_ERROR, XSS_NAME, XSS_TAG, populate
+from fixtures.webdata import XSS_NAME, XSS_TAG, populated_app
 
 from jobwatch.app.config import load_settings
 from jobwatch.app.orchestrator import App
-from jobwatch.store import open_store
 from jobwatch.web import WebRequest, handle
 from jobwatch.web.auth import SESSION_SECONDS
 
@@ -34,12 +33,7 @@ class Clock:
 
 @pytest.fixture
 def site(tmp_path):
-    url = f"sqlite:///{tmp_path / 'jw.db'}"
-    store = open_store(url)
-    store.migrate()
-    data = populate(store, 60)
-    app = App(load_settings({"JOBWATCH_STORE_URL": url, "JOBWATCH_API_KEY": API_KEY}), store=store,
-              clock=lambda: data.now)
+    app, data = populated_app(f"sqlite:///{tmp_path / 'jw.db'}", API_KEY)
     yield app, data, Clock()
     app.close()
 
@@ -354,3 +348,12 @@ def test_jobwatch_serve_over_loopback(site):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_logout_needs_the_token_and_clears_the_cookie(site):
+    app, _, clock = site
+    cookie = login(app, clock)
+    assert call(app, "POST", "/ui/logout", cookie=cookie, clock=clock).status == 403
+    token = csrf_of(call(app, "GET", "/ui", cookie=cookie, clock=clock).body)
+    r = call(app, "POST", "/ui/logout", body=urlencode({"csrf_token": token}).encode(), cookie=cookie, clock=clock)
+    assert r.status == 303 and r.headers["Set-Cookie"].startswith("jobwatch_session=; Max-Age=0;")

@@ -215,7 +215,7 @@ def overview(ov: Overview, root: str, csrf: str) -> str:
     per = q.limit if q.limit != 100 else None
     if page_no > 1:
         nav.append(f'<a rel="prev" href="{e(root + "ui" + _query_string({**filters, "per": per, "page": page_no - 1}))}">'
-                   '← newer problems</a>')
+                   '← previous page</a>')
     if page_no < pages:
         nav.append(f'<a rel="next" href="{e(root + "ui" + _query_string({**filters, "per": per, "page": page_no + 1}))}">'
                    f'next page ({page_no + 1}/{pages}) →</a>')
