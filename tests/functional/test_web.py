@@ -357,3 +357,39 @@ def test_logout_needs_the_token_and_clears_the_cookie(site):
     token = csrf_of(call(app, "GET", "/ui", cookie=cookie, clock=clock).body)
     r = call(app, "POST", "/ui/logout", body=urlencode({"csrf_token": token}).encode(), cookie=cookie, clock=clock)
     assert r.status == 303 and r.headers["Set-Cookie"].startswith("jobwatch_session=; Max-Age=0;")
+
+
+def test_untracked_counts_are_shown_but_are_not_filters(site):
+    app, data, clock = site
+    cookie = login(app, clock)
+    app.untrack([data.stalled_key])  # Running, now untracked
+    body = call(app, "GET", "/ui", cookie=cookie, clock=clock).body
+    assert '<span class="count s-running"><span class="n">1</span> Running (untracked)</span>' in body
+    assert "state=Running+%28untracked%29" not in body
+
+
+def test_the_serve_command_prints_the_page_and_a_key_for_the_run(tmp_path):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'jw.db'}"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("JOBWATCH_")}
+    env.update({"JOBWATCH_STORE_URL": url, "JOBWATCH_LOG_LEVEL": "warning"})
+    proc = subprocess.Popen([sys.executable, "-m", "jobwatch.cli", "serve", "--port", "0"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        page_line = proc.stdout.readline()
+        key_line = proc.stdout.readline()
+        m = re.match(r"status page: (http://127\.0\.0\.1:\d+/ui)$", page_line.strip())
+        assert m, page_line + proc.stderr.read() if proc.poll() is not None else page_line
+        key = key_line.strip().rsplit(" ", 1)[-1]
+        assert "JOBWATCH_API_KEY is not set" in key_line and len(key) >= 24 and key not in m.group(1)
+        jar = CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with opener.open(m.group(1).replace("/ui", "/ui/login"), data=urlencode({"api_key": key}).encode()) as r:
+            assert "No jobs match." in r.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()

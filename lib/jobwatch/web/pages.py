@@ -173,9 +173,12 @@ def overview(ov: Overview, root: str, csrf: str) -> str:
              f'<span class="n">{total_jobs:,}</span> all</a>']
     for s in known:
         on = " on" if q.state == s else ""
+        cls = f"count s-{state_class(s.split(' (')[0])}{on}"
+        if "(" in s:  # "Running (untracked)": a count, not a filter of its own
+            chips.append(f'<span class="{cls}"><span class="n">{ov.states[s]:,}</span> {e(s)}</span>')
+            continue
         href = f"{root}ui{_query_string({**filters, 'state': s})}"
-        chips.append(f'<a class="count s-{state_class(s.split(" (")[0])}{on}" href="{e(href)}">'
-                     f'<span class="n">{ov.states[s]:,}</span> {e(s)}</a>')
+        chips.append(f'<a class="{cls}" href="{e(href)}"><span class="n">{ov.states[s]:,}</span> {e(s)}</a>')
     outbox = ", ".join(f"{e(k)} {v:,}" for k, v in sorted(ov.outbox.items())) or "empty"
     states_for_filter = [(s, s) for s in known if "(" not in s]
     form = (f'<form class="filters" method="get" action="{root}ui" data-autosubmit>'
