@@ -393,3 +393,17 @@ def test_the_serve_command_prints_the_page_and_a_key_for_the_run(tmp_path):
         proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_a_bare_job_id_finds_its_job_when_only_one_bucket_has_it(site):
+    app, data, clock = site
+    cookie = login(app, clock)
+    k = data.keys[4]
+    r = call(app, "GET", f"/ui/jobs/{k.job_id}", cookie=cookie, clock=clock)
+    assert r.status == 200 and f"<dd>{k.bucket}</dd>" in r.body
+    other = type(k)(k.region, "other-1250000009", k.job_id)
+    app.store.track([other], data.now)
+    r = call(app, "GET", f"/ui/jobs/{k.job_id}", cookie=cookie, clock=clock)
+    assert r.status == 400 and "2 tracked jobs have this ID" in r.body
+    r = call(app, "GET", "/ui/jobs/bnot0tracked", cookie=cookie, clock=clock)
+    assert r.status == 400 and "no tracked job has this ID" in r.body

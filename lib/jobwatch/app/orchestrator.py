@@ -377,6 +377,10 @@ class App:
         """One job's record, transitions and notices (None when it is not tracked)."""
         return views.job_detail(self.store, self.clock, key)
 
+    def find_jobs(self, job_id: str) -> list[JobKey]:
+        """The tracked jobs with this ID, in any bucket (a bare job ID pasted into the status page's URL)."""
+        return self.store.find_keys(job_id)
+
     def purge(self, older_than_days: float | None = None,
               progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
         days = self.settings.retention_days if older_than_days is None else older_than_days

@@ -173,12 +173,17 @@ def _job_key(app: "App", job_id: str, q: Mapping[str, str]) -> JobKey:
     from urllib.parse import unquote
 
     s = app.settings
+    job_id = validate_job_id(unquote(job_id))
     region = q.get("region") or s.default_region
     bucket = q.get("bucket") or s.default_bucket
-    if not region or not bucket:
+    if not region or not bucket:  # a bare job ID: fine while one tracked job has it
+        found = app.find_jobs(job_id)
+        if len(found) == 1:
+            return found[0]
         raise ValidationError("bucket" if not bucket else "region", None,
-                              "name it in the query (?region=...&bucket=...)")
-    return JobKey(validate_region(region), validate_bucket(bucket), validate_job_id(unquote(job_id)))
+                              "name it in the query (?region=...&bucket=...): "
+                              + (f"{len(found)} tracked jobs have this ID" if found else "no tracked job has this ID"))
+    return JobKey(validate_region(region), validate_bucket(bucket), job_id)
 
 
 # --- POST -----------------------------------------------------------------------------------------------------
