@@ -25,7 +25,7 @@ def _notice(key: JobKey, idem: str, to_state: str = "Running") -> Notice:
 
 
 def test_migrate_is_idempotent(store):
-    assert store.migrate() == store.migrate() == 1
+    assert store.migrate() == store.migrate() == 2
 
 
 def test_track_is_idempotent_and_get_returns_record(store):
@@ -377,3 +377,136 @@ def test_light_claim_leaves_the_job_undecoded_and_keeps_it_on_write(store):
     failed = tj.evolve(error_count=1, last_error="boom", next_poll_at=t1)
     assert store.record_polls("a", [PollRecord(tj, failed)]) == [True]
     assert store.get(K1).job == full.job and store.get(K1).error_count == 1
+
+
+
+
+# --- children of batch jobs (schema version 2) ------------------------------------------------------------------
+
+from jobwatch.core.children import ChildJob, ChildKind  # noqa: E402
+from jobwatch.core.progress import ChildrenUpdate, Progress  # noqa: E402
+
+
+def _child(cid: str, state: str, second: int = 0, **kw) -> ChildJob:
+    return ChildJob(cid, ChildKind.JOB, f"in/{cid}.mp4", state, created_at=T0 + timedelta(seconds=second), **kw)
+
+
+def _polled(store, key: JobKey, state: str, now: datetime) -> None:
+    """The engine's write of one poll: the batch seen in ``state``."""
+    store.track([key], now)
+    tj = store.claim_due("e", now, 60, 10, keys=[key])[0]
+    job = Job(job_id=key.job_id, name="b", type="Job", state=JobState.parse(state), state_raw=state)
+    final = state in ("Success", "Failed", "Cancel")
+    after = tj.evolve(state=state, job=job, last_seen=now, last_change=now, active=not final, transitions=1)
+    assert store.record_polls("e", [PollRecord(tj, after)]) == [True]
+
+
+def test_upgrade_from_schema_1_adds_the_children_and_notice_detail(store_url):
+    """A store written by the previous release (version 1: no children tables, no detail column) upgrades in
+    place, keeps its rows, and then stores notice details and children."""
+    s = open_store(store_url, migrate=False)
+    v1_outbox = ("CREATE TABLE jw_outbox (id INTEGER PRIMARY KEY {auto}, idem_key VARCHAR(255) NOT NULL UNIQUE, "
+                 "kind VARCHAR(32) NOT NULL, region VARCHAR(32) NOT NULL, bucket VARCHAR(64) NOT NULL, "
+                 "job_id VARCHAR(128) NOT NULL, from_state VARCHAR(32), to_state VARCHAR(32), observed_at DOUBLE "
+                 "NOT NULL, job_json TEXT, tags_json TEXT, created_at DOUBLE NOT NULL, status VARCHAR(16) NOT NULL, "
+                 "attempts INT NOT NULL DEFAULT 0, next_attempt_at DOUBLE, lease_owner VARCHAR(128), lease_expires "
+                 "DOUBLE, last_error TEXT, delivered_at DOUBLE)")
+    auto = "AUTOINCREMENT" if store_url.startswith("sqlite") else "AUTO_INCREMENT"
+    with s._tx() as cur:
+        cur.execute(v1_outbox.format(auto=auto))
+        cur.execute("CREATE TABLE jw_meta (k VARCHAR(64) PRIMARY KEY, v VARCHAR(255) NOT NULL)")
+        cur.execute("INSERT INTO jw_meta (k, v) VALUES ('schema_version', '1')")
+        cur.execute("INSERT INTO jw_outbox (idem_key, kind, region, bucket, job_id, observed_at, created_at, status) "
+                    "VALUES ('old#1', 'transition', 'ap-guangzhou', 'examplebucket-1250000000', 'j2', 1, 1, 'done')")
+    assert s.migrate() == 2 and s.migrate() == 2
+    assert [e.notice.idempotency_key for e in s.list_outbox()] == ["old#1"]
+    n = Notice("new#1", NoticeKind.CHILDREN_FAILED, K2, None, None, T0, detail={"progress": {"total": 3}})
+    assert s.add_notices([n], T0) == 1
+    assert s.list_outbox(status="pending")[0].notice.detail == {"progress": {"total": 3}}
+    s.close()
+
+
+def test_children_due_after_each_poll_and_once_after_the_end(store):
+    _polled(store, K1, "Running", T0)
+    work = store.claim_children("a", T0, 60, 10)
+    assert [w.key for w in work] == [K1] and work[0].progress == Progress() and work[0].batch_active
+    assert store.claim_children("b", T0, 60, 10) == []  # leased
+    p = Progress(total=2, running=2, refreshed_at=T0)
+    assert store.record_children("a", K1, ChildrenUpdate(p, {"job": {"wm": 1}}, (_child("c1", "Running"),
+                                                                                  _child("c2", "Running", 1))), T0)
+    assert store.claim_children("a", T0 + timedelta(seconds=5), 60, 10) == []  # not polled since
+    assert store.get_progress(K1) == p
+    # the batch ends: one more refresh is due, and after it is marked complete, none
+    tj = store.claim_due("e", T0 + timedelta(seconds=30), 60, 10, keys=[K1])[0]
+    job = Job(job_id=K1.job_id, name="b", type="Job", state=JobState.SUCCESS, state_raw="Success")
+    now = T0 + timedelta(seconds=30)
+    assert store.record_polls("e", [PollRecord(tj, tj.evolve(state="Success", job=job, active=False, last_seen=now,
+                                                             last_change=now))]) == [True]
+    (w,) = store.claim_children("a", now, 60, 10)
+    assert w.batch_state == "Success" and not w.batch_active and w.cursor == {"job": {"wm": 1}}
+    done = Progress(total=2, succeeded=1, failed=1, refreshed_at=now, complete=True)
+    assert store.record_children("a", K1, ChildrenUpdate(done, {}, (_child("c1", "Success"),
+                                                                     _child("c2", "Failed", 1, code="E1"))), now)
+    assert store.claim_children("a", now + timedelta(hours=1), 60, 10) == []
+    assert [c.child_id for c in store.list_children(K1, failed_only=True)] == ["c2"]
+    assert store.list_children(K1, failed_only=True)[0].code == "E1"
+
+
+def test_a_lost_children_lease_writes_nothing(store):
+    _polled(store, K1, "Running", T0)
+    store.claim_children("a", T0, 60, 10)
+    later = T0 + timedelta(seconds=61)
+    assert [w.key for w in store.claim_children("b", later, 60, 10)] == [K1]  # a's lease expired, b took it
+    assert not store.record_children("a", K1, ChildrenUpdate(Progress(total=9), {}, (_child("x", "Running"),)), later)
+    assert store.known_children(K1, ["x"]) == {} and store.get_progress(K1) == Progress()
+
+
+def test_children_upsert_known_pending_find_and_paging(store):
+    _polled(store, K1, "Running", T0)
+    store.claim_children("a", T0, 60, 10)
+    kids = tuple(_child(f"c{i:03d}", "Running" if i % 3 else "Success", i) for i in range(250))
+    assert store.record_children("a", K1, ChildrenUpdate(Progress(total=250), {}, kids, release=False), T0)
+    assert store.known_children(K1, ["c000", "c001", "nope"]) == {"c000": "Success", "c001": "Running"}
+    n, lo, hi = store.pending_children(K1, ChildKind.JOB)
+    assert n == 166 and lo == T0 + timedelta(seconds=1) and hi == T0 + timedelta(seconds=248)
+    # the same children again, now failed: updated in place, not duplicated
+    again = tuple(_child(c.child_id, "Failed", i, code="InternalError", message="boom") for i, c in enumerate(kids))
+    assert store.record_children("a", K1, ChildrenUpdate(Progress(total=250), {}, again), T0)
+    assert store.pending_children(K1, ChildKind.JOB)[0] == 0
+    first = store.list_children(K1, failed_only=True, limit=100)
+    rest = store.list_children(K1, failed_only=True, limit=1000, after=first[-1].child_id)
+    assert len(first) == 100 and len(rest) == 150 and first[-1].child_id < rest[0].child_id
+    assert rest[0].message == "boom" and rest[0].object_key == f"in/{rest[0].child_id}.mp4"
+    assert store.find_child(K1.bucket, "c007") == [K1] and store.find_child(K1.bucket, "zz") == []
+
+
+def test_final_notice_is_held_then_completed_and_released_by_the_children_count(store):
+    _polled(store, K1, "Running", T0)
+    hold = T0 + timedelta(minutes=10)
+    final = Notice("k1#2:Success", NoticeKind.TRANSITION, K1, "Running", "Success", T0, not_before=hold)
+    assert store.add_notices([final], T0) == 1
+    assert store.claim_notices("o", T0, 60, 10) == []  # held for the children's final count
+    store.claim_children("a", T0, 60, 10)
+    detail = {"progress": {"total": 2, "failed": 1}, "failed_sample": [{"child_id": "c2"}]}
+    assert store.record_children("a", K1, ChildrenUpdate(Progress(total=2), {}, final_detail=detail,
+                                                         release_final=True), T0)
+    (e,) = store.claim_notices("o", T0, 60, 10)
+    assert e.notice.detail == detail and e.notice.payload()["progress"] == {"total": 2, "failed": 1}
+
+
+def test_callback_refresh_request_makes_a_batch_due(store):
+    _polled(store, K1, "Running", T0)
+    store.claim_children("a", T0, 60, 10)
+    store.record_children("a", K1, ChildrenUpdate(Progress(refreshed_at=T0), {}), T0)
+    assert store.claim_children("a", T0 + timedelta(seconds=1), 60, 10) == []
+    assert store.request_children_refresh([K1], T0 + timedelta(seconds=2)) == 1
+    assert [w.key for w in store.claim_children("a", T0 + timedelta(seconds=3), 60, 10)] == [K1]
+    assert [k for k, _ in store.active_in_bucket(K1.bucket)] == [K1]
+
+
+def test_purge_drops_a_batchs_children_with_it(store):
+    _polled(store, K1, "Success", T0)
+    store.claim_children("a", T0, 60, 10)
+    store.record_children("a", K1, ChildrenUpdate(Progress(total=1), {}, (_child("c1", "Failed"),)), T0)
+    store.purge(T0 + timedelta(days=1))
+    assert store.get(K1) is None and store.list_children(K1) == [] and store.get_progress(K1) is None

@@ -313,9 +313,11 @@ class NoticeKind(str, enum.Enum):
     STALLED = "stalled"  # Submitted/Running/Paused longer than its threshold
     RECOVERED = "recovered"  # a stalled job moved again
     TEST = "test"  # `jobwatch notify test`
+    CHILDREN_FAILED = "children_failed"  # a batch's first failed child, or its failed share passed the threshold
 
 
 NOTICE_SCHEMA_VERSION = 1
+DETAIL_KEYS = ("progress", "failed_sample", "failed_threshold")  # what Notice.detail may add to the payload
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,11 @@ class Notice:
     job: dict[str, Any] | None = None  # Job.to_json() at the time of the notice
     tags: dict[str, str] = field(default_factory=dict)
     id: int | None = None
+    # More payload keys for a batch job: "progress" (counts by state) and "failed_sample" (the first failed
+    # children). A final notice's detail is filled in by the children refresh after the batch ended.
+    detail: dict[str, Any] | None = None
+    # Not sent before this time: a batch's final notice waits (at most this long) for its children's final count.
+    not_before: datetime | None = None
 
     @property
     def outcome(self) -> str:
@@ -355,4 +362,5 @@ class Notice:
             "observed_at": iso(self.observed_at),
             "tags": dict(self.tags),
             "job": self.job,
+            **{k: v for k, v in (self.detail or {}).items() if k in DETAIL_KEYS},
         }

@@ -12,7 +12,9 @@ import abc
 from datetime import datetime
 from typing import Callable, Iterable, Sequence
 
-from jobwatch.core.models import JobKey, Notice
+from jobwatch.core.children import ChildJob, ChildKind
+from jobwatch.core.models import Job, JobKey, Notice
+from jobwatch.core.progress import ChildrenUpdate, ChildrenWork, Progress
 from jobwatch.core.records import JobPage, JobQuery, OutboxEntry, PollRecord, TrackedJob, Transition
 
 
@@ -145,3 +147,54 @@ class Store(abc.ABC):
         """Delete inactive jobs whose last change is older than ``before`` (with their history) and finished
         notices created before it. Returns counts per table; ``dry_run`` counts what would go and deletes
         nothing."""
+
+    # -- children of batch jobs ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def claim_children(self, owner: str, now: datetime, lease_seconds: float, limit: int,
+                       keys: Sequence[JobKey] | None = None) -> list[ChildrenWork]:
+        """Lease batches whose children are due for a refresh (least recently refreshed first): active ones
+        polled since their last refresh, with a pass to carry on, or asked for by a callback; ended ones whose
+        final count is not done. Only among ``keys`` when given."""
+
+    @abc.abstractmethod
+    def release_children(self, keys: Iterable[JobKey], owner: str) -> None: ...
+
+    @abc.abstractmethod
+    def record_children(self, owner: str, key: JobKey, update: ChildrenUpdate, now: datetime) -> bool:
+        """Write one refresh step atomically (children, counts, cursor, notices, the held final notice's
+        detail) if ``owner`` still holds the lease; False (nothing written) when it was lost."""
+
+    @abc.abstractmethod
+    def request_children_refresh(self, keys: Iterable[JobKey], now: datetime) -> int:
+        """Make these batches due for a children refresh (a callback named one of their children)."""
+
+    @abc.abstractmethod
+    def get_progress(self, key: JobKey) -> Progress | None: ...
+
+    @abc.abstractmethod
+    def progress_of(self, keys: Sequence[JobKey]) -> dict[JobKey, Progress]: ...
+
+    @abc.abstractmethod
+    def known_children(self, key: JobKey, child_ids: Sequence[str]) -> dict[str, str]:
+        """The recorded state of each of ``child_ids`` already seen under this batch."""
+
+    @abc.abstractmethod
+    def pending_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) \
+            -> tuple[int, datetime | None, datetime | None]:
+        """Children of one list not final yet: how many, oldest and newest creation time."""
+
+    @abc.abstractmethod
+    def list_children(self, key: JobKey, *, failed_only: bool = False, limit: int = 100,
+                      after: str | None = None) -> list[ChildJob]:
+        """Children in child-ID order after ``after`` (keyset paging)."""
+
+    @abc.abstractmethod
+    def failed_children_missing_detail(self, key: JobKey, limit: int) -> list[ChildJob]: ...
+
+    @abc.abstractmethod
+    def find_child(self, bucket: str, child_id: str) -> list[JobKey]:
+        """The batches a child is recorded under."""
+
+    @abc.abstractmethod
+    def active_in_bucket(self, bucket: str, limit: int = 200) -> list[tuple[JobKey, Job | None]]:
+        """Active batches of a bucket with their last-read detail."""

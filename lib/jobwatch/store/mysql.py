@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from jobwatch.core.errors import StoreError, StoreUnavailable
 from jobwatch.core.redact import Secret
+from jobwatch.store.children_sql import MYSQL_SCHEMA
 from jobwatch.store.sql import _CLAIM, _UPDATE_STEADY, JOB_COLUMNS, OUTBOX_COLUMNS, SqlStore
 
 _SCHEMA = (
@@ -40,7 +41,7 @@ _SCHEMA = (
         from_state VARCHAR(32), to_state VARCHAR(32), observed_at DOUBLE NOT NULL, job_json MEDIUMTEXT,
         tags_json TEXT, created_at DOUBLE NOT NULL, status VARCHAR(16) NOT NULL, attempts INT NOT NULL DEFAULT 0,
         next_attempt_at DOUBLE, lease_owner VARCHAR(128), lease_expires DOUBLE, last_error TEXT,
-        delivered_at DOUBLE,
+        delivered_at DOUBLE, detail_json TEXT,
         UNIQUE KEY jw_outbox_key (idem_key), KEY jw_outbox_due (status, next_attempt_at)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     """CREATE TABLE IF NOT EXISTS jw_deliveries (
@@ -52,6 +53,7 @@ _SCHEMA = (
         updated_at DOUBLE NOT NULL, PRIMARY KEY (region, bucket)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
 )
+_SCHEMA += MYSQL_SCHEMA  # schema version 2: children of batch jobs
 
 # Client/server errors a retry can cure: can't connect, gone away, lost connection, lock wait timeout, deadlock.
 _TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}

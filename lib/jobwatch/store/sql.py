@@ -17,8 +17,9 @@ from jobwatch.core.models import Job, JobKey, JobState, Notice, NoticeKind, from
 from jobwatch.core.records import (Delivery, JobPage, JobQuery, OutboxEntry, PollRecord, TrackedJob, Transition,
                                    is_final)
 from jobwatch.store.base import Store
+from jobwatch.store.children_sql import ChildrenSqlMixin
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: children of batch jobs (jw_child_progress, jw_children), jw_outbox.detail_json
 
 JOB_COLUMNS = (
     "region, bucket, job_id, state, active, job_json, tags_json, first_seen, last_seen, last_change, next_poll_at, "
@@ -27,8 +28,10 @@ JOB_COLUMNS = (
 )
 OUTBOX_COLUMNS = (
     "id, idem_key, kind, region, bucket, job_id, from_state, to_state, observed_at, job_json, tags_json, "
-    "created_at, status, attempts, next_attempt_at, last_error"
+    "created_at, status, attempts, next_attempt_at, last_error, detail_json"
 )
+# Upgrades of an existing store, by the version they bring it to (new tables need none: CREATE IF NOT EXISTS).
+MIGRATIONS: dict[int, tuple[str, ...]] = {2: ("ALTER TABLE jw_outbox ADD COLUMN detail_json TEXT",)}
 
 
 def ts(dt: datetime | None) -> float | None:
@@ -43,7 +46,7 @@ def dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(float(value), tz=timezone.utc)
 
 
-class SqlStore(Store):
+class SqlStore(ChildrenSqlMixin, Store):
     """Shared implementation; subclasses set the placeholder and implement the dialect hooks."""
 
     placeholder = "?"
@@ -129,7 +132,7 @@ class SqlStore(Store):
     @staticmethod
     def _row_to_entry(row: Sequence[Any]) -> OutboxEntry:
         (nid, idem_key, kind, region, bucket, job_id, from_state, to_state, observed_at, job_json, tags_json,
-         created_at, status, attempts, next_attempt_at, last_error) = row
+         created_at, status, attempts, next_attempt_at, last_error, detail_json) = row
         notice = Notice(
             idempotency_key=idem_key,
             kind=NoticeKind(kind),
@@ -140,6 +143,7 @@ class SqlStore(Store):
             job=json.loads(job_json) if job_json else None,
             tags=json.loads(tags_json) if tags_json else {},
             id=int(nid),
+            detail=json.loads(detail_json) if detail_json else None,
         )
         return OutboxEntry(notice=notice, status=status, attempts=int(attempts), next_attempt_at=dt(next_attempt_at),
                            last_error=last_error, created_at=dt(created_at))  # type: ignore[arg-type]
@@ -153,9 +157,26 @@ class SqlStore(Store):
             row = cur.fetchone()
             if row is None:
                 self._exec(cur, self._insert_ignore("jw_meta", "k, v", 2), ("schema_version", str(SCHEMA_VERSION)))
-            elif int(row[0]) > SCHEMA_VERSION:
+                return SCHEMA_VERSION
+            found = int(row[0])
+            if found > SCHEMA_VERSION:
                 raise StoreError(f"store schema version {row[0]} is newer than this code's {SCHEMA_VERSION}")
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            self._upgrade(version)
         return SCHEMA_VERSION
+
+    def _upgrade(self, version: int) -> None:
+        """Bring the schema to ``version``. Each statement in its own transaction (MySQL commits DDL anyway); a
+        column another instance added first is no error, so concurrent upgrades are safe."""
+        for stmt in MIGRATIONS.get(version, ()):
+            try:
+                with self._tx() as cur:
+                    self._exec(cur, stmt)
+            except StoreError as exc:
+                if "duplicate column" not in str(exc).lower():
+                    raise
+        with self._tx() as cur:
+            self._exec(cur, "UPDATE jw_meta SET v=? WHERE k='schema_version' AND v=?", (str(version), str(version - 1)))
 
     # -- tracked jobs ----------------------------------------------------------------------------------------
     def track(self, keys: Iterable[JobKey], now: datetime, tags: dict[str, str] | None = None, *,
@@ -349,13 +370,14 @@ class SqlStore(Store):
         sql = self._insert_ignore(
             "jw_outbox",
             "idem_key, kind, region, bucket, job_id, from_state, to_state, observed_at, job_json, tags_json, "
-            "created_at, status, attempts, next_attempt_at",
-            14,
+            "created_at, status, attempts, next_attempt_at, detail_json",
+            15,
         )
         return self._exec_many(cur, sql, [(
             nt.idempotency_key, nt.kind.value, nt.key.region, nt.key.bucket, nt.key.job_id, nt.from_state,
             nt.to_state, ts(nt.observed_at), json.dumps(nt.job) if nt.job is not None else None,
-            json.dumps(nt.tags, sort_keys=True), ts(now), "pending", 0, ts(now)) for nt, now in notices])
+            json.dumps(nt.tags, sort_keys=True), ts(now), "pending", 0, ts(nt.not_before or now),
+            json.dumps(nt.detail, sort_keys=True) if nt.detail is not None else None) for nt, now in notices])
 
     def list_due(self, now: datetime, limit: int) -> list[JobKey]:
         """Keys of due, unleased jobs, earliest first, without claiming them (fan-out hands them to shards)."""
@@ -540,6 +562,7 @@ class SqlStore(Store):
                     self._exec(cur, "DELETE FROM jw_jobs WHERE region=? AND bucket=? AND job_id=? AND active=0",
                                (region, bucket, job_id))
                     counts["jobs"] += max(cur.rowcount, 0)
+                    self._purge_children(cur, region, bucket, job_id)
             if progress and keys:
                 progress(dict(counts))
             if len(keys) < batch:

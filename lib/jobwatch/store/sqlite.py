@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from jobwatch.core.errors import StoreError, StoreUnavailable
+from jobwatch.store.children_sql import SQLITE_SCHEMA
 from jobwatch.store.sql import SqlStore
 
 _SCHEMA = (
@@ -39,7 +40,7 @@ _SCHEMA = (
         region TEXT NOT NULL, bucket TEXT NOT NULL, job_id TEXT NOT NULL, from_state TEXT, to_state TEXT,
         observed_at REAL NOT NULL, job_json TEXT, tags_json TEXT, created_at REAL NOT NULL,
         status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL,
-        lease_owner TEXT, lease_expires REAL, last_error TEXT, delivered_at REAL)""",
+        lease_owner TEXT, lease_expires REAL, last_error TEXT, delivered_at REAL, detail_json TEXT)""",
     "CREATE INDEX IF NOT EXISTS jw_outbox_due ON jw_outbox (status, next_attempt_at)",
     """CREATE TABLE IF NOT EXISTS jw_deliveries (
         notice_id INTEGER NOT NULL, sink TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
@@ -48,6 +49,7 @@ _SCHEMA = (
         region TEXT NOT NULL, bucket TEXT NOT NULL, created_after REAL NOT NULL, updated_at REAL NOT NULL,
         PRIMARY KEY (region, bucket))""",
 )
+_SCHEMA += SQLITE_SCHEMA  # schema version 2: children of batch jobs
 
 
 class SqliteStore(SqlStore):
