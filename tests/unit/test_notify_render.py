@@ -66,3 +66,33 @@ def test_signer_reproduces_the_standard_webhooks_vector():
     assert sign(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}') == \
         "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
     assert decode_secret(Secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")) == key  # the prefix is optional
+
+
+# --- a batch's progress and failed objects (issue 14) -----------------------------------------------------------
+
+from dataclasses import replace  # noqa: E402
+
+DETAIL = {"progress": {"total": 12000, "succeeded": 11920, "failed": 40, "running": 0, "waiting": 40,
+                       "cancelled": 0},
+          "failed_sample": [{"object": f"in/clip_{i}*.mp4", "child_id": f"j{i}", "code": "InvalidInput",
+                             "message": "bad"} for i in range(10)]}
+
+
+def test_batch_notice_shows_progress_and_the_first_failed_objects():
+    n = replace(make(to="Success", code="Success", message=""), detail=DETAIL)
+    md = render.markdown(n)
+    assert "**Progress:** 11,960 / 12,000 done, 40 failed" in md
+    assert ("**Failed objects:** `in/clip_0*.mp4` (InvalidInput), `in/clip_1*.mp4` (InvalidInput), "
+            "`in/clip_2*.mp4` (InvalidInput) and 37 more") in md
+    assert "clip_3" not in md
+    assert "Progress: 11,960 / 12,000 done, 40 failed" in render.text(n)
+    assert "*Progress:* 11,960 / 12,000 done, 40 failed" in render.markdown(n, flavour="slack")
+    assert render.fields(n)["progress"] == "11,960 / 12,000 done, 40 failed"
+
+
+def test_children_failed_title_and_no_progress_line_without_detail():
+    n = replace(make(kind=NoticeKind.CHILDREN_FAILED, to="Running"), detail=DETAIL)
+    assert render.title(n) == "ℹ️ Job nightly*_job: 40 failed objects"
+    assert "Progress" not in render.markdown(make()) and "Failed objects" not in render.text(make())
+    hostile = replace(make(), detail={"progress": {"total": "x"}, "failed_sample": ["nope", {"object": 5}]})
+    assert "Progress" not in render.markdown(hostile) and "`5`" in render.markdown(hostile)

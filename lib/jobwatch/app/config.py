@@ -341,6 +341,19 @@ SETTINGS: tuple[SettingDef, ...] = (
     _d("JOBWATCH_STALL_RULES", J, {},
        'Per-bucket or per-tag overrides as JSON: `{"<bucket>" or "tag:<tag>": {"running_seconds": n, '
        '"paused_seconds": n, "repeat_seconds": n}}`.', check=_check_stall_rules),
+    _d("JOBWATCH_CHILDREN", B, True,
+       "Read each batch job's children (media jobs / workflow executions) for its progress and failed objects."),
+    _d("JOBWATCH_CHILDREN_MAX_PAGES", I, 50,
+       "Most child-list pages read per batch job per invocation (a large batch carries on next time).",
+       minimum=1, maximum=10000),
+    _d("JOBWATCH_CHILDREN_FAILED_THRESHOLD", F, 5.0,
+       "Percent of finished children failed above which a `children_failed` notice is sent again (0: off).",
+       minimum=0, maximum=100),
+    _d("JOBWATCH_CHILDREN_FAILED_SAMPLE", I, 10, "Failed children listed in a notice (`failed_sample`).",
+       minimum=0, maximum=100),
+    _d("JOBWATCH_CHILDREN_FINAL_HOLD_SECONDS", D, 300.0,
+       "Longest a batch's final notice waits for its children's final count (it is sent as soon as that is done).",
+       minimum=0, maximum=86400),
     _d("JOBWATCH_RETENTION_DAYS", I, 30, "Days history and delivered notices are kept before `db purge`.",
        minimum=1, maximum=3650),
     # Logging
@@ -424,6 +437,11 @@ class Settings:
     stall_paused_seconds: float
     stall_repeat_seconds: float
     stall_rules: dict[str, dict[str, float]]
+    children: bool
+    children_max_pages: int
+    children_failed_threshold: float
+    children_failed_sample: int
+    children_final_hold_seconds: float
     retention_days: int
     log_level: str
     log_format: str

@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 import structlog
 
 from jobwatch.app.config import Settings, store_warning
+from jobwatch.app.children import ChildrenRefresher, ChildrenResult
 from jobwatch.app.refresh import Refresher
 from jobwatch.app.engine import Engine, TickResult
 from jobwatch.app.outbox import DrainResult, Outbox
 from jobwatch.core.clock import utcnow
+from jobwatch.core.children import ChildJob
 from jobwatch.core.errors import JobwatchError, RetryableError
 from jobwatch.core.models import Job, JobInput, JobKey, JobOperation, QueryResult
+from jobwatch.core.progress import ChildCallback, Progress
 from jobwatch.core.records import JobQuery, OutboxEntry, TrackedJob, Transition
 from jobwatch.core.redact import Secret, scrub
 from jobwatch.core.retry import Backoff
@@ -83,6 +86,8 @@ class RunSummary:
     shards: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
     fanout_errors: list[str] = field(default_factory=list)
+    children: ChildrenResult = field(default_factory=ChildrenResult)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
     elapsed: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -114,6 +119,14 @@ class RunSummary:
         }
         if self.fanout_errors:
             out["fanout_errors"] = self.fanout_errors
+        c = self.children
+        if c.batches or c.errors:
+            out["children"] = {"batches": c.batches, "pages": c.pages, "details": c.details, "new": c.new,
+                               "finished": c.finished, "completed": c.completed, "errors": c.errors,
+                               "notices_queued": c.notices, "error_samples": c.error_samples}
+            out["budget_exhausted"] = out["budget_exhausted"] or c.budget_exhausted
+        if self.callbacks:
+            out["callbacks"] = self.callbacks
         return out
 
 
@@ -123,6 +136,18 @@ class JobStatus:
 
     counts: dict[str, int]
     jobs: list[TrackedJob]
+    progress: dict[JobKey, Progress] = field(default_factory=dict)  # of the jobs that have children counted
+
+
+@dataclass(frozen=True)
+class ChildrenPage:
+    """One page of a batch's children (``jobwatch children``, ``GET /jobs/{jobId}/children``); ``cursor`` is
+    passed back for the next page, None after the last."""
+
+    key: JobKey
+    items: list[ChildJob]
+    cursor: str | None
+    progress: Progress | None
 
 
 class App:
@@ -215,12 +240,23 @@ class App:
         policy = PollPolicy(
             min_seconds=s.poll_min_seconds, max_seconds=s.poll_max_seconds, backoff=s.poll_backoff,
             jitter=s.poll_jitter, error_max_seconds=s.error_backoff_max_seconds, confirmations=s.confirmations,
+            final_hold_seconds=s.children_final_hold_seconds if s.children else 0.0,
         )
         return Engine(
             self.store, self.client, policy=policy, owner=self._owner, concurrency=s.concurrency,
             lease_seconds=s.lease_seconds, batch_size=s.batch_size, safety_margin=s.safety_margin_seconds,
             clock=self.clock, monotonic=self.monotonic, rand=self.rand, stall_check=self.stall_check,
             refresher=Refresher(self.client, clock=self.clock) if s.bulk_refresh else None,
+        )
+
+    @cached_property
+    def children_refresher(self) -> ChildrenRefresher:
+        s = self.settings
+        return ChildrenRefresher(
+            self.store, self.client, owner=self.engine.owner, clock=self.clock, monotonic=self.monotonic,
+            max_pages=s.children_max_pages, lease_seconds=s.lease_seconds, safety_margin=s.safety_margin_seconds,
+            failed_threshold=s.children_failed_threshold, failed_sample=s.children_failed_sample,
+            callback_min_seconds=s.poll_min_seconds,
         )
 
     @cached_property
@@ -259,6 +295,7 @@ class App:
         if discover:
             self._discover(summary, None, b)
         summary.tick = self.engine.tick(b.engine)
+        self._refresh_children(summary, b)
         if fanout_context is not None and self.settings.fanout and summary.tick.left > 0:
             self._fan_out(summary, fanout_context, b, invoker)
         if deliver:
@@ -340,10 +377,49 @@ class App:
             jobs = [tj for tj in (self.store.get(k) for k in keys) if tj is not None]
         else:
             jobs = self.store.list_jobs(active=active, limit=limit)
-        return JobStatus(self.store.counts(), jobs)
+        return JobStatus(self.store.counts(), jobs, self.store.progress_of([tj.key for tj in jobs]))
 
     def history(self, key: JobKey) -> list[Transition]:
         return self.store.history(key)
+
+    # -- children of batch jobs ------------------------------------------------------------------------------
+    def progress(self, key: JobKey) -> Progress | None:
+        """A batch's progress as last counted from its children (None: not counted yet)."""
+        return self.store.get_progress(key)
+
+    def progress_of(self, keys: Sequence[JobKey]) -> dict[JobKey, Progress]:
+        return self.store.progress_of(keys)
+
+    def children(self, key: JobKey, *, failed_only: bool = False, limit: int = 100,
+                 cursor: str | None = None) -> ChildrenPage:
+        """A page of a batch's recorded children (child-ID order), only the failed ones with ``failed_only``."""
+        limit = max(1, min(int(limit), 1000))
+        items = self.store.list_children(key, failed_only=failed_only, limit=limit + 1, after=cursor)
+        more = len(items) > limit
+        items = items[:limit]
+        return ChildrenPage(key, items, items[-1].child_id if more and items else None, self.store.get_progress(key))
+
+    def refresh_children(self, budget: Budget | None = None, keys: Sequence[JobKey] | None = None) -> RunSummary:
+        """Bring the children of due batches (or of ``keys``) up to date, then deliver."""
+        b = budget or self.budget()
+        summary = RunSummary("children")
+        self._refresh_children(summary, b, keys)
+        summary.drain = self.outbox.drain(b.stop)
+        return self._done(summary, b)
+
+    def child_callbacks(self, callbacks: Sequence[ChildCallback], budget: Budget | None = None, *,
+                        action: str = "callback") -> RunSummary:
+        """CI's per-child callbacks: never a batch job to track; each prompts a children refresh of the batches
+        that could own the child (see :meth:`ChildrenRefresher.on_callbacks`), then the outbox is delivered."""
+        b = budget or self.budget()
+        summary = RunSummary(action)
+        if callbacks:
+            summary.callbacks, summary.children = self.children_refresher.on_callbacks(callbacks, b.engine) \
+                if self.settings.children else ([{"child_id": c.child_id, "event": c.event_name,
+                                                  "callback_state": c.state, "outcome": "children_off"}
+                                                 for c in callbacks], ChildrenResult())
+        summary.drain = self.outbox.drain(b.stop)
+        return self._done(summary, b)
 
     def outbox_entries(self, *, status: str | None = None, limit: int = 100) -> list[OutboxEntry]:
         return self.store.list_outbox(status=status, limit=limit)
@@ -411,7 +487,16 @@ class App:
         keys = list(dict.fromkeys(keys))
         if keys:
             summary.tick = self.engine.tick(b.engine, keys=keys, due_only=due_only)
+            self._refresh_children(summary, b, keys)
         summary.drain = self.outbox.drain(b.stop)
+
+    def _refresh_children(self, summary: RunSummary, b: Budget, keys: Sequence[JobKey] | None = None) -> None:
+        """After polling: the children of the batches polled (or, on a tick, of every due batch), and the final
+        count of batches that ended. Errors are per batch and recorded; a store fault propagates."""
+        if not self.settings.children:
+            return
+        res = self.children_refresher.refresh(b.engine, keys=keys)
+        summary.children = res
 
     def _discover(self, summary: RunSummary, targets: Sequence[tuple[str, str]] | None, b: Budget,
                   progress: Callable[[str, int], None] | None = None) -> None:
@@ -451,4 +536,4 @@ class App:
         return summary
 
 
-__all__ = ["App", "Budget", "JobStatus", "RunSummary"]
+__all__ = ["App", "Budget", "ChildrenPage", "JobStatus", "RunSummary"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
@@ -81,6 +81,9 @@ class PollPolicy:
     error_max_seconds: float = 1800.0
     confirmations: int = 2
     confirm_seconds: float | None = None  # delay before re-checking an unconfirmed observation; default: floor
+    # A batch's final notice waits (at most this long) for the final count of its children, which fills in its
+    # progress and releases it; 0 sends it at once, without waiting.
+    final_hold_seconds: float = 0.0
 
     def next_delay(self, previous: float, changed: bool, rand: Callable[[], float]) -> float:
         base = self.min_seconds if changed or previous <= 0 else min(self.max_seconds, previous * self.backoff)
@@ -172,7 +175,10 @@ def decide(
     # Every history row has exactly one notice (the first sight too: from_state None says "now watched");
     # sinks that want only outcomes filter by them.
     kind = NoticeKind.VANISHED if new_state == VANISHED else NoticeKind.TRANSITION
-    notices = [_notice(after, kind, old_state, new_state, now, notice_key(after, seq, new_state))]
+    notice = _notice(after, kind, old_state, new_state, now, notice_key(after, seq, new_state))
+    if final and kind is NoticeKind.TRANSITION and policy.final_hold_seconds > 0:
+        notice = replace(notice, not_before=now + timedelta(seconds=policy.final_hold_seconds))
+    notices = [notice]
     if tj.stalled:
         after = after.evolve(stalled=False, stall_notified_at=None)
         if not final:

@@ -13,7 +13,8 @@ from typing import Any
 from jobwatch.core.models import Notice, NoticeKind, from_iso
 
 MAX_MESSAGE = 500  # characters of the service's error message we show
-MAX_TOTAL = 3000  # Slack sections take 3,000 characters; WeCom 4,096 bytes of markdown
+MAX_TOTAL = 3000
+MAX_FAILED_SHOWN = 3  # failed objects named in a chat message (the rest: `jobwatch children --failed`)  # Slack sections take 3,000 characters; WeCom 4,096 bytes of markdown
 
 _ICON = {"Success": "✅", "Failed": "❌", "Cancel": "⛔", "vanished": "❓", "stalled": "⏳", "recovered": "▶️",
          "test": "🔔"}
@@ -69,7 +70,37 @@ def fields(notice: Notice) -> dict[str, Any]:
         "observed_at": _fmt_time(notice.observed_at),
         "tags": ", ".join(f"{k}={v}" for k, v in sorted(notice.tags.items())),
         "key": notice.idempotency_key,
+        "progress": progress_text(notice),
+        "failed_objects": ", ".join(f"{o} ({c})" if c else o for o, c in failed_objects(notice)),
     }
+
+
+def progress_text(notice: Notice) -> str:
+    """``11,960 / 12,000 done, 40 failed`` from a batch notice's progress (empty when it has none)."""
+    p = (notice.detail or {}).get("progress")
+    if not isinstance(p, dict) or not isinstance(p.get("total"), int) or not p["total"]:
+        return ""
+    n = {k: p.get(k) if isinstance(p.get(k), int) else 0 for k in ("succeeded", "failed", "cancelled")}
+    out = f"{n['succeeded'] + n['failed'] + n['cancelled']:,} / {p['total']:,} done"
+    if n["failed"]:
+        out += f", {n['failed']:,} failed"
+    if n["cancelled"]:
+        out += f", {n['cancelled']:,} cancelled"
+    return out
+
+
+def failed_objects(notice: Notice, limit: int = MAX_FAILED_SHOWN) -> list[tuple[str, str]]:
+    """The first few failed objects of a batch notice, as (object or child ID, error code), cut to fit."""
+    sample = (notice.detail or {}).get("failed_sample")
+    out: list[tuple[str, str]] = []
+    for item in sample if isinstance(sample, list) else []:
+        if not isinstance(item, dict):
+            continue
+        if len(out) >= limit:
+            break
+        name = str(item.get("object") or item.get("child_id") or "?")
+        out.append((name if len(name) <= 120 else "…" + name[-119:], str(item.get("code") or "")[:64]))
+    return out
 
 
 def title(notice: Notice) -> str:
@@ -81,8 +112,15 @@ def title(notice: Notice) -> str:
         NoticeKind.STALLED: f"stalled in {notice.to_state or notice.from_state or '?'}",
         NoticeKind.RECOVERED: f"moving again ({notice.to_state or '?'})",
         NoticeKind.TEST: "test notice from ci-jobwatch",
+        NoticeKind.CHILDREN_FAILED: _children_failed_what(notice),
     }[notice.kind]
     return f"{_ICON.get(notice.outcome, 'ℹ️')} Job {label}: {what}"
+
+
+def _children_failed_what(notice: Notice) -> str:
+    p = (notice.detail or {}).get("progress") or {}
+    failed = p.get("failed")
+    return f"{failed:,} failed objects" if isinstance(failed, int) else "objects failed"
 
 
 def markdown(notice: Notice, *, flavour: str = "md", with_title: bool = True) -> str:
@@ -103,6 +141,13 @@ def markdown(notice: Notice, *, flavour: str = "md", with_title: bool = True) ->
         lines.append(f"{b}Ran for:{b} {f['ran_for']}")
     if f["code"] or f["message"]:
         lines.append(f"{b}Error:{b} {esc(f['code'])} {esc(f['message'])}".rstrip())
+    if f["progress"]:
+        lines.append(f"{b}Progress:{b} {esc(f['progress'])}")
+    shown = failed_objects(notice)
+    if shown:
+        more = _more_failed(notice, len(shown))
+        objs = ", ".join(f"`{o.replace('`', '')}`" + (f" ({esc(c)})" if c else "") for o, c in shown)
+        lines.append(f"{b}Failed objects:{b} {objs}{more}")
     if f["tags"]:
         lines.append(f"{b}Tags:{b} {esc(f['tags'])}")
     lines.append(f"{b}At:{b} {f['observed_at']}  ·  key `{f['key'].replace('`', '')}`")
@@ -121,10 +166,20 @@ def text(notice: Notice) -> str:
         lines.append(f"Ran for: {f['ran_for']}")
     if f["code"] or f["message"]:
         lines.append(f"Error: {f['code']} {f['message']}".rstrip())
+    if f["progress"]:
+        lines.append(f"Progress: {f['progress']}")
+    if f["failed_objects"]:
+        lines.append(f"Failed objects: {f['failed_objects']}{_more_failed(notice, len(failed_objects(notice)))}")
     if f["tags"]:
         lines.append(f"Tags: {f['tags']}")
     lines.append(f"At: {f['observed_at']}  key {f['key']}")
     return "\n".join(lines)[:MAX_TOTAL]
+
+
+def _more_failed(notice: Notice, shown: int) -> str:
+    p = (notice.detail or {}).get("progress") or {}
+    failed = p.get("failed") if isinstance(p, dict) else None
+    return f" and {failed - shown:,} more" if isinstance(failed, int) and failed > shown else ""
 
 
 def _fmt_time(dt: datetime) -> str:

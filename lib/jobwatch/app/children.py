@@ -1,0 +1,473 @@
+"""Reading a batch job's children: incremental, budgeted, each child counted once.
+
+A batch job spawns one child per object (a media/picture job for ``Type=Job``, a workflow execution per workflow
+for ``Type=Workflow``) and carries no counters itself, so its progress is counted from its children. A batch may
+have 100,000 of them, so a refresh never re-lists them all. Per list ("stream") of a batch the store keeps a
+creation-time watermark and the paging token of a pass in progress, and every child seen with its state:
+
+* **new pass**: children created since the watermark (less one second: the service's filter may be strict, and
+  times have one-second resolution), oldest first, page by page. A child already recorded is not counted again.
+* **settle pass**: while some recorded children are not final, the *final* children created between the oldest
+  and the newest of those: the ones that finished since are counted, the rest are ignored. A final child never
+  changes again, so it is never looked for again.
+
+Each page is written in one transaction (children, counts, cursor, notices) under a lease on the batch, so two
+instances never count the same page twice, and a page that fails (malformed, truncated, throttled) costs that
+page only: the cursor stays where it was and the next refresh asks again; recorded progress is never touched.
+A refresh stops at the invocation's deadline or after ``max_pages`` pages per batch and carries on next time.
+``GET /workflowexecution/<RunId>`` is called for failed workflow executions only (the list has no error).
+
+A batch is refreshed after each poll that saw it, when a pass is in progress, when a CI callback named one of
+its children, and once more after it ended; that last count fills in and releases its held final notice.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Protocol, Sequence
+
+import structlog
+
+from jobwatch.core.children import ChildJob, ChildKind, ChildPage, is_final_child_state
+from jobwatch.core.errors import CIError, JobwatchError
+from jobwatch.core.models import Job, JobKey, Notice, NoticeKind
+from jobwatch.core.progress import PIC_TAGS, ChildCallback, ChildrenUpdate, ChildrenWork, FailedChild, Progress
+from jobwatch.core.redact import scrub
+from jobwatch.core.retry import is_throttling
+from jobwatch.store.base import Store
+
+log = structlog.get_logger("jobwatch.app.children")
+
+OVERLAP = timedelta(seconds=1)
+FINAL_STATES = ("Success", "Failed", "Cancel")
+FINAL_BATCH_STATES = frozenset(FINAL_STATES)
+MIN_DONE_FOR_SHARE = 50  # the failed share is judged only once this many children finished
+MAX_FINAL_ROUNDS = 3  # an ended batch whose children still look unfinished is counted this often, then closed
+MAX_FINAL_ERRORS = 5  # an ended batch whose children cannot be listed: give up after this many refreshes
+DETAILS_PER_REFRESH = 20  # failed workflow executions whose error is read per batch and refresh
+
+
+class ChildReader(Protocol):
+    """What the refresh needs of the CI client."""
+
+    def list_media_jobs(self, bucket: str, region: str, **kw: Any) -> ChildPage: ...
+
+    def list_workflow_executions(self, bucket: str, region: str, **kw: Any) -> ChildPage: ...
+
+    def get_workflow_execution(self, bucket: str, region: str, run_id: str) -> ChildJob: ...
+
+
+@dataclass
+class ChildrenResult:
+    """What one refresh did (the invocation summary's ``children``)."""
+
+    batches: int = 0
+    pages: int = 0  # list requests answered
+    details: int = 0  # workflow execution detail requests
+    new: int = 0  # children seen for the first time
+    finished: int = 0  # children seen final that were not before
+    completed: int = 0  # ended batches whose final count is done
+    errors: int = 0
+    throttled: int = 0
+    lease_lost: int = 0
+    notices: int = 0
+    budget_exhausted: bool = False
+    error_samples: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One list a batch's children come from; ``name`` keys its cursor."""
+
+    name: str
+    kind: ChildKind
+    workflow_id: str | None = None
+    queue_id: str | None = None
+    tag: str | None = None
+
+
+def streams_of(job: Job | None) -> list[Stream]:
+    """The lists holding a batch's children: its media (or picture) jobs, or its executions per workflow."""
+    if job is None:
+        return []
+    op = job.operation
+    if job.type == "Workflow":
+        return [Stream(f"wf:{w}", ChildKind.WORKFLOW, workflow_id=w) for w in op.workflow_ids]
+    if job.type == "Job":
+        kind = ChildKind.PIC_JOB if op.tag in PIC_TAGS else ChildKind.JOB
+        return [Stream(kind.value, kind, queue_id=op.queue_id, tag=op.tag)]
+    return []
+
+
+def could_own(job: Job | None, cb: ChildCallback) -> bool:
+    """Whether a batch could have spawned the child a callback names (same queue/tag, or same workflow)."""
+    if job is None:
+        return False
+    op = job.operation
+    if cb.kind is ChildKind.WORKFLOW or cb.workflow_id:
+        return job.type == "Workflow" and (cb.workflow_id is None or cb.workflow_id in op.workflow_ids)
+    return (job.type == "Job" and (op.queue_id is None or cb.queue_id is None or op.queue_id == cb.queue_id)
+            and (op.tag is None or cb.tag is None or op.tag == cb.tag))
+
+
+def _ts(d: datetime | None) -> float | None:
+    return None if d is None else d.timestamp()
+
+
+def _dt(v: Any) -> datetime | None:
+    return None if v is None else datetime.fromtimestamp(float(v), tz=timezone.utc)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None or (b is not None and b > a) else a
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None or (b is not None and b < a) else a
+
+
+class _Stop(Exception):
+    """This batch's refresh ends here (error, lease lost, budget); what was written stays."""
+
+
+@dataclass
+class _Batch:
+    work: ChildrenWork
+    cursor: dict[str, Any]
+    progress: Progress
+    notified: int
+    pages: int = 0
+    stopped: bool = False  # budget or page limit: a pass is left in progress
+    failed: bool = False  # a request failed: the rest waits for the next refresh
+
+
+class ChildrenRefresher:
+    """Refreshes the children of due batches. Every collaborator is passed in."""
+
+    def __init__(self, store: Store, client: ChildReader, *, owner: str, clock: Callable[[], datetime],
+                 monotonic: Callable[[], float] = time.monotonic, max_pages: int = 50, page_size: int = 100,
+                 batch_limit: int = 100, lease_seconds: float = 120.0, safety_margin: float = 5.0,
+                 failed_threshold: float = 5.0, failed_sample: int = 10, callback_min_seconds: float = 10.0) -> None:
+        self.store = store
+        self.client = client
+        self.owner = owner
+        self.clock = clock
+        self.monotonic = monotonic
+        self.max_pages = max_pages
+        self.page_size = page_size
+        self.batch_limit = batch_limit
+        self.lease_seconds = lease_seconds
+        self.safety_margin = safety_margin
+        self.failed_threshold = failed_threshold
+        self.failed_sample = failed_sample
+        self.callback_min_seconds = callback_min_seconds
+
+    # -- entry points ----------------------------------------------------------------------------------------
+    def refresh(self, deadline: float | None = None, keys: Sequence[JobKey] | None = None) -> ChildrenResult:
+        """Refresh the batches that are due (or those of ``keys`` that are), least recently refreshed first,
+        until done or ``deadline`` (on ``monotonic``) less the safety margin."""
+        result = ChildrenResult()
+        if keys is not None and not keys:
+            return result
+        if self._out_of_time(deadline):
+            result.budget_exhausted = True
+            return result
+        works = self.store.claim_children(self.owner, self.clock(), self._lease_for(deadline), self.batch_limit,
+                                          keys=list(keys) if keys is not None else None)
+        for i, w in enumerate(works):
+            if self._out_of_time(deadline):
+                self.store.release_children([x.key for x in works[i:]], self.owner)
+                result.budget_exhausted = True
+                break
+            result.batches += 1
+            self._refresh_one(w, deadline, result)
+        return result
+
+    def on_callbacks(self, callbacks: Sequence[ChildCallback], deadline: float | None = None) \
+            -> tuple[list[dict[str, Any]], ChildrenResult]:
+        """CI named these children. Each prompts a refresh of the batch it is recorded under or, unknown, of the
+        tracked active batches that could own it (same bucket and region, same queue/tag or workflow); the
+        refresh runs now for batches not refreshed in the last ``callback_min_seconds`` (a burst of callbacks
+        costs one refresh), the others at their next tick. Nothing a callback says is recorded: the lists are."""
+        now = self.clock()
+        out: list[dict[str, Any]] = []
+        targets: dict[JobKey, None] = {}
+        for cb in callbacks:
+            owners = [k for k in self.store.find_child(cb.bucket, cb.child_id)
+                      if cb.region is None or k.region == cb.region]
+            if owners:
+                recorded = {k: self.store.known_children(k, [cb.child_id]).get(cb.child_id) for k in owners}
+                if all(is_final_child_state(s) for s in recorded.values()):
+                    outcome, keys = "already_final", []
+                else:
+                    outcome, keys = "known_child", owners
+            else:
+                keys = [k for k, job in self.store.active_in_bucket(cb.bucket)
+                        if (cb.region is None or k.region == cb.region) and could_own(job, cb)]
+                outcome = "refresh_prompted" if keys else "unknown"
+            log_fn = log.warning if outcome == "unknown" else log.info
+            log_fn("child_callback", callback=cb.event_name, child_id=cb.child_id, bucket=cb.bucket, region=cb.region,
+                   state=cb.state, outcome=outcome, batches=[str(k) for k in keys])
+            targets.update(dict.fromkeys(keys))
+            out.append({"child_id": cb.child_id, "event": cb.event_name, "callback_state": cb.state,
+                        "outcome": outcome, "batches": [str(k) for k in (owners or keys)]})
+        result = ChildrenResult()
+        if targets:
+            self.store.request_children_refresh(list(targets), now)
+            progress = self.store.progress_of(list(targets))
+            cutoff = now - timedelta(seconds=self.callback_min_seconds)
+            now_keys = [k for k in targets if progress.get(k) is None or progress[k].refreshed_at is None
+                        or progress[k].refreshed_at <= cutoff]
+            result = self.refresh(deadline, keys=now_keys) if now_keys else result
+        for item in out:
+            states = [self.store.known_children(JobKey.parse(k), [item["child_id"]]).get(item["child_id"])
+                      for k in item["batches"]]
+            item["recorded_state"] = next((s for s in states if s), None)
+        return out, result
+
+    # -- one batch -------------------------------------------------------------------------------------------
+    def _refresh_one(self, w: ChildrenWork, deadline: float | None, result: ChildrenResult) -> None:
+        b = _Batch(w, copy.deepcopy(w.cursor), w.progress, w.failed_notified)
+        streams = streams_of(w.job)
+        pending = 0
+        try:
+            for st in streams:
+                c = b.cursor.setdefault(st.name, {})
+                self._pass_new(b, st, c, deadline, result)
+                pending += self._pass_settle(b, st, c, deadline, result)
+            self._read_missing_details(b, result)
+        except _Stop:
+            pass
+        if b.failed and b.pages == 0 and not w.batch_active and w.batch_state in FINAL_BATCH_STATES:
+            b.cursor["final_errors"] = int(b.cursor.get("final_errors", 0)) + 1
+        in_pass = any(b.cursor.get(s.name, {}).get("a_token") or b.cursor.get(s.name, {}).get("b_token")
+                      for s in streams)
+        round_done = not (b.failed or b.stopped or in_pass)
+        b.cursor["more"] = bool(b.stopped or in_pass)
+        ended = not w.batch_active and w.batch_state in FINAL_BATCH_STATES
+        complete = False
+        if ended:
+            if round_done:
+                b.cursor["final_rounds"] = int(b.cursor.get("final_rounds", 0)) + 1
+            complete = (round_done and (pending == 0 or b.cursor["final_rounds"] >= MAX_FINAL_ROUNDS)) \
+                or int(b.cursor.get("final_errors", 0)) >= MAX_FINAL_ERRORS
+        b.progress = replace(b.progress, refreshed_at=self.clock(), complete=complete or b.progress.complete)
+        if complete:
+            result.completed += 1
+            log.info("children_counted", batch=str(w.key), **b.progress.counts())
+        self._write(b, (), result, release=True, release_final=complete)
+
+    def _pass_new(self, b: _Batch, st: Stream, c: dict[str, Any], deadline: float | None,
+                  result: ChildrenResult) -> None:
+        while True:
+            token = c.get("a_token")
+            if token:
+                start = _dt(c.get("a_from"))
+            else:
+                wm = _dt(c.get("wm"))
+                start = wm - OVERLAP if wm is not None else None
+            page = self._page(b, st, c, "a", start=start, end=None, states=None, token=token, deadline=deadline,
+                              result=result)
+            changed = self._apply(b, st, page.items, result)
+            newest = None
+            for ch in page.items:
+                newest = _later(newest, ch.created_at)
+            if newest is not None:
+                c["wm"] = max(float(c.get("wm") or 0), newest.timestamp())
+            self._advance(c, "a", page.next_token, start, None)
+            self._write(b, changed, result)
+            if not page.next_token:
+                return
+
+    def _pass_settle(self, b: _Batch, st: Stream, c: dict[str, Any], deadline: float | None,
+                     result: ChildrenResult) -> int:
+        """List the final children among the recorded unfinished ones; returns how many stay unfinished."""
+        n, lo, hi = self.store.pending_children(b.work.key, st.kind, st.workflow_id)
+        if n == 0:
+            c.pop("b_token", None), c.pop("b_from", None), c.pop("b_to", None)
+            return 0
+        while True:
+            token = c.get("b_token")
+            if token:
+                start, end = _dt(c.get("b_from")), _dt(c.get("b_to"))
+            else:
+                start = lo - OVERLAP if lo is not None else None
+                end = hi + OVERLAP if hi is not None else None
+            page = self._page(b, st, c, "b", start=start, end=end, states=FINAL_STATES, token=token,
+                              deadline=deadline, result=result)
+            changed = self._apply(b, st, page.items, result)
+            self._advance(c, "b", page.next_token, start, end)
+            self._write(b, changed, result)
+            if not page.next_token:
+                return self.store.pending_children(b.work.key, st.kind, st.workflow_id)[0]
+
+    @staticmethod
+    def _advance(c: dict[str, Any], p: str, token: str | None, start: datetime | None, end: datetime | None) -> None:
+        if token:
+            c[f"{p}_token"], c[f"{p}_from"] = token, _ts(start)
+            if end is not None:
+                c[f"{p}_to"] = _ts(end)
+        else:
+            for k in ("token", "from", "to"):
+                c.pop(f"{p}_{k}", None)
+
+    def _page(self, b: _Batch, st: Stream, c: dict[str, Any], p: str, *, start: datetime | None,
+              end: datetime | None, states: Sequence[str] | None, token: str | None, deadline: float | None,
+              result: ChildrenResult) -> ChildPage:
+        if b.pages >= self.max_pages or self._out_of_time(deadline):
+            b.stopped = True
+            result.budget_exhausted = result.budget_exhausted or self._out_of_time(deadline)
+            raise _Stop
+        key = b.work.key
+        common: dict[str, Any] = {"states": list(states) if states else None, "start_creation_time": start,
+                                  "end_creation_time": end, "order_by_time": "Asc", "size": self.page_size,
+                                  "next_token": token}
+        try:
+            if st.kind is ChildKind.WORKFLOW:
+                page = self.client.list_workflow_executions(key.bucket, key.region, workflow_id=st.workflow_id,
+                                                            batch_id=key.job_id, **common)
+            else:
+                page = self.client.list_media_jobs(key.bucket, key.region, batch_id=key.job_id,
+                                                   queue_id=st.queue_id, tag=st.tag,
+                                                   pic=st.kind is ChildKind.PIC_JOB, **common)
+        except JobwatchError as exc:
+            self._failed(b, exc, result)
+            if token and isinstance(exc, CIError) and not exc.retryable and not is_throttling(exc.status or 0,
+                                                                                               exc.code):
+                # The service refused the token itself (expired?): the next refresh starts this pass again
+                # from its creation time; children already recorded are not counted twice.
+                self._advance(c, p, None, None, None)
+                self._write(b, (), result)
+            raise _Stop from None
+        b.pages += 1
+        result.pages += 1
+        return page
+
+    def _failed(self, b: _Batch, exc: BaseException, result: ChildrenResult) -> None:
+        b.failed = True
+        result.errors += 1
+        if isinstance(exc, CIError) and is_throttling(exc.status or 0, exc.code):
+            result.throttled += 1
+        text = scrub(str(exc))[:300]
+        if len(result.error_samples) < 10:
+            result.error_samples.append({"job": str(b.work.key), "error": text})
+        log.warning("children_page_failed", batch=str(b.work.key), error=text)
+
+    # -- counting --------------------------------------------------------------------------------------------
+    def _apply(self, b: _Batch, st: Stream, items: Sequence[ChildJob], result: ChildrenResult) -> list[ChildJob]:
+        """Count what a page says that is new: children not seen before, and children that finished."""
+        if not items:
+            return []
+        known = self.store.known_children(b.work.key, [i.child_id for i in items])
+        seen: set[str] = set()
+        changed: list[ChildJob] = []
+        p = b.progress
+        for item in items:
+            if item.child_id in seen:
+                continue
+            seen.add(item.child_id)
+            prev = known.get(item.child_id)
+            if prev is None:
+                p = replace(p.counted(item.state), total=p.total + 1,
+                            first_child_at=_earlier(p.first_child_at, item.created_at),
+                            last_child_at=_later(p.last_child_at, item.created_at))
+                result.new += 1
+            elif prev != item.state and not is_final_child_state(prev):
+                p = p.counted(prev, -1).counted(item.state)
+            else:
+                continue  # already counted as it is (a final child never changes)
+            if item.is_final:
+                result.finished += 1
+                p = replace(p, last_end_at=_later(p.last_end_at, item.ended_at))
+            if item.failed and item.kind is ChildKind.WORKFLOW and item.code is None:
+                item = self._detail(b, item, result)
+            changed.append(item)
+        b.progress = p
+        return changed
+
+    def _detail(self, b: _Batch, item: ChildJob, result: ChildrenResult) -> ChildJob:
+        """A failed workflow execution's error, from its detail (the list carries none). A failure here only
+        leaves the code empty: it is read again by a later refresh."""
+        key = b.work.key
+        try:
+            d = self.client.get_workflow_execution(key.bucket, key.region, item.child_id)
+        except JobwatchError as exc:
+            log.warning("child_detail_failed", batch=str(key), child_id=item.child_id, error=scrub(str(exc))[:300])
+            return item
+        result.details += 1
+        return replace(item, code=d.code or "Failed", message=d.message, started_at=d.started_at or item.started_at,
+                       ended_at=d.ended_at or item.ended_at, object_key=item.object_key or d.object_key)
+
+    def _read_missing_details(self, b: _Batch, result: ChildrenResult) -> None:
+        if not any(s.kind is ChildKind.WORKFLOW for s in streams_of(b.work.job)):
+            return
+        todo = self.store.failed_children_missing_detail(b.work.key, DETAILS_PER_REFRESH)
+        done = [d for d in (self._detail(b, c, result) for c in todo) if d.code is not None]
+        if done:
+            self._write(b, done, result)
+
+    # -- writing ---------------------------------------------------------------------------------------------
+    def _write(self, b: _Batch, changed: Sequence[ChildJob], result: ChildrenResult, *, release: bool = False,
+               release_final: bool = False) -> None:
+        w = b.work
+        now = self.clock()
+        notices = self._failed_notices(b, changed, now)
+        ended = w.batch_state in FINAL_BATCH_STATES and not w.batch_active
+        detail = self._detail_json(b, changed) if ended else None
+        update = ChildrenUpdate(b.progress, b.cursor, tuple(changed), b.notified, tuple(notices), detail,
+                                release_final, release)
+        if not self.store.record_children(self.owner, w.key, update, now):
+            result.lease_lost += 1
+            log.warning("children_lease_lost", batch=str(w.key))
+            raise _Stop
+        result.notices += len(notices)
+
+    def _sample(self, b: _Batch, changed: Sequence[ChildJob]) -> list[dict[str, Any]]:
+        if self.failed_sample <= 0:
+            return []
+        stored = self.store.list_children(b.work.key, failed_only=True, limit=self.failed_sample)
+        fresh = {c.child_id: c for c in changed if c.failed}
+        merged = {c.child_id: c for c in stored}
+        merged.update(fresh)
+        ordered = sorted(merged.values(), key=lambda c: c.child_id)[: self.failed_sample]
+        return [FailedChild.of(c).to_json() for c in ordered]
+
+    def _detail_json(self, b: _Batch, changed: Sequence[ChildJob]) -> dict[str, Any]:
+        return {"progress": b.progress.counts(), "failed_sample": self._sample(b, changed)}
+
+    def _failed_notices(self, b: _Batch, changed: Sequence[ChildJob], now: datetime) -> list[Notice]:
+        p = b.progress
+        if not p.failed:
+            return []
+        over = (self.failed_threshold > 0 and p.done >= MIN_DONE_FOR_SHARE
+                and 100.0 * p.failed_share() > self.failed_threshold)
+        if over and b.notified < 2:
+            b.notified, which = 2, "threshold"
+        elif b.notified < 1:
+            b.notified, which = 1, "first"
+        else:
+            return []
+        w = b.work
+        detail = self._detail_json(b, changed)
+        detail["failed_threshold"] = self.failed_threshold
+        log.info("children_failed", batch=str(w.key), which=which, failed=p.failed, done=p.done)
+        return [Notice(f"{w.key}#children_failed:{which}", NoticeKind.CHILDREN_FAILED, w.key, None, w.batch_state,
+                       now, job=w.job.to_json() if w.job is not None else None, tags=dict(w.tags), detail=detail)]
+
+    # -- budget ----------------------------------------------------------------------------------------------
+    def _out_of_time(self, deadline: float | None) -> bool:
+        return deadline is not None and self.monotonic() >= deadline - self.safety_margin
+
+    def _lease_for(self, deadline: float | None) -> float:
+        if deadline is None:
+            return self.lease_seconds
+        return max(self.lease_seconds, deadline - self.monotonic() + 30.0)
+
+
+__all__ = ["ChildrenRefresher", "ChildrenResult", "ChildReader", "Stream", "streams_of", "could_own", "PIC_TAGS"]
