@@ -317,7 +317,7 @@ def query_times(emulator: Any) -> dict[str, list[float]]:
     """Emulated time of every answered query, per job, sorted."""
     out: dict[str, list[float]] = {}
     for r in list(emulator.request_log):
-        if r.method == "GET" and r.job_id and r.status:
+        if r.method == "GET" and r.job_id and r.status and r.path.startswith("/inventorytriggerjob/"):
             out.setdefault(r.job_id, []).append(r.time.timestamp())
     return {k: sorted(v) for k, v in out.items()}
 

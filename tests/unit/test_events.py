@@ -15,6 +15,8 @@ from jobwatch.app.orchestrator import Budget
 from jobwatch.triggers import apigw
 from jobwatch.triggers.apigw import http_response
 from jobwatch.triggers.scf import Invocation
+from jobwatch.core.children import ChildKind
+from jobwatch.core.errors import ValidationError
 from jobwatch.core.models import JobKey
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -65,12 +67,16 @@ def test_sample_sources_and_contents():
     assert ev.parse_event(sample("cmq_topic.json"), NO_DEFAULTS).source is ev.Source.CMQ
     assert ev.parse_event(sample("tdmq_eventbridge.json"), NO_DEFAULTS).source is ev.Source.TDMQ
     cb = ev.parse_event(sample("callback_ckafka.json"), DEFAULTS).items[0]
-    assert isinstance(cb, ev.Callback) and cb.state == "Success" and cb.event_name == "TaskFinish"
-    assert cb.key.bucket == BUCKET  # the batch job's callback names no bucket: the default is used
+    assert isinstance(cb, ev.ChildCallback) and cb.event_name == "WorkflowFinish" and cb.state == "Success"
+    assert (cb.child_id, cb.kind, cb.bucket, cb.region, cb.object_key, cb.workflow_id) == (
+        "i166ee19017b011eda8a5525400c540df", ChildKind.WORKFLOW, "test-1234567890", REGION, "wk-test/game.mp4",
+        "web6ac56c1ef54dbfa44d7f4103203be9")  # WorkflowFinish names no region: the default is used
     req = ev.parse_event(sample("callback_apigw.json"), NO_DEFAULTS)
-    assert apigw.route(req)[0] is apigw.ApiRoute.CALLBACK
-    c2 = ev.parse_callback(req.body, ev.Defaults(req.query["region"], req.query["bucket"]), NO_DEFAULTS)
-    assert c2.state == "Success" and c2.key.region == REGION
+    c2 = ev.parse_callback(req.body, NO_DEFAULTS, NO_DEFAULTS)
+    assert (c2.event_name, c2.child_id, c2.kind, c2.bucket, c2.region, c2.state, c2.object_key, c2.queue_id,
+            c2.tag) == ("TaskFinish", "ja66d6204f86711ec9ca1073b78d316d3", ChildKind.JOB, "test-123456789",
+                        "ap-chongqing", "Success", "input/demo.mp4", "p2242ab62c7c94486915508540933a2c6",
+                        "StreamExtract")
     status = ev.parse_event(sample("apigw_status.json"), NO_DEFAULTS)
     assert apigw.route(status) == (apigw.ApiRoute.READ, "b5bc8fbbcbde5c0994164d8399f767c45")
     track = ev.parse_event(sample("direct_track.json"), NO_DEFAULTS)
@@ -168,42 +174,77 @@ def test_oversized_body_is_rejected():
 
 # --- callbacks ----------------------------------------------------------------------------------------------
 
-XML_CB = (b"<Response><EventName>TaskFinish</EventName><JobsDetail><Code>Success</Code><JobId>j1</JobId>"
-          b"<State>Failed</State><Input><BucketId>other-1250000000</BucketId><Region>ap-chongqing</Region></Input>"
-          b"</JobsDetail></Response>")
+XML_CB = (b"<Response><EventName>TaskFinish</EventName><JobsDetail><Code>InternalError</Code><JobId>j1</JobId>"
+          b"<State>Failed</State><Tag>Transcode</Tag><Input><BucketId>other-1250000000</BucketId>"
+          b"<Region>ap-chongqing</Region><Object>in/a.mp4</Object></Input></JobsDetail></Response>")
 
 
-def test_xml_callback_bucket_precedence():
+def test_task_finish_bucket_precedence():
     cb = ev.parse_callback(XML_CB, NO_DEFAULTS, DEFAULTS)
-    assert cb == ev.Callback(JobKey("ap-chongqing", "other-1250000000", "j1"), "Failed", "TaskFinish", "Success")
+    assert (cb.child_id, cb.bucket, cb.region, cb.state, cb.kind) == ("j1", "other-1250000000", "ap-chongqing",
+                                                                      "Failed", ChildKind.JOB)
     explicit = ev.parse_callback(XML_CB, ev.Defaults(REGION, BUCKET), NO_DEFAULTS)
-    assert explicit.key == JobKey(REGION, BUCKET, "j1")
+    assert (explicit.bucket, explicit.region) == (BUCKET, REGION)
     no_input = b"<Response><JobsDetail><JobId>j2</JobId><State>Success</State></JobsDetail></Response>"
-    assert ev.parse_callback(no_input, NO_DEFAULTS, DEFAULTS).key == JobKey(REGION, BUCKET, "j2")
+    assert (ev.parse_callback(no_input, NO_DEFAULTS, DEFAULTS).bucket) == BUCKET
     with pytest.raises(ev.EventError, match="names no bucket"):
         ev.parse_callback(no_input, NO_DEFAULTS, NO_DEFAULTS)
 
 
+def test_picture_and_workflow_spawned_tasks():
+    pic = XML_CB.replace(b"Transcode", b"PicProcess")
+    assert ev.parse_callback(pic, NO_DEFAULTS, DEFAULTS).kind is ChildKind.PIC_JOB
+    wf = XML_CB.replace(b"</Input>", b"</Input><Workflow><RunId>i1</RunId><WorkflowId>w1</WorkflowId></Workflow>")
+    assert ev.parse_callback(wf, NO_DEFAULTS, DEFAULTS).workflow_id == "w1"
+
+
 def test_json_callback_shapes_are_tolerated():
-    for obj in ({"JobsDetail": {"JobId": "j1", "State": "Success"}},
+    for obj in ({"EventName": "TaskFinish", "JobsDetail": {"JobId": "j1", "State": "Success"}},
+                {"JobsDetail": {"JobId": "j1", "State": "Success"}},  # no EventName: the body says which
                 {"Response": {"EventName": "TaskFinish", "JobsDetail": [{"JobId": "j1", "State": "Success"}]}},
-                {"response": {"jobsDetail": {"jobId": "j1", "state": "Success"}}}):
+                {"response": {"eventName": "TaskFinish", "jobsDetail": {"jobId": "j1", "state": "Success"}}}):
         cb = ev.parse_callback(json.dumps(obj).encode(), NO_DEFAULTS, DEFAULTS)
-        assert cb.key.job_id == "j1" and cb.state == "Success"
+        assert cb.child_id == "j1" and cb.state == "Success" and cb.event_name == "TaskFinish"
         # the same body arriving as a queue message is recognised as a callback, not a watch request
-        assert isinstance(ev.parse_message_body(json.dumps(obj), DEFAULTS), ev.Callback)
+        assert isinstance(ev.parse_message_body(json.dumps(obj), DEFAULTS), ev.ChildCallback)
+    wf = {"EventName": "WorkflowFinish", "WorkflowExecution": {"RunId": "i1", "State": "Failed", "BucketId": BUCKET,
+                                                               "WorkflowId": "w1", "Object": "a.mp4"}}
+    cb = ev.parse_callback(json.dumps(wf).encode(), NO_DEFAULTS, NO_DEFAULTS)
+    assert (cb.kind, cb.child_id, cb.region, cb.workflow_id, cb.state) == (ChildKind.WORKFLOW, "i1", None, "w1",
+                                                                           "Failed")
+    xml = (b"<Response><EventName>WorkflowFinish</EventName><WorkflowExecution><RunId>i1</RunId><State>Success"
+           b"</State><BucketId>" + BUCKET.encode() + b"</BucketId></WorkflowExecution></Response>")
+    assert ev.parse_callback(xml, NO_DEFAULTS, NO_DEFAULTS).event_name == "WorkflowFinish"
+
+
+def test_other_events_are_ignored_not_refused():
+    item = ev.parse_callback(b"<Response><EventName>TaskStart</EventName></Response>", NO_DEFAULTS, DEFAULTS)
+    assert isinstance(item, ev.IgnoredCallback) and "TaskStart" in item.reason
+    queued = ev.parse_event(body({"EventName": "X", "JobsDetail": {}}), DEFAULTS).items[0]
+    assert isinstance(queued, ev.IgnoredCallback)
 
 
 @pytest.mark.parametrize("raw, words", [
-    (b"<Response><EventName>X</EventName></Response>", ["no <JobsDetail>"]),
+    (b"<Response><EventName>TaskFinish</EventName></Response>", ["no JobsDetail"]),
+    (b"<Response><EventName>WorkflowFinish</EventName></Response>", ["no WorkflowExecution"]),
     (b"<Response><JobsDetail><State>Success</State></JobsDetail></Response>", ["no JobId"]),
     (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x "y">]><Response/>', ["unreadable"]),
     (b"<Response><JobsDetail>", ["unreadable"]),
-    (b"{\"JobsDetail\": []}", ["empty"]),
+    (b"<Response/>", ["empty"]),
+    (b"{\"JobsDetail\": []}", ["list of 0"]),
+    (b"{\"JobsDetail\": [{\"JobId\": \"a\"}, {\"JobId\": \"b\"}]}", ["list of 2"]),
+    (b"{\"JobsDetail\": {\"JobId\": \"j/../x\"}}", ["JobId", "j/../x"]),
+    (b"{\"JobsDetail\": {\"JobId\": \"j1\", \"State\": {\"a\": 1}}}", ["State"]),
+    (b"{\"JobsDetail\": {\"JobId\": \"j1\", \"QueueId\": \"p 1\"}}", ["QueueId"]),
+    (b"{\"JobsDetail\": {\"JobId\": \"j1\", \"Input\": {\"Object\": \"a\\nb\"}}}", ["Object"]),
+    (b"{\"JobsDetail\": {\"JobId\": \"j1\", \"Input\": {\"BucketId\": \"x\"}}}", ["bucket"]),
+    (b"{\"EventName\": 5}", ["EventName"]),
     (b"\xff\xfe", ["neither XML nor JSON"]),
+    (b"[1]", ["list"]),
+    (b" " * (ev.MAX_CALLBACK_BYTES + 1), ["exceeds"]),
 ])
 def test_bad_callbacks_say_why(raw, words):
-    with pytest.raises(ev.EventError) as err:
+    with pytest.raises((ev.EventError, ValidationError)) as err:
         ev.parse_callback(raw, NO_DEFAULTS, DEFAULTS)
     for w in words:
         assert w in str(err.value)
@@ -211,7 +252,7 @@ def test_bad_callbacks_say_why(raw, words):
 
 def test_xml_callback_in_a_queue_record():
     batch = ev.parse_event(body(XML_CB.decode()), DEFAULTS)
-    assert isinstance(batch.items[0], ev.Callback) and batch.items[0].state == "Failed"
+    assert isinstance(batch.items[0], ev.ChildCallback) and batch.items[0].state == "Failed"
 
 
 # --- API Gateway --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from jobwatch.cli import children as children_cmd
 from jobwatch.cli import config as config_cmd
 from jobwatch.cli import db as db_cmd
 from jobwatch.cli import demo as demo_cmd
@@ -26,8 +27,8 @@ from jobwatch.cli import track as track_cmd
 from jobwatch.cli.common import EXIT_FAILURE, EXIT_USAGE, err as _err
 from jobwatch.core.errors import CIError, ConfigError, CredentialsError, JobwatchError, ValidationError
 
-GROUPS = (job_cmd, emulator_cmd, config_cmd, package_cmd, track_cmd, poll_cmd, status_cmd, outbox_cmd, db_cmd,
-          demo_cmd, serve_cmd)
+GROUPS = (job_cmd, emulator_cmd, config_cmd, package_cmd, track_cmd, poll_cmd, status_cmd, children_cmd, outbox_cmd,
+          db_cmd, demo_cmd, serve_cmd)
 
 
 

@@ -75,15 +75,19 @@ def ago(dt: datetime | None, now: datetime) -> str:
     return f"{sign}{text}" if sign else f"{text} ago"
 
 
-def render_status_table(records: Sequence[Any], now: datetime) -> str:
-    rows = [("JOB", "STATE", "AGE", "LAST CHANGE", "NEXT POLL", "ERRORS")]
+def render_status_table(records: Sequence[Any], now: datetime, progress: Mapping[Any, Any] | None = None) -> str:
+    """One row per job; PROGRESS (``98% 11,960/12,000, 40 failed``) from its children when counted."""
+    progress = progress or {}
+    rows = [("JOB", "STATE", "PROGRESS", "AGE", "LAST CHANGE", "NEXT POLL", "ERRORS")]
     for tj in records:
         state = tj.state or "(new)"
         if tj.stalled:
             state += " STALLED"
         if not tj.active and tj.state not in ("Success", "Failed", "Cancel", "Vanished"):
             state += " (untracked)"
-        rows.append((str(tj.key), state, ago(tj.first_seen, now).replace(" ago", ""), ago(tj.last_change, now),
+        p = progress.get(tj.key)
+        rows.append((str(tj.key), state, p.text() if p is not None and p.total else "-",
+                     ago(tj.first_seen, now).replace(" ago", ""), ago(tj.last_change, now),
                      ago(tj.next_poll_at, now) if tj.active else "-",
                      str(tj.error_count) + (f" ({(tj.last_error or '')[:40]})" if tj.error_count else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

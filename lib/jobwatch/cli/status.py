@@ -13,9 +13,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with build_app() as app:
         st = app.status(active=True if args.active else None, limit=args.limit)
         if args.json:
-            print_json([r.to_json(with_job=True) for r in st.jobs])
+            print_json([{**r.to_json(with_job=True),
+                         "progress": st.progress[r.key].to_json() if r.key in st.progress else None}
+                        for r in st.jobs])
         else:
-            print(render_status_table(st.jobs, app.clock()))
+            print(render_status_table(st.jobs, app.clock(), st.progress))
             print("\n" + ", ".join(f"{k}={v}" for k, v in sorted(st.counts.items())))
         return 0
 

@@ -25,19 +25,26 @@ log = structlog.get_logger("jobwatch.triggers.apigw")
 class ApiRoute(str, enum.Enum):
     REGISTER = "register"  # POST /jobs
     READ = "read"  # GET /jobs/{jobId}
+    CHILDREN = "children"  # GET /jobs/{jobId}/children
     CALLBACK = "callback"  # POST /callback
     NOT_FOUND = "not_found"
     BAD_METHOD = "bad_method"
 
 
-ROUTES_TEXT = "POST /jobs, GET /jobs/{jobId}, POST /callback"
+ROUTES_TEXT = "POST /jobs, GET /jobs/{jobId}, GET /jobs/{jobId}/children, POST /callback"
 _JOB_PATH_RE = re.compile(r"(?:^|/)jobs/([^/]+)/?$")
+_CHILDREN_PATH_RE = re.compile(r"(?:^|/)jobs/([^/]+)/children/?$")
+MAX_CHILDREN_PAGE = 1000
 
 
 def route(req: ev.HttpRequest) -> tuple[ApiRoute, str | None]:
     """The route and, for reads, the job ID. Paths are matched on their end, so a stage or service prefix
     in front (``/release/jobs``) does not matter."""
     path = req.path.rstrip("/") or "/"
+    m = _CHILDREN_PATH_RE.search(path)
+    if m:
+        job_id = req.path_params.get("jobId") or m.group(1)
+        return (ApiRoute.CHILDREN, job_id) if req.method == "GET" else (ApiRoute.BAD_METHOD, None)
     m = _JOB_PATH_RE.search(path)
     if m:
         job_id = req.path_params.get("jobId") or m.group(1)
@@ -96,9 +103,9 @@ def _route(app: App, req: ev.HttpRequest, budget: Budget) -> dict[str, Any]:
         return http_response(405, {"error": f"method {req.method} not allowed on {req.path}", "routes": ROUTES_TEXT})
     s = app.settings
     defaults = ev.Defaults(s.default_region, s.default_bucket)
-    key_ok = s.api_key is not None and api_key_matches(req.headers, s.api_key.reveal())
     if r is ApiRoute.CALLBACK:
-        return _callback(app, req, budget, defaults, key_ok)
+        return _callback(app, req, budget, defaults)
+    key_ok = s.api_key is not None and api_key_matches(req.headers, s.api_key.reveal())
     if s.api_key is None:
         return http_response(403, {"error": "operator API disabled: JOBWATCH_API_KEY is not set"})
     if not key_ok:
@@ -106,6 +113,8 @@ def _route(app: App, req: ev.HttpRequest, budget: Budget) -> dict[str, Any]:
         return http_response(401, {"error": "missing or wrong x-api-key header"})
     if r is ApiRoute.READ:
         return _read(app, req, job_id, defaults)
+    if r is ApiRoute.CHILDREN:
+        return _children(app, req, job_id, defaults)
     return _register(app, req, budget, defaults)
 
 
@@ -121,7 +130,49 @@ def _read(app: App, req: ev.HttpRequest, job_id: str | None, defaults: ev.Defaul
     body = tj.to_json()
     body["history"] = [{"seq": t.seq, "from": t.from_state, "to": t.to_state,
                         "observed_at": t.observed_at.isoformat()} for t in app.history(key)]
+    progress = app.progress(key)
+    body["progress"] = progress.to_json() if progress is not None else None
     return http_response(200, body)
+
+
+def _children(app: App, req: ev.HttpRequest, job_id: str | None, defaults: ev.Defaults) -> dict[str, Any]:
+    """A page of a batch's children: ``?failed=true`` only the failed ones, ``?limit=`` (1-1000, default 100),
+    ``?cursor=`` the previous page's ``next_cursor``."""
+    try:
+        place = ev.parse_watch({"job_id": job_id, **_place_query(req)}, defaults, where="query")
+        failed = _flag(req.query.get("failed"), "failed")
+        limit = _int(req.query.get("limit"), "limit", 100, 1, MAX_CHILDREN_PAGE)
+        cursor = req.query.get("cursor") or None
+        if cursor is not None and not re.match(r"^[A-Za-z0-9_-]{1,128}\Z", cursor):
+            raise ValidationError("cursor", cursor, "expected the next_cursor of a previous page")
+    except (ev.EventError, ValidationError) as exc:
+        return http_response(400, {"error": _reason(exc)})
+    key = place.keys[0]
+    if app.job(key) is None:
+        return http_response(404, {"error": f"job {key} is not tracked"})
+    page = app.children(key, failed_only=failed, limit=limit, cursor=cursor)
+    return http_response(200, {"key": str(key), "progress": page.progress.to_json() if page.progress else None,
+                               "children": [c.to_json() for c in page.items], "next_cursor": page.cursor})
+
+
+def _flag(raw: str | None, name: str) -> bool:
+    if raw in (None, "", "false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise ValidationError(name, raw, "expected true or false")
+
+
+def _int(raw: str | None, name: str, default: int, lo: int, hi: int) -> int:
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValidationError(name, raw, f"expected a whole number {lo}-{hi}") from None
+    if not lo <= value <= hi:
+        raise ValidationError(name, raw, f"expected a whole number {lo}-{hi}")
+    return value
 
 
 def _register(app: App, req: ev.HttpRequest, budget: Budget, defaults: ev.Defaults) -> dict[str, Any]:
@@ -144,39 +195,27 @@ def _place_query(req: ev.HttpRequest) -> dict[str, str]:
     return {k: req.query[k] for k in ("bucket", "region") if req.query.get(k)}
 
 
-def _callback(app: App, req: ev.HttpRequest, budget: Budget, defaults: ev.Defaults,
-              key_ok: bool) -> dict[str, Any]:
+def _callback(app: App, req: ev.HttpRequest, budget: Budget, defaults: ev.Defaults) -> dict[str, Any]:
+    """CI's per-child callback (``TaskFinish`` / ``WorkflowFinish``). Unauthenticated (CI cannot send our key)
+    and only a hint: it never starts tracking anything and nothing it says is recorded; it prompts a children
+    refresh of the tracked batches that could own the child, whose lists are then read with our credentials. A
+    body of another event, or a child no tracked batch could own, is logged and acknowledged (200)."""
     q = _place_query(req)
     try:
         cb = ev.parse_callback(req.body, ev.Defaults(q.get("region"), q.get("bucket")), defaults)
     except (ev.EventError, ValidationError) as exc:
         log.warning("callback_rejected", reason=_reason(exc))
         return http_response(400, {"error": _reason(exc)})
-    # The callback is unauthenticated (CI cannot send our key) and only a hint: nothing it says is recorded,
-    # the job is queried with our own credentials. It may still start tracking a job, so only in buckets this
-    # function is configured for, unless the caller has the API key or the job is tracked already.
-    s = app.settings
-    allowed = {s.default_bucket, *(b for _, b in s.discovery or ())} - {None}
-    if not key_ok and cb.key.bucket not in allowed and app.job(cb.key) is None:
-        log.warning("callback_refused", job=str(cb.key))
-        return http_response(403, {"error": f"callback for job {cb.key}: bucket {cb.key.bucket} is not "
-                                            "configured (JOBWATCH_DEFAULT_BUCKET or JOBWATCH_DISCOVERY) and the "
-                                            "job is not tracked"})
-    out = app.register([cb.key], budget=budget, action="callback").as_dict()
-    out["callbacks"] = [callback_result(app, cb)]
+    if isinstance(cb, ev.IgnoredCallback):
+        log.info("callback_ignored", reason=cb.reason)
+        return http_response(200, {"ok": True, "action": "callback", "ignored": cb.reason})
+    out = app.child_callbacks([cb], budget, action="callback").as_dict()
     log.info("invocation_summary", **out)
     return http_response(200, out)
-
-
-def callback_result(app: App, cb: ev.Callback) -> dict[str, Any]:
-    """What CI said and what our own query found (the latter is what was recorded)."""
-    tj = app.job(cb.key)
-    return {"job": str(cb.key), "event": cb.event_name, "callback_state": cb.state,
-            "recorded_state": tj.state if tj else None}
 
 
 def _reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, ev.EventError) else str(exc)
 
 
-__all__ = ["ApiRoute", "ROUTES_TEXT", "api_key_matches", "callback_result", "handle", "http_response", "route"]
+__all__ = ["ApiRoute", "ROUTES_TEXT", "api_key_matches", "handle", "http_response", "route"]

@@ -7,8 +7,8 @@ because of one record, since SCF retries a CKafka batch whole when the function 
 
 Shapes (see ``events/`` and the README): Timer, CKafka ``Records[].Ckafka``, legacy CMQ ``Records[].CMQ``,
 TDMQ through EventBridge (``data.msgBody``), API Gateway integration requests, and direct invocations
-(``{"action": ...}``). A message body either names jobs to watch or is one of CI's own job callbacks
-(``<Response><JobsDetail>`` XML, or the same as JSON).
+(``{"action": ...}``). A message body either names jobs to watch or is one of CI's own per-child callbacks
+(``TaskFinish`` / ``WorkflowFinish``, XML or JSON), which never names a batch job to watch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 from jobwatch.core.errors import PermanentError, ValidationError
+from jobwatch.core.children import ChildKind
 from jobwatch.core.models import JobKey, validate_bucket, validate_region
+from jobwatch.core.progress import PIC_TAGS, ChildCallback
 
 MAX_BODY_BYTES = 256 * 1024  # a queue message or HTTP body; CI callbacks are a few KB
 MAX_JOBS_PER_MESSAGE = 1000
@@ -86,16 +88,6 @@ class Watch:
 
 
 @dataclass(frozen=True)
-class Callback:
-    """CI's own notice that a job ended. Only a hint: the job is queried before anything is recorded."""
-
-    key: JobKey
-    state: str | None = None
-    event_name: str | None = None
-    code: str | None = None
-
-
-@dataclass(frozen=True)
 class Rejected:
     index: int
     reason: str
@@ -104,7 +96,18 @@ class Rejected:
         return {"index": self.index, "reason": self.reason}
 
 
-Item = Union[Watch, Callback, Rejected]
+@dataclass(frozen=True)
+class IgnoredCallback:
+    """A well-formed body that is not a callback we act on (another event name): logged and acknowledged."""
+
+    index: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "ignored": self.reason}
+
+
+Item = Union[Watch, ChildCallback, IgnoredCallback, Rejected]
 
 
 @dataclass(frozen=True)
@@ -249,7 +252,7 @@ def parse_message_body(body: Any, defaults: Defaults, *, index: int = 0) -> Item
             if not text:
                 raise EventError("msgBody is empty: expected a JSON object naming jobs, or a CI job callback")
             if text.startswith("<"):
-                return parse_callback(text.encode("utf-8"), Defaults(), defaults)
+                return _indexed(parse_callback(text.encode("utf-8"), Defaults(), defaults), index)
             try:
                 obj = json.loads(text)
             except ValueError:
@@ -257,8 +260,8 @@ def parse_message_body(body: Any, defaults: Defaults, *, index: int = 0) -> Item
                                  '{"bucket": ..., "region": ..., "job_ids": [...]} or a CI job callback') from None
         else:
             raise EventError(f"msgBody is {type(body).__name__}, expected a string")
-        if isinstance(obj, dict) and _callback_detail(obj) is not None:
-            return parse_callback_json(obj, Defaults(), defaults)
+        if isinstance(obj, dict) and _callback_root(obj) is not None:
+            return parse_callback_json(obj, Defaults(), defaults, index=index)
         return parse_watch(obj, defaults)
     except (EventError, ValidationError) as exc:
         return Rejected(index, _reason(exc))
@@ -325,7 +328,14 @@ def parse_tags(raw: Any, where: str = "tags") -> dict[str, str]:
     return out
 
 
-# --- CI job callbacks ---------------------------------------------------------------------------------------
+# --- CI callbacks (per child) --------------------------------------------------------------------------------
+
+MAX_CALLBACK_BYTES = 64 * 1024  # a documented callback is 1-3 KB; anything far larger is not CI's
+CALLBACK_EVENTS = ("TaskFinish", "WorkflowFinish")
+_IDENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+_STATE_RE = re.compile(r"^[A-Za-z]{1,32}\Z")
+_MAX_OBJECT = 1024  # COS object keys are at most 850 bytes
+
 
 def _ci_get(obj: Mapping[str, Any], name: str) -> Any:
     """A field by name, ignoring case (the JSON form's casing is not documented)."""
@@ -338,71 +348,162 @@ def _ci_get(obj: Mapping[str, Any], name: str) -> Any:
     return None
 
 
-def _callback_detail(obj: Mapping[str, Any]) -> Any:
+def _callback_root(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The object holding EventName/JobsDetail/WorkflowExecution (inside ``Response`` or not), or None when
+    ``obj`` is not shaped like a CI callback."""
     inner = _ci_get(obj, "Response")
-    if isinstance(inner, dict):
-        obj = inner
-    return _ci_get(obj, "JobsDetail")
+    root = inner if isinstance(inner, dict) else obj
+    if any(_ci_get(root, k) is not None for k in ("EventName", "JobsDetail", "WorkflowExecution")):
+        return root
+    return None
 
 
-def parse_callback(body: bytes, explicit: Defaults, fallback: Defaults) -> Callback:
-    """A CI callback body, XML (``<Response><EventName/><JobsDetail>...``) or JSON of the same fields.
+def parse_callback(body: bytes, explicit: Defaults, fallback: Defaults) -> ChildCallback | IgnoredCallback:
+    """A CI callback body: ``TaskFinish`` or ``WorkflowFinish``, XML (``<Response>...``) or JSON (with or without
+    ``Response``; ``JobsDetail`` an object or a one-element list). Hostile input: size-capped, parsed with
+    entities and network off, every field validated. Raises :class:`EventError` naming the field when the body
+    is malformed; returns :class:`IgnoredCallback` for a well-formed body of another event.
 
-    The job's bucket and region come, in order, from ``explicit`` (the request's query), the callback's
-    ``Input/BucketId`` and ``Input/Region``, then ``fallback`` (the settings)."""
-    text = body.lstrip()
+    The child's bucket comes, in order, from ``explicit`` (the request's query), the body, then ``fallback``
+    (the settings); so does its region, which a ``WorkflowFinish`` body does not carry (then it may stay None)."""
+    if not isinstance(body, (bytes, bytearray)):
+        raise EventError(f"callback body is {type(body).__name__}, expected bytes", field="body")
+    if len(body) > MAX_CALLBACK_BYTES:
+        raise EventError(f"callback body of {len(body)} bytes exceeds {MAX_CALLBACK_BYTES}", field="body")
+    text = bytes(body).lstrip()
     if text.startswith(b"<"):
         from jobwatch.ci import xmlparse  # lazy: lxml is not needed by most invocations
         from jobwatch.core.errors import BadResponseError
 
         try:
-            root = xmlparse.parse_document(body)
+            root = xmlparse.parse_document(bytes(body))
         except BadResponseError as exc:
             raise EventError(f"callback XML unreadable: {exc.reason}", field="body") from None
-        detail_el = root if root.tag == "JobsDetail" else root.find("JobsDetail")
-        if detail_el is None:
-            raise EventError(f"callback XML <{root.tag}> has no <JobsDetail>: expected "
-                             "<Response><JobsDetail><JobId>...</JobId><State>...</State>", field="JobsDetail")
-        detail = xmlparse.element_to_value(detail_el)
-        event_name = root.findtext("EventName")
-        return _callback_from_detail(detail, event_name, explicit, fallback)
+        obj = {root.tag: xmlparse.element_to_value(root)} if isinstance(root.tag, str) else {}
+        inner = obj.get("Response")
+        if root.tag == "Response" and not isinstance(inner, dict):
+            raise EventError("callback XML <Response> is empty: expected EventName and JobsDetail or "
+                             "WorkflowExecution", field="body")
+        return parse_callback_json(obj, explicit, fallback)
     try:
-        obj = json.loads(body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise EventError("callback body is neither XML nor JSON: expected CI's <Response><JobsDetail> or "
-                         '{"JobsDetail": {...}}', field="body") from None
+        obj = json.loads(bytes(body).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise EventError("callback body is neither XML nor JSON: expected CI's TaskFinish or WorkflowFinish "
+                         '(<Response><EventName>... or {"EventName": ..., "JobsDetail": {...}})', field="body") from None
     if not isinstance(obj, dict):
-        raise EventError(f"callback JSON is {type(obj).__name__}, expected an object with JobsDetail", field="body")
+        raise EventError(f"callback JSON is {type(obj).__name__}, expected an object with EventName", field="body")
     return parse_callback_json(obj, explicit, fallback)
 
 
-def parse_callback_json(obj: Mapping[str, Any], explicit: Defaults, fallback: Defaults) -> Callback:
-    inner = _ci_get(obj, "Response")
-    root = inner if isinstance(inner, dict) else obj
+def parse_callback_json(obj: Mapping[str, Any], explicit: Defaults, fallback: Defaults,
+                        *, index: int = 0) -> ChildCallback | IgnoredCallback:
+    """The callback as plain data (XML already turned into dicts). See :func:`parse_callback`."""
+    root = _callback_root(obj)
+    if root is None:
+        raise EventError(f"callback (keys {sorted(str(k) for k in obj)[:8]}) has no EventName, JobsDetail or "
+                         "WorkflowExecution", field="EventName")
+    event = _ci_get(root, "EventName")
+    if event is not None and not isinstance(event, str):
+        raise EventError(f"callback EventName is {type(event).__name__}, expected a string", field="EventName")
     detail = _ci_get(root, "JobsDetail")
-    if detail is None:
-        raise EventError(f"callback JSON (keys {sorted(root)[:8]}) has no JobsDetail", field="JobsDetail")
-    return _callback_from_detail(detail, _opt_str(_ci_get(root, "EventName")), explicit, fallback)
+    execution = _ci_get(root, "WorkflowExecution")
+    if event is None:  # undocumented, but the body says which it is
+        event = "TaskFinish" if detail is not None else "WorkflowFinish"
+    if event not in CALLBACK_EVENTS:
+        return IgnoredCallback(index, f"callback event {_short(event)!r} is not one of {', '.join(CALLBACK_EVENTS)}")
+    if event == "TaskFinish":
+        if detail is None:
+            raise EventError("TaskFinish callback has no JobsDetail: expected the finished job's detail",
+                             field="JobsDetail")
+        return _task_finish(_one(detail, "JobsDetail"), explicit, fallback)
+    if execution is None:
+        raise EventError("WorkflowFinish callback has no WorkflowExecution", field="WorkflowExecution")
+    return _workflow_finish(_one(execution, "WorkflowExecution"), explicit, fallback)
 
 
-def _callback_from_detail(detail: Any, event_name: str | None, explicit: Defaults, fallback: Defaults) -> Callback:
-    if isinstance(detail, list):  # one callback names one job; take the first, as CI sends
-        detail = detail[0] if detail else None
-    if not isinstance(detail, dict):
-        raise EventError("callback JobsDetail is empty: expected JobId and State", field="JobsDetail")
-    job_id = _ci_get(detail, "JobId")
-    if not job_id:
-        raise EventError("callback JobsDetail has no JobId", field="JobId")
-    inp = _ci_get(detail, "Input")
+def _one(value: Any, name: str) -> Mapping[str, Any]:
+    if isinstance(value, list):  # the JSON form sends a one-element list on several doc pages
+        if len(value) != 1:
+            raise EventError(f"callback {name} is a list of {len(value)}, expected one child", field=name)
+        value = value[0]
+    if not isinstance(value, dict):
+        raise EventError(f"callback {name} is {'empty' if value in ('', None) else type(value).__name__}, "
+                         "expected an object", field=name)
+    return value
+
+
+def _task_finish(d: Mapping[str, Any], explicit: Defaults, fallback: Defaults) -> ChildCallback:
+    inp = _ci_get(d, "Input")
     inp = inp if isinstance(inp, dict) else {}
-    bucket = explicit.bucket or _opt_str(_ci_get(inp, "BucketId")) or fallback.bucket
-    region = explicit.region or _opt_str(_ci_get(inp, "Region")) or fallback.region
-    if bucket is None or region is None:
-        missing = "bucket" if bucket is None else "region"
-        raise EventError(f"callback for job {_short(job_id)!r} names no {missing} (no Input/BucketId or "
-                         f"Input/Region, no ?{missing}= and JOBWATCH_DEFAULT_{missing.upper()} unset)", field=missing)
-    return Callback(JobKey(validate_region(region), validate_bucket(bucket), str(job_id)),
-                    _opt_str(_ci_get(detail, "State")), event_name, _opt_str(_ci_get(detail, "Code")))
+    wf = _ci_get(d, "Workflow")
+    wf = wf if isinstance(wf, dict) else {}
+    child_id = _ident(_ci_get(d, "JobId"), "JobId", required=True)
+    tag = _ident(_ci_get(d, "Tag"), "Tag")
+    bucket, region = _place_of(explicit, fallback, _ci_get(inp, "BucketId"), _ci_get(inp, "Region"), child_id)
+    return ChildCallback(
+        "TaskFinish", child_id, ChildKind.PIC_JOB if tag in PIC_TAGS else ChildKind.JOB, bucket, region,
+        state=_state(_ci_get(d, "State")), object_key=_object(_ci_get(inp, "Object")),
+        queue_id=_ident(_ci_get(d, "QueueId"), "QueueId"), tag=tag,
+        workflow_id=_ident(_ci_get(wf, "WorkflowId"), "Workflow.WorkflowId"),
+        extra={"code": _text(_ci_get(d, "Code"), "Code", 128)},
+    )
+
+
+def _workflow_finish(d: Mapping[str, Any], explicit: Defaults, fallback: Defaults) -> ChildCallback:
+    run_id = _ident(_ci_get(d, "RunId"), "RunId", required=True)
+    bucket, region = _place_of(explicit, fallback, _ci_get(d, "BucketId"), None, run_id)
+    return ChildCallback(
+        "WorkflowFinish", run_id, ChildKind.WORKFLOW, bucket, region, state=_state(_ci_get(d, "State")),
+        object_key=_object(_ci_get(d, "Object")),
+        workflow_id=_ident(_ci_get(d, "WorkflowId"), "WorkflowId"),
+    )
+
+
+def _place_of(explicit: Defaults, fallback: Defaults, body_bucket: Any, body_region: Any,
+              child_id: str) -> tuple[str, str | None]:
+    bucket = explicit.bucket or _opt_str(body_bucket) or fallback.bucket
+    region = explicit.region or _opt_str(body_region) or fallback.region
+    if bucket is None:
+        raise EventError(f"callback for child {child_id!r} names no bucket (no BucketId, no ?bucket= and "
+                         "JOBWATCH_DEFAULT_BUCKET unset)", field="bucket")
+    return validate_bucket(bucket), (validate_region(region) if region is not None else None)
+
+
+def _ident(value: Any, name: str, *, required: bool = False) -> str | None:
+    if value in (None, ""):
+        if required:
+            raise EventError(f"callback has no {name}", field=name)
+        return None
+    if not isinstance(value, str) or not _IDENT_RE.match(value):
+        raise EventError(f"callback {name} = {_short(value)!r}: expected letters, digits, '-' or '_' (1-128)",
+                         field=name)
+    return value
+
+
+def _state(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not _STATE_RE.match(value):
+        raise EventError(f"callback State = {_short(value)!r}: expected a state such as Success or Failed",
+                         field="State")
+    return value
+
+
+def _text(value: Any, name: str, limit: int) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise EventError(f"callback {name} is {type(value).__name__}, expected a string", field=name)
+    return str(value)[:limit]
+
+
+def _object(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or len(value) > _MAX_OBJECT or any(ord(c) < 32 for c in value):
+        raise EventError(f"callback Object = {_short(value)!r}: expected an object key of at most {_MAX_OBJECT} "
+                         "characters without control characters", field="Object")
+    return value
 
 
 # --- API Gateway ----------------------------------------------------------------------------------------------
@@ -491,6 +592,10 @@ def _direct_keys(event: Mapping[str, Any], defaults: Defaults) -> tuple[JobKey, 
 
 # --- helpers --------------------------------------------------------------------------------------------------
 
+def _indexed(item: Item, index: int) -> Item:
+    return IgnoredCallback(index, item.reason) if isinstance(item, IgnoredCallback) else item
+
+
 def _opt_str(v: Any) -> str | None:
     return str(v) if v not in (None, "") else None
 
@@ -509,8 +614,8 @@ def _reason(exc: Exception) -> str:
 
 
 __all__ = [
-    "EventError", "Source", "Defaults", "TickOptions", "TimerEvent", "Watch", "Callback", "Rejected",
-    "MessageBatch", "HttpRequest", "DirectCommand", "parse_event", "parse_timer", "parse_records",
+    "EventError", "Source", "Defaults", "TickOptions", "TimerEvent", "Watch", "ChildCallback", "IgnoredCallback",
+    "Rejected", "MessageBatch", "HttpRequest", "DirectCommand", "parse_event", "parse_timer", "parse_records",
     "parse_message_body", "parse_watch", "parse_tags", "parse_callback", "parse_callback_json", "parse_http",
     "parse_direct", "DIRECT_ACTIONS", "EXPECTED",
 ]

@@ -147,25 +147,39 @@ def _tick(app: App, options: ev.TickOptions, budget: Budget, context: Mapping[st
 
 
 def _batch(app: App, batch: ev.MessageBatch, budget: Budget) -> dict[str, Any]:
+    """Watch requests are registered and polled; CI's per-child callbacks never register anything: they prompt
+    a children refresh of the batches that could own the child (``App.child_callbacks``)."""
     rejected: list[dict[str, Any]] = []
+    ignored: list[dict[str, Any]] = []
     items: list[tuple[Sequence[JobKey], Mapping[str, str] | None]] = []
-    sources: list[ev.Watch | ev.Callback] = []
+    callbacks: list[ev.ChildCallback] = []
     for item in batch.items:
         if isinstance(item, ev.Rejected):
             rejected.append(item.as_dict())
             log.warning("record_rejected", index=item.index, reason=item.reason)
-            continue
-        if isinstance(item, ev.Watch):
+        elif isinstance(item, ev.IgnoredCallback):
+            ignored.append(item.as_dict())
+            log.info("callback_ignored", index=item.index, reason=item.reason)
+        elif isinstance(item, ev.Watch):
             items.append((item.keys, dict(item.tags) or None))
         else:
-            items.append(((item.key,), None))
-        sources.append(item)
-    summary, registered = app.register_each(items, budget, action=batch.source.value)
-    summary.rejected[:0] = rejected
-    out = summary.as_dict()
-    callbacks = [c for c, ok in zip(sources, registered) if ok and isinstance(c, ev.Callback)]
+            callbacks.append(item)
+    action = batch.source.value
+    if items or not callbacks:
+        summary, _ = app.register_each(items, budget, action=action)
+        out = summary.as_dict()
     if callbacks:
-        out["callbacks"] = [apigw.callback_result(app, c) for c in callbacks]
+        cb = app.child_callbacks(callbacks, budget, action=action).as_dict()
+        if items:
+            out["callbacks"] = cb["callbacks"]
+            out["notices_delivered"] += cb["notices_delivered"]
+            if "children" in cb:
+                out["children"] = cb["children"]
+        else:
+            out = cb
+    out["rejected"][:0] = rejected
+    if ignored:
+        out["ignored"] = ignored
     return out
 
 

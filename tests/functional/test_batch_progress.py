@@ -1,0 +1,170 @@
+"""A batch job's progress, counted from its children on the emulator over real HTTP, through the front doors:
+``jobwatch status --json`` / ``children``, the final notice, ``children_failed`` notices, and CI's per-child
+callbacks replayed as documented (they update the child, never create a batch job, never alert)."""
+
+from __future__ import annotations
+
+import json
+
+from fixtures.emulator import TEST_BUCKET, TEST_REGION
+from test_handler import _handler_logging, harness, load_event  # noqa: F401  (fixtures)
+
+from jobwatch.cli import main
+from jobwatch.core.models import JobKey
+
+COUNTS = ("total", "succeeded", "failed", "running", "waiting", "cancelled")
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``jobwatch ARGV`` on the harness's store and emulator; its exit code, stdout and stderr."""
+    capsys.readouterr()  # the function's own log lines so far
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _run_to_the_end(h, batch: str, step: float = 7) -> None:
+    """Track ``batch`` and tick the function (timer events) through its life on the emulator's clock."""
+    key = JobKey(TEST_REGION, TEST_BUCKET, batch)
+    h.invoke({"action": "track", "job_ids": [batch]})
+    for _ in range(40):
+        h.clock.advance(step)
+        h.invoke(load_event("timer.json"))
+        p = h.app.progress(key)
+        if p is not None and p.complete:
+            return
+    raise AssertionError(f"{batch} never ended with its children counted: {h.app.job(key)}, {p}")
+
+
+def test_2000_objects_with_2pct_failures_end_with_exact_progress(harness, capsys):
+    emulator = harness.emulator
+    batch = emulator.create_job(TEST_BUCKET, type="Job", children=2000, child_failure_rate=0.02)
+    _run_to_the_end(harness, batch)
+    truth = emulator.child_views(TEST_BUCKET, batch)
+    failed_truth = sorted((c.child_id, c.object_key, c.code) for c in truth if c.state == "Failed")
+    assert len(truth) == 2000 and len(failed_truth) == 40
+
+    rc, out, _ = cli(capsys, "status", "--json")
+    assert rc == 0
+    (rec,) = json.loads(out)
+    assert rec["state"] == "Success"
+    assert {k: rec["progress"][k] for k in COUNTS} == {"total": 2000, "succeeded": 1960, "failed": 40,
+                                                       "running": 0, "waiting": 0, "cancelled": 0}
+    assert rec["progress"]["complete"] is True and rec["progress"]["percent"] == 100.0
+
+    rc, out, _ = cli(capsys, "children", batch, "--failed", "--json", "--limit", "1000")
+    assert rc == 0
+    listed = json.loads(out)
+    assert sorted((c["child_id"], c["object"], c["code"]) for c in listed) == failed_truth
+    assert all(c["state"] == "Failed" and c["message"] and c["created_at"] and c["ended_at"] for c in listed)
+
+    rc, out, _ = cli(capsys, "status")
+    assert rc == 0 and "100% 2,000/2,000, 40 failed" in out
+
+    notices = [e.notice for e in harness.app.outbox_entries(limit=1000)]
+    (final,) = [n for n in notices if n.kind.value == "transition" and n.to_state == "Success"]
+    payload = final.payload()
+    assert payload["progress"] == {"total": 2000, "succeeded": 1960, "failed": 40, "running": 0, "waiting": 0,
+                                   "cancelled": 0}
+    sample = payload["failed_sample"]
+    assert len(sample) == 10 and {(s["child_id"], s["object"], s["code"]) for s in sample} <= set(failed_truth)
+    # the first failed child was told once; 2% stays under the 5% threshold
+    assert [n.idempotency_key.rsplit("#", 1)[1] for n in notices if n.kind.value == "children_failed"] == \
+        ["children_failed:first"]
+
+
+def test_children_pages_and_an_untracked_job(harness, capsys):
+    emulator = harness.emulator
+    batch = emulator.create_job(TEST_BUCKET, type="Job", children=30, child_failure_rate=0.1)
+    _run_to_the_end(harness, batch)
+    rc, out, err = cli(capsys, "children", batch, "--json", "--limit", "20")
+    first = json.loads(out)
+    cursor = err.split("--cursor ")[1].strip()
+    rc, out, _ = cli(capsys, "children", batch, "--json", "--limit", "20", "--cursor", cursor)
+    assert rc == 0
+    rest = json.loads(out)
+    assert len(first) == 20 and len(rest) == 10
+    assert {c["child_id"] for c in first + rest} == {c.child_id for c in emulator.child_views(TEST_BUCKET, batch)}
+    rc, text, _ = cli(capsys, "children", batch)
+    assert "100% 30/30, 3 failed" in text and "CHILD" in text
+    assert cli(capsys, "children", "bnotracked0000000000000000000000")[0] == 3
+
+
+def test_workflow_batch_reads_the_error_of_failed_runs_only(harness, capsys):
+    emulator = harness.emulator
+    batch = emulator.create_job(TEST_BUCKET, type="Workflow", children=300, child_failure_rate=0.05)
+    _run_to_the_end(harness, batch)
+    details = [r for r in emulator.request_log if r.path.startswith("/workflowexecution/")]
+    assert len(details) == 15  # one detail call per failed execution, none for the others
+    rc, out, _ = cli(capsys, "children", batch, "--failed", "--json", "--limit", "100")
+    assert rc == 0
+    listed = json.loads(out)
+    assert len(listed) == 15 and all(c["code"] and c["message"] for c in listed)
+    rc, out, _ = cli(capsys, "status", "--json")
+    assert rc == 0
+    (rec,) = json.loads(out)
+    assert (rec["progress"]["total"], rec["progress"]["failed"]) == (300, 15)
+
+
+# --- callbacks of a tracked batch's children --------------------------------------------------------------------
+
+def test_replayed_task_finish_counts_the_child_and_sends_no_notice(harness):
+    h = harness
+    batch = h.emulator.create_job(TEST_BUCKET, type="Job", children=50, child_failure_rate=0.0)
+    h.invoke({"action": "track", "job_ids": [batch]})
+    h.clock.advance(5 + 30)  # Running: about half the children exist, some ended
+    h.invoke(load_event("timer.json"))
+    before = h.app.progress(JobKey(TEST_REGION, TEST_BUCKET, batch))
+    outbox_before = {e.notice.idempotency_key for e in h.store.list_outbox(limit=1000)}
+    h.clock.advance(10)  # more children end; CI calls back for one of them before our next tick
+    child = next(c for c in h.emulator.child_views(TEST_BUCKET, batch) if c.state == "Success"
+                 and h.store.known_children(JobKey(TEST_REGION, TEST_BUCKET, batch), [c.child_id]).get(c.child_id)
+                 != "Success")
+    event = load_event("callback_apigw.json")
+    event["body"] = (event["body"].replace("test-123456789", TEST_BUCKET).replace("ap-chongqing", TEST_REGION)
+                     .replace("ja66d6204f86711ec9ca1073b78d316d3", child.child_id)
+                     .replace("p2242ab62c7c94486915508540933a2c6", child.queue_id)
+                     .replace("<Tag>StreamExtract</Tag>", f"<Tag>{child.tag}</Tag>"))
+    polls = len([r for r in h.emulator.request_log if r.path.startswith("/inventorytriggerjob/")])
+    resp = h.invoke(event)
+    body = json.loads(resp["body"])
+    assert resp["statusCode"] == 200 and body["registered"] == 0 and body["polled"] == 0
+    (cb,) = body["callbacks"]
+    assert cb["outcome"] in ("known_child", "refresh_prompted") and cb["recorded_state"] == "Success"
+    assert cb["batches"] == [str(JobKey(TEST_REGION, TEST_BUCKET, batch))]
+    after = h.app.progress(JobKey(TEST_REGION, TEST_BUCKET, batch))
+    assert after.succeeded > before.succeeded and after.total >= before.total
+    assert [k.job_id for k in (tj.key for tj in h.store.list_jobs())] == [batch]  # no job made of the child
+    assert polls == len([r for r in h.emulator.request_log if r.path.startswith("/inventorytriggerjob/")])
+    assert {e.notice.idempotency_key for e in h.store.list_outbox(limit=1000)} == outbox_before  # no notice
+
+
+def test_api_gateway_reads_progress_and_pages_children(harness):
+    from test_handler import API_KEY, with_api_key
+
+    emulator = harness.emulator
+    batch = emulator.create_job(TEST_BUCKET, type="Job", children=120, child_failure_rate=0.1)
+    _run_to_the_end(harness, batch)
+    read = harness.invoke(with_api_key(load_event("apigw_status.json", [batch]), API_KEY))
+    body = json.loads(read["body"])
+    assert read["statusCode"] == 200 and body["state"] == "Success"
+    assert {k: body["progress"][k] for k in ("total", "succeeded", "failed")} == {"total": 120, "succeeded": 108,
+                                                                                 "failed": 12}
+    event = with_api_key(load_event("apigw_status.json", [batch]), API_KEY)
+    event["path"] = event["requestContext"]["path"] = f"/jobs/{batch}/children"
+    seen, cursor = [], None
+    for _ in range(5):
+        q = {"failed": "true", "limit": "5", **({"cursor": cursor} if cursor else {})}
+        resp = harness.invoke({**event, "queryString": q, "queryStringParameters": q})
+        page = json.loads(resp["body"])
+        assert resp["statusCode"] == 200 and len(page["children"]) <= 5 and page["progress"]["failed"] == 12
+        seen += page["children"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 12 and all(c["state"] == "Failed" and c["object"] and c["code"] for c in seen)
+    assert len({c["child_id"] for c in seen}) == 12
+    bad = harness.invoke({**event, "queryString": {"limit": "0"}, "queryStringParameters": {"limit": "0"}})
+    assert bad["statusCode"] == 400 and "limit" in json.loads(bad["body"])["error"]
+    nokey = harness.invoke(with_api_key(event, None))
+    assert nokey["statusCode"] == 401
