@@ -146,7 +146,8 @@ def test_triggers_are_enabled_and_well_formed(sls):
             assert 1 <= params["maxMsgNum"] <= 10000 and params["timeout"] <= 60
     apigw = dict(triggers)["apigw"]
     routes = {(e["method"], e["path"]) for e in apigw["endpoints"]}
-    assert routes == {("POST", "/jobs"), ("GET", "/jobs/{jobId}"), ("POST", "/callback"),
+    assert routes == {("POST", "/jobs"), ("GET", "/jobs/{jobId}"), ("GET", "/jobs/{jobId}/children"),
+                      ("POST", "/callback"),
                       # the status page (lib/jobwatch/web/routes.py): every route it serves
                       ("GET", "/ui"), ("POST", "/ui/login"), ("POST", "/ui/logout"), ("GET", "/ui/jobs/{jobId}"),
                       ("POST", "/ui/jobs/{jobId}/untrack"), ("POST", "/ui/outbox/{noticeId}/retry"),

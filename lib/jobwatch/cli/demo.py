@@ -21,7 +21,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     bucket, region = "demo-1250000000", "ap-guangzhou"
     srv = EmulatorServer(credentials={sid: skey}, clock=SpeedClock(args.speed), seed=args.seed,
                          lifecycle=Lifecycle(submitted_seconds=20, running_seconds=240, failure_ratio=0.25,
-                                             jitter=0.5)).start()
+                                             jitter=0.5),
+                         children=args.children, child_failure_rate=args.child_failure_rate).start()
     print(f"emulator at {srv.url} (time runs {args.speed:g}x); store {args.store or 'from JOBWATCH_STORE_URL'}")
     env = dict(os.environ)
     env.update({"JOBWATCH_CI_ENDPOINT": srv.url, "JOBWATCH_SECRET_ID": sid, "JOBWATCH_SECRET_KEY": skey,
@@ -48,18 +49,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         while time.monotonic() < stop_at:
             app.tick(app.budget(10), discover=False)
             pending = 0
+            progress = app.progress_of(keys)
             for k in keys:
                 tj = app.job(k)
+                p = progress.get(k)
                 if tj.state != seen.get(k):
-                    print(f"  {k.job_id}: {seen.get(k) or '-'} -> {tj.state}")
+                    shown = f"  ({p.text()})" if p is not None and p.total else ""
+                    print(f"  {k.job_id}: {seen.get(k) or '-'} -> {tj.state}{shown}")
                     seen[k] = tj.state
-                pending += tj.active
+                # a batch is done when it ended and its children's final count is in (its notice waits on it)
+                pending += tj.active or (args.children > 0 and tj.state in ("Success", "Failed", "Cancel")
+                                         and not (p is not None and p.complete))
             if not pending:
                 break
             time.sleep(args.interval)
         records = [app.job(k) for k in keys]
+        progress = app.progress_of(keys)
         print()
-        print(render_status_table(records, app.clock()))
+        print(render_status_table(records, app.clock(), progress))
+        for k in keys:
+            failed = app.children(k, failed_only=True, limit=3).items
+            if failed:
+                p = progress.get(k)
+                more = f" (of {p.failed:,})" if p is not None and p.failed > len(failed) else ""
+                print(f"\n{k.job_id}: failed objects{more}:")
+                for c in failed:
+                    print(f"  {c.object_key or c.child_id}  {c.code or ''}: {c.message or ''}")
         done = sum(not r.active for r in records)
         delivered = sum(1 for e in app.outbox_entries(limit=100000) if e.status == "done"
                         and e.notice.key in set(keys))
@@ -79,5 +94,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--children", type=int, default=200, help="objects (children) per batch job")
+    p.add_argument("--child-failure-rate", type=float, default=0.05, help="share of the children that fail")
     p.add_argument("--store", default=None, help="store URL (default $JOBWATCH_STORE_URL or the SQLite default)")
     p.set_defaults(func=_cmd_demo)
