@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fixtures.emulator import TEST_BUCKET, TEST_REGION
 from test_handler import _handler_logging, harness, load_event  # noqa: F401  (fixtures)
 
 from jobwatch.cli import main
 from jobwatch.core.models import JobKey
+from jobwatch.emulator import FaultRule
 
 COUNTS = ("total", "succeeded", "failed", "running", "waiting", "cancelled")
 
@@ -168,3 +171,82 @@ def test_api_gateway_reads_progress_and_pages_children(harness):
     assert bad["statusCode"] == 400 and "limit" in json.loads(bad["body"])["error"]
     nokey = harness.invoke(with_api_key(event, None))
     assert nokey["statusCode"] == 401
+
+
+# --- bad pages, thresholds, the held final notice ----------------------------------------------------------------
+
+@pytest.mark.parametrize("rule", [
+    FaultRule("truncate", path="/jobs"), FaultRule("not_xml", path="/jobs"),
+    FaultRule("status", path="/jobs", status=503, code="SlowDown"),
+    FaultRule("status", path="/jobs", status=429, code="RequestLimitExceeded"),
+])
+def test_a_bad_page_costs_that_page_only(harness, rule):
+    """A malformed, truncated or throttled child page: the recorded progress is untouched, the tick goes on,
+    and the next tick reads the same page again; the counts end exact."""
+    h = harness
+    batch = h.emulator.create_job(TEST_BUCKET, type="Job", children=400, child_failure_rate=0.05)
+    key = JobKey(TEST_REGION, TEST_BUCKET, batch)
+    h.invoke({"action": "track", "job_ids": [batch]})
+    h.clock.advance(5 + 30)
+    h.invoke(load_event("timer.json"))
+    before = h.app.progress(key)
+    assert 0 < before.total < 400
+    h.emulator.set_faults([rule])
+    h.clock.advance(10)
+    out = h.invoke(load_event("timer.json"))
+    assert out["ok"] and out["polled"] == 1 and out["children"]["errors"] == 1 and out["children"]["pages"] == 0
+    assert h.app.progress(key).counts() == before.counts()  # nothing recorded from the bad page
+    h.emulator.set_faults([])
+    _tick_until_counted(h, key)
+    p = h.app.progress(key)
+    assert (p.total, p.failed, p.succeeded) == (400, 20, 380)
+
+
+def _tick_until_counted(h, key):
+    for _ in range(30):
+        h.clock.advance(7)
+        h.invoke(load_event("timer.json"))
+        p = h.app.progress(key)
+        if p is not None and p.complete:
+            return
+    raise AssertionError(f"{key}: not counted: {h.app.progress(key)}")
+
+
+def test_failed_share_over_the_threshold_is_told_once_more(harness, monkeypatch):
+    h = harness
+    batch = h.emulator.create_job(TEST_BUCKET, type="Job", children=600, child_failure_rate=0.2)
+    _run_to_the_end(h, batch)
+    kinds = [e.notice.idempotency_key.rsplit("#", 1)[1] for e in h.store.list_outbox(limit=1000)
+             if e.notice.kind.value == "children_failed"]
+    assert kinds == ["children_failed:first", "children_failed:threshold"]
+    (over,) = [e.notice for e in h.store.list_outbox(limit=1000)
+               if e.notice.idempotency_key.endswith("children_failed:threshold")]
+    p = over.payload()["progress"]
+    assert p["failed"] / (p["succeeded"] + p["failed"]) > 0.05 and over.payload()["failed_threshold"] == 5.0
+    assert len(over.payload()["failed_sample"]) == 10
+
+
+def test_the_final_notice_waits_for_the_count_and_goes_without_it_at_the_hold(harness):
+    """The batch's final notice is written with its transition but held for the children's final count; when
+    the children cannot be listed at all it still goes at JOBWATCH_CHILDREN_FINAL_HOLD_SECONDS (300 s)."""
+    h = harness
+    batch = h.emulator.create_job(TEST_BUCKET, type="Job", children=50)
+    key = JobKey(TEST_REGION, TEST_BUCKET, batch)
+    h.invoke({"action": "track", "job_ids": [batch]})
+    h.emulator.set_faults([FaultRule("status", path="/jobs", status=500, code="InternalError")])
+    h.clock.advance(5 + 60 + 1)
+    out = h.invoke(load_event("timer.json"))
+    assert out["transitions"] == 1 and h.app.job(key).state == "Success"
+    final = [e for e in h.store.list_outbox(limit=100) if e.notice.to_state == "Success"]
+    assert [e.status for e in final] == ["pending"]  # written, not sent: it waits for the count
+    h.clock.advance(200)
+    h.invoke(load_event("timer.json"))
+    assert [e.status for e in h.store.list_outbox(limit=100) if e.notice.to_state == "Success"] == ["pending"]
+    h.clock.advance(101)
+    h.invoke(load_event("timer.json"))
+    (sent,) = [e for e in h.store.list_outbox(limit=100) if e.notice.to_state == "Success"]
+    assert sent.status == "done"
+    # the listing recovers: the count is finished after all, and the batch is no longer refreshed after it
+    h.emulator.set_faults([])
+    _tick_until_counted(h, key)
+    assert h.app.progress(key).total == 50

@@ -46,7 +46,7 @@ FINAL_STATES = ("Success", "Failed", "Cancel")
 FINAL_BATCH_STATES = frozenset(FINAL_STATES)
 MIN_DONE_FOR_SHARE = 50  # the failed share is judged only once this many children finished
 MAX_FINAL_ROUNDS = 3  # an ended batch whose children still look unfinished is counted this often, then closed
-MAX_FINAL_ERRORS = 5  # an ended batch whose children cannot be listed: give up after this many refreshes
+MAX_FINAL_ERRORS = 5  # an ended batch whose children the service refuses to list: give up after this many refusals
 DETAILS_PER_REFRESH = 20  # failed workflow executions whose error is read per batch and refresh
 
 
@@ -145,6 +145,7 @@ class _Batch:
     pages: int = 0
     stopped: bool = False  # budget or page limit: a pass is left in progress
     failed: bool = False  # a request failed: the rest waits for the next refresh
+    refused: bool = False  # ... and the service refused it for good (not throttling, not a fault of the moment)
 
 
 class ChildrenRefresher:
@@ -244,7 +245,7 @@ class ChildrenRefresher:
             self._read_missing_details(b, result)
         except _Stop:
             pass
-        if b.failed and b.pages == 0 and not w.batch_active and w.batch_state in FINAL_BATCH_STATES:
+        if b.refused and b.pages == 0 and not w.batch_active and w.batch_state in FINAL_BATCH_STATES:
             b.cursor["final_errors"] = int(b.cursor.get("final_errors", 0)) + 1
         in_pass = any(b.cursor.get(s.name, {}).get("a_token") or b.cursor.get(s.name, {}).get("b_token")
                       for s in streams)
@@ -351,6 +352,8 @@ class ChildrenRefresher:
 
     def _failed(self, b: _Batch, exc: BaseException, result: ChildrenResult) -> None:
         b.failed = True
+        b.refused = b.refused or (isinstance(exc, CIError) and not exc.retryable
+                                  and not is_throttling(exc.status or 0, exc.code))
         result.errors += 1
         if isinstance(exc, CIError) and is_throttling(exc.status or 0, exc.code):
             result.throttled += 1
