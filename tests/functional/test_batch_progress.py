@@ -28,15 +28,8 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def _run_to_the_end(h, batch: str, step: float = 7) -> None:
     """Track ``batch`` and tick the function (timer events) through its life on the emulator's clock."""
-    key = JobKey(TEST_REGION, TEST_BUCKET, batch)
     h.invoke({"action": "track", "job_ids": [batch]})
-    for _ in range(40):
-        h.clock.advance(step)
-        h.invoke(load_event("timer.json"))
-        p = h.app.progress(key)
-        if p is not None and p.complete:
-            return
-    raise AssertionError(f"{batch} never ended with its children counted: {h.app.job(key)}, {p}")
+    _tick_until_counted(h, JobKey(TEST_REGION, TEST_BUCKET, batch), step)
 
 
 def test_2000_objects_with_2pct_failures_end_with_exact_progress(harness, capsys):
@@ -202,14 +195,15 @@ def test_a_bad_page_costs_that_page_only(harness, rule):
     assert (p.total, p.failed, p.succeeded) == (400, 20, 380)
 
 
-def _tick_until_counted(h, key):
-    for _ in range(30):
-        h.clock.advance(7)
+def _tick_until_counted(h, key: JobKey, step: float = 7) -> None:
+    """Timer ticks until the batch ended and its children's final count is done."""
+    for _ in range(40):
+        h.clock.advance(step)
         h.invoke(load_event("timer.json"))
         p = h.app.progress(key)
         if p is not None and p.complete:
             return
-    raise AssertionError(f"{key}: not counted: {h.app.progress(key)}")
+    raise AssertionError(f"{key} never ended with its children counted: {h.app.job(key)}, {h.app.progress(key)}")
 
 
 def test_failed_share_over_the_threshold_is_told_once_more(harness, monkeypatch):
