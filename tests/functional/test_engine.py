@@ -111,10 +111,11 @@ def test_time_budget_stops_claiming_and_reports_work_left(emulator, emulator_clo
     ids = [emulator.create_job(TEST_BUCKET) for _ in range(30)]
     store.track([JobKey(TEST_REGION, TEST_BUCKET, j) for j in ids], emulator_clock.now())
     ticks = itertools.count()
-    # a fake monotonic clock: each read advances 1 s, so a 12 s budget with a 2 s margin ends after a few polls
+    # a fake monotonic clock: each read advances 1 s, so a 30 s budget with a 2 s margin ends after a few polls
+    # (the engine reads it before each request and while it waits for answers)
     engine = _engine(store, client, emulator_clock, monotonic=lambda: float(next(ticks)), safety_margin=2.0)
     engine.batch_size = 5
-    res = engine.tick(deadline=12.0)
+    res = engine.tick(deadline=30.0)
     assert res.budget_exhausted and 0 < res.polled < 30
     assert res.left == 30 - res.polled
     assert all(t.lease_owner is None for t in store.list_jobs())  # nothing left leased

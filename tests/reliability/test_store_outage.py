@@ -5,6 +5,8 @@ restart, catches up and every job ends in its true final state, every transition
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from rel_support import (
     BUCKET, REGION, SECRET_ID, SECRET_KEY, START, TcpProxy, check_history_and_outbox, dump_tables, start_emulator,
@@ -35,6 +37,10 @@ class CutAfter:
 
     def list_jobs(self, *a, **kw):
         return self.client.list_jobs(*a, **kw)
+
+    @property
+    def worst_case_seconds(self) -> float:
+        return self.client.worst_case_seconds
 
 
 def _consistent(tables: dict) -> None:
@@ -89,5 +95,37 @@ def test_cut_store_mid_tick_fails_cleanly_then_catches_up(mysql_url):
         client.close()
         store.close()
         direct.close()
+        proxy.close()
+        emulator.stop()
+
+
+@pytest.mark.mysql
+def test_a_store_fault_mid_tick_stops_the_workers_sending(mysql_url):
+    """Defect 5 (issue 19): after a write failed, worker threads used to go on taking the claimed batch's jobs
+    and querying them after the tick had raised (67 queries in the independent run). Not one more may start."""
+    proxy = TcpProxy(("127.0.0.1", int(mysql_url.rsplit(":", 1)[1].split("/")[0])))
+    url = mysql_url.replace(mysql_url.rsplit("@", 1)[1].split("/")[0], f"127.0.0.1:{proxy.port}")
+    clock = ManualClock(start=START)
+    emulator = start_emulator(clock, seed=31)
+    client = CIClient(StaticProvider(SECRET_ID, SECRET_KEY), endpoint=emulator.url, read_timeout=2.0,
+                      max_attempts=1, sleep=lambda s: None)
+    store = open_store(url)
+    engine = Engine(store, CutAfter(client, proxy, n=7), policy=PollPolicy(min_seconds=10, jitter=0.0),
+                    clock=clock.now, concurrency=2, lease_seconds=60, batch_size=30, write_batch=5,
+                    rand=lambda: 0.5)
+    try:
+        keys = [JobKey(REGION, BUCKET, emulator.create_job(BUCKET, name=f"w{i}")) for i in range(30)]
+        store.track(keys, clock.now())
+        with pytest.raises(StoreUnavailable):
+            engine.tick()
+        sent = len(emulator.request_log)
+        time.sleep(1.0)
+        assert len(emulator.request_log) <= sent + 2, (  # at most the two in flight when it raised
+            f"{len(emulator.request_log) - sent} queries sent after the tick raised")
+        assert sent < 20
+    finally:
+        engine.close()
+        client.close()
+        store.close()
         proxy.close()
         emulator.stop()

@@ -1,8 +1,15 @@
 """The tick: claim due jobs under a lease, poll them concurrently within the invocation's time budget, and
 record each decision (state + history + notices) atomically. Also discovery of new jobs by listing.
 
-Store writes happen on the calling thread in small batches while worker threads do the HTTP calls, so the store
+Three parts, each readable alone: :class:`Dispatcher` runs one claimed batch's requests on worker threads and
+hands back (job, observation) pairs; :class:`WriteBuffer` groups decisions into few store transactions;
+:meth:`Engine.tick` claims batches and decides. Store writes happen on the calling thread only, so the store
 connection is never shared between threads and a slow store does not hold a request slot.
+
+A tick stops cooperatively: on :meth:`Engine.cancel`, at the deadline, near the end of a batch's lease, or on a
+store fault. Then no new request starts, answers already back are written (not after a store fault), the
+leases of jobs not polled are released at once, and requests still in flight are abandoned after a short grace:
+their late answers are dropped, never written after their lease was given back.
 """
 
 from __future__ import annotations
@@ -13,16 +20,16 @@ import threading
 import time
 import uuid
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from queue import Empty, SimpleQueue
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import structlog
 
 from jobwatch.core.clock import utcnow
-from jobwatch.core.errors import CIError, JobwatchError, StoreError
+from jobwatch.core.errors import BadResponseError, CIError, JobwatchError, StoreError
 from jobwatch.core.models import Job, JobKey, QueryResult
 from jobwatch.core.retry import AdaptiveLimit, is_throttling
 from jobwatch.core.statemachine import Decision, Observation, PollPolicy, StallCheck, decide
@@ -35,6 +42,9 @@ log = structlog.get_logger("jobwatch.app.engine")
 
 class JobReader(Protocol):
     """What the engine needs of the CI client."""
+
+    @property
+    def worst_case_seconds(self) -> float: ...  # one get_job with its retries, at worst
 
     def get_job(self, bucket: str, region: str, job_id: str) -> QueryResult: ...
 
@@ -49,9 +59,11 @@ class TickResult:
     errors: int = 0
     lease_lost: int = 0
     throttled: int = 0  # polls the service refused as too many (each also counts in errors)
-    released: int = 0  # claimed but not polled (budget ran out)
+    released: int = 0  # claimed but not polled: leases given back at once (stop, deadline, lease running out)
+    abandoned: int = 0  # requests still in flight when the tick stopped: their answers are dropped
     left: int = 0  # due jobs not handled this tick
     budget_exhausted: bool = False
+    cancelled: bool = False  # Engine.cancel() stopped this tick
     elapsed: float = 0.0
     error_samples: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0  # poll requests sent: one per job queried, one per list page
@@ -59,9 +71,11 @@ class TickResult:
     buckets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per bucket: path taken and its cost
 
     def merge(self, other: "TickResult") -> None:
-        for name in ("polled", "transitions", "notices", "errors", "lease_lost", "released", "throttled",
-                     "requests", "listed"):
+        for name in ("polled", "transitions", "notices", "errors", "lease_lost", "released", "abandoned",
+                     "throttled", "requests", "listed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.budget_exhausted = self.budget_exhausted or other.budget_exhausted
+        self.cancelled = self.cancelled or other.cancelled
         self.error_samples.extend(other.error_samples[: max(0, 10 - len(self.error_samples))])
         for key, b in other.buckets.items():
             self.add_bucket(key, b)
@@ -83,12 +97,135 @@ class TickResult:
         return {
             "polled": self.polled, "transitions": self.transitions, "notices_queued": self.notices,
             "errors": self.errors, "throttled": self.throttled, "lease_lost": self.lease_lost,
-            "released": self.released, "left": self.left,
-            "budget_exhausted": self.budget_exhausted, "elapsed_s": round(self.elapsed, 3),
-            "error_samples": self.error_samples, "requests": self.requests, "listed": self.listed,
-            "refresh": list(self.buckets.values()),
+            "released": self.released, "abandoned": self.abandoned, "left": self.left,
+            "budget_exhausted": self.budget_exhausted, "cancelled": self.cancelled,
+            "elapsed_s": round(self.elapsed, 3), "error_samples": self.error_samples,
+            "requests": self.requests, "listed": self.listed, "refresh": list(self.buckets.values()),
         }
 
+
+class Dispatcher:
+    """Runs the requests of one claimed batch. Each worker thread takes the next job, polls it, and hands
+    ``(job, observation)`` to the reader through a queue, then takes the next one at once (no round trip through
+    the reader's thread). Workers never touch the store. ``may_start`` is asked before every request; once it
+    says no, or :meth:`halt` was called, no request starts. :meth:`abandon` forgets the requests in flight: a
+    worker whose job was abandoned drops its answer."""
+
+    def __init__(self, jobs: Iterable[TrackedJob], observe: Callable[[TrackedJob], Observation],
+                 limit: AdaptiveLimit, may_start: Callable[[], bool]) -> None:
+        self._todo = deque(jobs)
+        self._observe = observe
+        self._limit = limit
+        self._may_start = may_start
+        self._lock = threading.Lock()
+        self._answers: SimpleQueue[tuple[TrackedJob, Observation] | None] = SimpleQueue()  # None: wake up
+        self._in_flight: dict[JobKey, TrackedJob] = {}
+        self._unread = 0  # answers queued, not yet taken by the reader
+        self._workers = 0
+        self._halted = False
+        self.poll_seconds: list[float] = []  # how long each answered request took
+
+    def top_up(self) -> None:
+        """Start workers up to the requests allowed now (the limit grows back after throttling)."""
+        with self._lock:
+            n = 0 if self._halted else min(self._limit.allowed, len(self._todo)) - self._workers
+            self._workers += max(0, n)
+        for _ in range(n):
+            ctx = contextvars.copy_context()  # the invocation's bound log fields reach the client's lines
+            threading.Thread(target=ctx.run, args=(self._work,), name="jobwatch-poll", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if (self._halted or not self._todo or self._workers > self._limit.allowed
+                        or not self._may_start()):
+                    self._workers -= 1
+                    return
+                tj = self._todo.popleft()
+                self._in_flight[tj.key] = tj
+            t0 = time.monotonic()  # the network's latency, measured: not a budget decision
+            obs = self._observe(tj)
+            with self._lock:
+                if self._in_flight.pop(tj.key, None) is None:
+                    self._workers -= 1
+                    return  # abandoned: the lease is gone, the answer must not be written
+                self.poll_seconds.append(time.monotonic() - t0)
+                self._unread += 1
+                self._answers.put((tj, obs))
+
+    def answers(self, timeout: float | None) -> list[tuple[TrackedJob, Observation]]:
+        """Answers back so far, waiting up to ``timeout`` seconds (None: until one comes or :meth:`wake`)."""
+        try:
+            got = [self._answers.get(timeout=timeout)]
+        except Empty:
+            return []
+        while True:
+            try:
+                got.append(self._answers.get_nowait())
+            except Empty:
+                break
+        out = [a for a in got if a is not None]
+        with self._lock:
+            self._unread -= len(out)
+        return out
+
+    def wake(self) -> None:
+        """Make a waiting :meth:`answers` return now. Reentrant (SimpleQueue.put): safe in a signal handler."""
+        self._answers.put(None)
+
+    def busy(self) -> bool:
+        """Some request may still start or answer, or an answer waits to be read."""
+        with self._lock:
+            return bool(self._in_flight or self._unread or (self._todo and not self._halted))
+
+    @property
+    def halted(self) -> bool:
+        return self._halted
+
+    def halt(self) -> list[TrackedJob]:
+        """No request starts from now on; returns the jobs never started."""
+        with self._lock:
+            self._halted = True
+            left = list(self._todo)
+            self._todo.clear()
+        self.wake()
+        return left
+
+    def abandon(self) -> list[TrackedJob]:
+        """Give up on the requests in flight (after :meth:`halt`); returns their jobs."""
+        with self._lock:
+            gone = list(self._in_flight.values())
+            self._in_flight.clear()
+            return gone
+
+
+class WriteBuffer:
+    """Decisions waiting for the store. One transaction per batch of answers, not per answer: at concurrency 1
+    a commit per job cost more than the rest of our work together. The age bound keeps a slow trickle of
+    answers from waiting on its lease (and its notices) for long."""
+
+    def __init__(self, store: Store, owner: str, size: int, max_age: float, now: Callable[[], float]) -> None:
+        self.store, self.owner, self.size, self.max_age, self._now = store, owner, size, max_age, now
+        self._items: list[tuple[TrackedJob, Decision]] = []
+        self._oldest = 0.0
+
+    def add(self, tj: TrackedJob, decision: Decision) -> None:
+        if not self._items:
+            self._oldest = self._now()
+        self._items.append((tj, decision))
+
+    def due(self, more_coming: bool) -> bool:
+        return bool(self._items) and (len(self._items) >= self.size or not more_coming
+                                      or self._now() - self._oldest >= self.max_age)
+
+    def flush(self) -> list[tuple[TrackedJob, Decision, bool]]:
+        """Write what is buffered; per item whether it was written (False: the lease was lost)."""
+        items, self._items = self._items, []
+        if not items:
+            return []
+        written = self.store.record_polls(self.owner, [PollRecord(tj, d.after, d.transitions, d.notices)
+                                                       for tj, d in items])
+        return [(tj, d, ok) for (tj, d), ok in zip(items, written)]
 
 class Engine:
     """Polls tracked jobs. Every collaborator is passed in; nothing here reads config or the environment."""
@@ -106,6 +243,8 @@ class Engine:
         write_batch: int = 50,
         write_interval: float = 1.0,
         safety_margin: float = 5.0,
+        abandon_after: float = 2.0,
+        poll_worst_case: float | None = None,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
@@ -115,6 +254,10 @@ class Engine:
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        worst = client.worst_case_seconds if poll_worst_case is None else poll_worst_case
+        if lease_seconds <= worst:
+            raise ValueError(f"lease_seconds={lease_seconds:g} must exceed one poll's worst case ({worst:g} s): "
+                             "a lease shorter than a request lets another poller take the job mid-request")
         self.store = store
         self.client = client
         self.policy = policy or PollPolicy()
@@ -125,193 +268,212 @@ class Engine:
         self.write_batch = write_batch
         self.write_interval = write_interval
         self.safety_margin = safety_margin
+        self.abandon_after = abandon_after
+        self.poll_worst_case = worst
         self.clock = clock
         self.monotonic = monotonic
         self.rand = rand
         self.stall_check = stall_check
+        # Requests in flight: up to ``concurrency``, fewer while the service throttles us.
+        self.limit = AdaptiveLimit(concurrency, monotonic=monotonic)
+        self._typical_poll = worst  # seconds per request, learnt per batch: sizes the next claim
+        self._cancelled = False
+        self._batch: Dispatcher | None = None
         # Bulk refresh (issue 17): due ticks claim larger batches and list what is cheaper to list.
         self.refresher = refresher
         self.list_batch_size = max(batch_size, list_batch_size)
-        self._pool: ThreadPoolExecutor | None = None
-        # Requests in flight: up to ``concurrency``, fewer while the service throttles us.
-        self.limit = AdaptiveLimit(concurrency, monotonic=monotonic)
+        self._pool: ThreadPoolExecutor | None = None  # the refresher's page requests
+
+    def cancel(self) -> None:
+        """Stop the running tick, and every later one, cooperatively. Safe from a signal handler or another
+        thread (a flag and a reentrant queue put): no new request starts, answers already back are written,
+        unpolled leases are released, and the tick returns within about ``abandon_after`` seconds."""
+        self._cancelled = True
+        batch = self._batch
+        if batch is not None:
+            batch.wake()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="jobwatch-poll")
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="jobwatch-list")
         return self._pool
 
     def close(self) -> None:
+        """Shut the refresher's pool; a poll batch's worker threads end with it (abandoned ones are daemons)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=not self._cancelled, cancel_futures=True)
             self._pool = None
 
     # -- polling ---------------------------------------------------------------------------------------------
     def tick(self, deadline: float | None = None, keys: Sequence[JobKey] | None = None, *,
              due_only: bool = False) -> TickResult:
         """Poll due jobs (or exactly ``keys``, due or not, or with ``due_only`` those of them that are due) until
-        none are left or ``deadline`` (a value of ``monotonic``) minus the safety margin is reached. Store faults
-        propagate (the tick is retried); poll faults are recorded per job and never stop the others."""
+        none are left, ``deadline`` (a value of ``monotonic``) minus the safety margin is reached, or the engine
+        is cancelled. Store faults propagate (the tick is retried) after the workers were stopped; poll faults
+        are recorded per job and never stop the others."""
         start = self.monotonic()
         result = TickResult()
         remaining_keys = list(keys) if keys is not None else None
-        while True:
+        while not (result.budget_exhausted or result.cancelled):
+            if self._cancelled:
+                result.cancelled = True
+                break
             if self._out_of_time(deadline):
                 result.budget_exhausted = True
                 break
+            lease = self._lease_for(deadline)
             bulk = self.refresher is not None and remaining_keys is None
-            size = self.list_batch_size if bulk else self.batch_size
-            limit = size if remaining_keys is None else min(size, len(remaining_keys))
+            limit = self.list_batch_size if bulk else self._claim_size(lease)
+            if remaining_keys is not None:
+                limit = min(limit, len(remaining_keys))
             chunk = None if remaining_keys is None else remaining_keys[:limit]
-            claimed = self.store.claim_due(self.owner, self.clock(), self._lease_for(deadline), limit, keys=chunk,
-                                           due_only=due_only, **({"light": True} if bulk else {}))
+            claimed_at = self.clock()
+            claimed = self.store.claim_due(self.owner, claimed_at, lease, limit, keys=chunk, due_only=due_only,
+                                           **({"light": True} if bulk else {}))
             if remaining_keys is not None:
                 remaining_keys = remaining_keys[limit:]
-            if not claimed:
-                if remaining_keys:
-                    continue
-                break
-            if bulk:
+            # No request starts unless its worst case ends inside the lease, so another poller never takes over
+            # a job we are still asking about.
+            last_start = claimed_at + timedelta(seconds=lease - self.poll_worst_case)
+            if claimed and bulk:
                 claimed = self._refresh(claimed, deadline, result)
             # The jobs left for one query each go in batches of batch_size, as before bulk refresh claimed more.
             for i in range(0, len(claimed), self.batch_size):
-                if i and self._out_of_time(deadline):
-                    self.store.release(claimed[i:], self.owner)
-                    result.released += len(claimed) - i
-                    result.budget_exhausted = True
-                    break
-                polled = self._poll_batch(claimed[i:i + self.batch_size], deadline)
+                polled = self._poll_batch(claimed[i:i + self.batch_size], deadline, last_start)
                 polled.requests += polled.polled
                 result.merge(polled)
-            if result.budget_exhausted:
-                break
-            if remaining_keys is not None and not remaining_keys:
+                if polled.budget_exhausted or polled.cancelled:
+                    self._release(claimed[i + self.batch_size:], result)
+                    break
+            if remaining_keys is None and not claimed or remaining_keys is not None and not remaining_keys:
                 break
         if remaining_keys is None:
             result.left = self.store.count_due(self.clock())
-        else:
-            result.left = len(remaining_keys)
+        else:  # the keys never claimed and those claimed but given back
+            result.left = len(remaining_keys) + result.released
         result.budget_exhausted = result.budget_exhausted or self._out_of_time(deadline)
         result.elapsed = self.monotonic() - start
         return result
 
+    def _claim_size(self, lease: float) -> int:
+        """What the requests allowed now can start within one lease at the latency seen lately (the rest of a
+        larger claim would only be released again)."""
+        rounds = max(1, int((lease - self.poll_worst_case) / max(self._typical_poll, 0.001)))
+        return max(1, min(self.batch_size, self.limit.allowed * rounds))
+
     def _lease_for(self, deadline: float | None) -> float:
-        # Never a zero lease (a record stuck forever, or none at all): at least the configured lease.
+        # Never a zero lease (a record stuck forever, or none at all): at least the configured lease, and with a
+        # deadline long enough that a request started just before it can still be answered and written.
         if deadline is None:
             return self.lease_seconds
-        return max(self.lease_seconds, deadline - self.monotonic() + 30.0)
+        return max(self.lease_seconds, deadline - self.monotonic() + self.poll_worst_case + self.write_interval)
 
     def _out_of_time(self, deadline: float | None) -> bool:
         return deadline is not None and self.monotonic() >= deadline - self.safety_margin
 
-    def _poll_batch(self, claimed: list[TrackedJob], deadline: float | None) -> TickResult:
+    def _poll_batch(self, claimed: list[TrackedJob], deadline: float | None, last_start: datetime) -> TickResult:
+        """Poll one claimed batch: dispatch, decide, buffer the writes. Once no request may start, the jobs not
+        started are released at once; once the tick must stop (cancel, deadline), requests still in flight get
+        ``abandon_after`` seconds, then their leases are released and their answers dropped."""
         result = TickResult()
-        pool = self._executor()
-        todo = deque(claimed)
-        running: dict[Future[Observation], TrackedJob] = {}  # submitted, answer not yet handled here
-        in_flight = [0]  # submitted, answer not yet back
-        lock = threading.RLock()  # todo, running and in_flight are shared with the workers' callbacks
-        # Answers arrive here from a done-callback: O(1) per answer, where concurrent.futures.wait would hook and
-        # unhook a waiter on every running future for each one.
-        finished: SimpleQueue[Future[Observation]] = SimpleQueue()
-        pending_writes: list[tuple[TrackedJob, Decision]] = []
-        oldest_pending = 0.0
 
-        submitting = [False]
+        def may_start() -> bool:
+            return not self._cancelled and not self._out_of_time(deadline) and self.clock() < last_start
 
-        def submit_more() -> None:
-            with lock:
-                if submitting[0]:  # re-entered from a callback of a poll that ended at once: the loop goes on
-                    return
-                submitting[0] = True
-                try:
-                    while todo and in_flight[0] < self.limit.allowed and not self._out_of_time(deadline):
-                        tj = todo.popleft()
-                        # copy the context so the invocation's bound log fields reach the client's log lines
-                        fut = pool.submit(contextvars.copy_context().run, self._observe, tj)
-                        running[fut] = tj
-                        in_flight[0] += 1
-                        fut.add_done_callback(on_done)
-                finally:
-                    submitting[0] = False
-
-        def on_done(fut: Future[Observation]) -> None:
-            # Runs in the worker: the next request starts at once, not when this thread next gets the GIL
-            # (with dozens of threads on one core that wait kept a fifth of the slots empty).
-            with lock:
-                in_flight[0] -= 1
-            finished.put(fut)
-            submit_more()
-
-        submit_more()
-        while True:
-            with lock:
-                if not running:
+        batch = Dispatcher(claimed, self._observe, self.limit, may_start)
+        writes = WriteBuffer(self.store, self.owner, self.write_batch, self.write_interval, self.monotonic)
+        self._batch = batch
+        abandon_at: float | None = None  # set once the tick must stop
+        try:
+            batch.top_up()
+            while batch.busy():
+                if not batch.halted and not may_start():
+                    self._release(batch.halt(), result)
+                if abandon_at is None and (self._cancelled or self._out_of_time(deadline)):
+                    abandon_at = self.monotonic() + self.abandon_after
+                    abandon_at = abandon_at if deadline is None else min(abandon_at, deadline)
+                if abandon_at is not None and self.monotonic() >= abandon_at:
                     break
-            done = [finished.get()]
-            while True:
-                try:
-                    done.append(finished.get_nowait())
-                except Empty:
-                    break
-            for fut in done:
-                with lock:
-                    tj = running.pop(fut)
-                obs = fut.result()
-                self._adapt(obs, result)
-                decision = decide(tj, obs, self.clock(), self.policy, rand=self.rand, stall_check=self.stall_check)
-                if not pending_writes:
-                    oldest_pending = self.monotonic()
-                pending_writes.append((tj, decision))
-                result.polled += 1
-                if obs.error is not None:
-                    result.errors += 1
-                    if len(result.error_samples) < 10:
-                        result.error_samples.append({"job": str(tj.key), "error": decision.after.last_error or ""})
-            submit_more()  # the limit may have grown
-            with lock:
-                more = bool(todo or running)
-            # One transaction per batch, not per answer: at concurrency 1 a commit per job cost more than the
-            # rest of our work together. The age bound keeps a slow trickle of answers from waiting on its
-            # lease (and its notices) for long.
-            if pending_writes and (len(pending_writes) >= self.write_batch or not more
-                                   or self.monotonic() - oldest_pending >= self.write_interval):
-                self._write(pending_writes, result)
-                pending_writes = []
-            with lock:
-                if todo and self._out_of_time(deadline):
-                    break
-        if pending_writes:
-            self._write(pending_writes, result)
-        with lock:
-            left = list(todo)
-            todo.clear()  # no callback may start them now
-        if left:
-            self.store.release(left, self.owner)
-            result.released += len(left)
-            result.budget_exhausted = True
+                self._take(batch.answers(self._wait(deadline, abandon_at)), writes, result)
+                if writes.due(more_coming=batch.busy()):
+                    self._tally(writes.flush(), result)
+                batch.top_up()  # the limit may have grown
+            abandoned = batch.abandon()
+            self._take(batch.answers(0.0), writes, result)  # answers queued before the abandon stand
+            self._tally(writes.flush(), result)
+            self._release(abandoned, result)
+        except BaseException:
+            batch.halt()  # after a store fault (or any failure here) not one more request is sent
+            batch.abandon()
+            raise
+        finally:
+            self._batch = None
+        result.abandoned = len(abandoned)
+        result.cancelled = self._cancelled
+        result.budget_exhausted = self._out_of_time(deadline)
+        if batch.poll_seconds:
+            self._typical_poll = max(sorted(batch.poll_seconds)[len(batch.poll_seconds) * 9 // 10], 0.001)
         return result
+
+    def record_observations(self, observed: Iterable[tuple[TrackedJob, Observation]], *,
+                            batch: int | None = None) -> TickResult:
+        """Decide and write observations made elsewhere (e.g. one listing answering for many jobs) of jobs this
+        engine has claimed: the same state machine, write batching and counting as a poll. The seam for other
+        ways of observing: observations for a claimed batch in, records out."""
+        result = TickResult()
+        writes = WriteBuffer(self.store, self.owner, batch or self.write_batch, self.write_interval, self.monotonic)
+        for pair in observed:
+            self._take([pair], writes, result, adapt=False)
+            if writes.due(more_coming=True):
+                self._tally(writes.flush(), result)
+        self._tally(writes.flush(), result)
+        return result
+
+    def _wait(self, deadline: float | None, abandon_at: float | None) -> float:
+        """How long the reader may block for an answer: it wakes for the flush age bound, the stop time and the
+        abandon time (a cancel wakes it at once)."""
+        wait = self.write_interval
+        now = self.monotonic()
+        if deadline is not None:
+            wait = min(wait, deadline - self.safety_margin - now) if now < deadline - self.safety_margin else wait
+        if abandon_at is not None:
+            wait = min(wait, abandon_at - now)
+        return max(0.0, wait)
+
+    def _take(self, answers: list[tuple[TrackedJob, Observation]], writes: WriteBuffer, result: TickResult, *,
+              adapt: bool = True) -> None:
+        """Decide each answer and buffer its write; ``adapt``: they are answers to our requests (the limit learns)."""
+        for tj, obs in answers:
+            if adapt:
+                self._adapt(obs, result)
+            decision = decide(tj, obs, self.clock(), self.policy, rand=self.rand, stall_check=self.stall_check)
+            writes.add(tj, decision)
+            result.polled += 1
+            if obs.error is not None:
+                result.errors += 1
+                if len(result.error_samples) < 10:
+                    result.error_samples.append({"job": str(tj.key), "error": decision.after.last_error or ""})
+
+    def _release(self, jobs: list[TrackedJob], result: TickResult) -> None:
+        if jobs:
+            self.store.release(jobs, self.owner)
+            result.released += len(jobs)
 
     def _refresh(self, claimed: list[TrackedJob], deadline: float | None, result: TickResult) -> list[TrackedJob]:
         """Bulk refresh hook: apply what listings returned (the same decision as a query's answer, written in
         the same batches) and return the jobs left for one query each."""
         assert self.refresher is not None
         out = self.refresher.split(claimed, pool=self._executor(), limit=self.limit,
-                                   out_of_time=lambda: self._out_of_time(deadline))
+                                   out_of_time=lambda: self._cancelled or self._out_of_time(deadline))
         result.requests += out.pages
         result.throttled += out.throttled
         for rep in out.buckets:
             result.add_bucket(f"{rep.region}/{rep.bucket}", rep.as_dict())
-        items: list[tuple[TrackedJob, Decision]] = []
-        for tj, obs in out.listed:
-            items.append((tj, decide(tj, obs, self.clock(), self.policy, rand=self.rand,
-                                     stall_check=self.stall_check)))
-            if len(items) >= max(self.write_batch, 500):  # listed answers arrive all at once: larger batches
-                self._write(items, result)
-                items = []
-        if items:
-            self._write(items, result)
-        result.polled += len(out.listed)
+        result.merge(self.record_observations(out.listed, batch=max(self.write_batch, 500)))  # all at once
         result.listed += len(out.listed)
         return out.leftovers
 
@@ -326,6 +488,7 @@ class Engine:
                             code=err.code, status=err.status)
 
     def _observe(self, tj: TrackedJob) -> Observation:
+        """One request's answer about ``tj``; an answer about any other job is a bad response, never a state."""
         k = tj.key
         try:
             res = self.client.get_job(k.bucket, k.region, k.job_id)
@@ -338,17 +501,12 @@ class Engine:
                 return Observation.seen(job)
         if k.job_id in res.non_exist_ids:
             return Observation.missing()
-        if len(res.jobs) == 1 and not res.non_exist_ids:
-            return Observation.seen(res.jobs[0])
-        from jobwatch.core.errors import BadResponseError
-
         return Observation.failed(BadResponseError(f"answer names neither job {k.job_id} nor NonExistJobIds",
                                                    request_id=res.request_id))
 
-    def _write(self, items: list[tuple[TrackedJob, Decision]], result: TickResult) -> None:
-        records = [PollRecord(tj, d.after, d.transitions, d.notices) for tj, d in items]
-        written = self.store.record_polls(self.owner, records)
-        for (tj, d), ok in zip(items, written):
+    def _tally(self, written: list[tuple[TrackedJob, Decision, bool]], result: TickResult) -> None:
+        """Count and log what reached the store."""
+        for tj, d, ok in written:
             if not ok:
                 result.lease_lost += 1
                 log.warning("lease_lost", job=str(tj.key))
@@ -411,4 +569,4 @@ class Engine:
         return found
 
 
-__all__ = ["Engine", "TickResult", "JobReader", "StoreError"]
+__all__ = ["Engine", "TickResult", "JobReader", "Dispatcher", "WriteBuffer", "StoreError"]

@@ -173,6 +173,7 @@ class App:
         self.rand = rand
         self.environ = environ
         self._owner = owner
+        self._cancelled = False
         if store is not None:
             self.__dict__["store"] = store
         if client is not None:
@@ -242,12 +243,15 @@ class App:
             jitter=s.poll_jitter, error_max_seconds=s.error_backoff_max_seconds, confirmations=s.confirmations,
             final_hold_seconds=s.children_final_hold_seconds if s.children else 0.0,
         )
-        return Engine(
+        engine = Engine(
             self.store, self.client, policy=policy, owner=self._owner, concurrency=s.concurrency,
             lease_seconds=s.lease_seconds, batch_size=s.batch_size, safety_margin=s.safety_margin_seconds,
             clock=self.clock, monotonic=self.monotonic, rand=self.rand, stall_check=self.stall_check,
             refresher=Refresher(self.client, clock=self.clock) if s.bulk_refresh else None,
         )
+        if self._cancelled:
+            engine.cancel()
+        return engine
 
     @cached_property
     def children_refresher(self) -> ChildrenRefresher:
@@ -262,11 +266,27 @@ class App:
     @cached_property
     def outbox(self) -> Outbox:
         s = self.settings
-        return Outbox(
+        outbox = Outbox(
             self.store, self.sinks, owner=self.engine.owner, max_attempts=s.notify_max_attempts,
             backoff=Backoff(base=s.notify_backoff_base, cap=s.notify_backoff_cap),
-            timeout=s.notify_timeout, clock=self.clock, monotonic=self.monotonic, rand=self.rand,
+            timeout=s.notify_timeout, lease_seconds=s.lease_seconds, clock=self.clock, monotonic=self.monotonic,
+            rand=self.rand,
         )
+        if self._cancelled:
+            outbox.cancel()
+        return outbox
+
+    def cancel(self) -> None:
+        """Stop the running operation cooperatively (Ctrl-C, SIGTERM; safe from a signal handler or another
+        thread): the engine starts no new request, writes what was answered and releases the rest, and the
+        outbox claims no further notices. An App stays cancelled; build a new one to go on."""
+        self._cancelled = True
+        engine = self.__dict__.get("engine")
+        if engine is not None:
+            engine.cancel()
+        outbox = self.__dict__.get("outbox")
+        if outbox is not None:
+            outbox.cancel()
 
     def close(self) -> None:
         for name in ("engine", "client", "store"):

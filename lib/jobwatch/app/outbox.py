@@ -68,17 +68,37 @@ class Outbox:
     clock: Callable[[], datetime] = utcnow
     monotonic: Callable[[], float] = time.monotonic
     rand: Callable[[], float] = random.random
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Claim no further notices (sends already started finish within ``timeout``). Safe in a signal handler."""
+        self.cancelled = True
+
+    def reserve(self, remaining: float) -> float:
+        """Seconds of a budget of ``remaining`` to keep for a drain after polling: its margin and two waves of
+        sends, but never more than half, so polling always gets its share too (notices first)."""
+        return min(remaining / 2, self.safety_margin + 2 * self.timeout)
+
+    def _claim_size(self, deadline: float | None) -> int:
+        """Notices whose sends, in waves of ``max_workers`` each up to ``timeout`` long, end within the lease and
+        before the deadline: a longer claim would let another drain re-send them while ours still runs."""
+        window = self.lease_seconds - self.safety_margin
+        if deadline is not None:
+            window = min(window, deadline - self.safety_margin - self.monotonic())
+        waves = max(1, int(window // self.timeout))
+        return max(1, min(self.batch, waves * self.max_workers // max(1, len(self.sinks))))
 
     def drain(self, deadline: float | None = None) -> DrainResult:
         from jobwatch.notify import send_concurrently
 
         result = DrainResult()
         seen: set[int] = set()
-        while True:
+        while not self.cancelled:
             if deadline is not None and self.monotonic() >= deadline - self.safety_margin - self.timeout:
                 result.budget_exhausted = True
                 break
-            entries = [e for e in self.store.claim_notices(self.owner, self.clock(), self.lease_seconds, self.batch)
+            entries = [e for e in self.store.claim_notices(self.owner, self.clock(), self.lease_seconds,
+                                                           self._claim_size(deadline))
                        if e.notice.id not in seen]
             if not entries:
                 break

@@ -41,7 +41,7 @@ from jobwatch.core.models import (
     validate_region,
 )
 from jobwatch.core.redact import scrub
-from jobwatch.core.retry import Backoff, parse_retry_after, should_retry
+from jobwatch.core.retry import Backoff, parse_retry_after, should_retry, worst_case_seconds
 
 __all__ = ["CIClient", "JobSpec", "ConnectError", "ci_host", "DEFAULT_USER_AGENT"]
 
@@ -217,6 +217,11 @@ class CIClient:
             _log.warning("ci_tls_verify_disabled", endpoint=endpoint,
                          note="TLS certificates are not checked; use only against a local emulator")
 
+    @property
+    def worst_case_seconds(self) -> float:
+        """The longest one call can take, retries and pauses included (leases must outlast it)."""
+        return worst_case_seconds(self._timeout[0], self._timeout[1], self._max_attempts, self._backoff)
+
     # -- public API ---------------------------------------------------------------------------------------
 
     def get_job(self, bucket: str, region: str, job_id: str) -> QueryResult:
@@ -226,7 +231,8 @@ class CIClient:
         validate_region(region)
         validate_job_id(job_id)
         try:
-            return self._call("GET", bucket, region, f"/inventorytriggerjob/{job_id}", parse=_parse)
+            return self._call("GET", bucket, region, f"/inventorytriggerjob/{job_id}",
+                              parse=lambda ans: _about(_parse(ans), job_id))
         except CIError as exc:
             if exc.status == 404 and exc.code != "NoSuchBucket" and (
                     exc.code in _MISSING_JOB_CODES or exc.code.startswith("NoSuch")):
@@ -569,6 +575,15 @@ class CIClient:
 
 def _parse(ans: _Answer) -> QueryResult:
     return xmlparse.parse_response(ans.body, status=ans.status, request_id=ans.request_id)
+
+
+def _about(res: QueryResult, job_id: str) -> QueryResult:
+    """An answer that names neither the job asked for nor it as missing is about something else (a proxy's
+    cache, a mixed-up connection): unreadable for this question, so retried, never taken as the job's state."""
+    if any(j.job_id == job_id for j in res.jobs) or job_id in res.non_exist_ids:
+        return res
+    named = ", ".join([j.job_id for j in res.jobs][:3] + list(res.non_exist_ids)[:3]) or "no job"
+    raise BadResponseError(f"answer about {named[:200]}, not job {job_id}", status=200, request_id=res.request_id)
 
 
 def _header_name(k: str) -> str:

@@ -91,6 +91,13 @@ class AdaptiveLimit:
             self._value = min(float(self.ceiling), self._value + 1.0 / self._value)
 
 
+def worst_case_seconds(connect_timeout: float, read_timeout: float, max_attempts: int, backoff: Backoff) -> float:
+    """The longest one request can take with its retries: every attempt times out at connect and at read,
+    and every pause between attempts is as long as the backoff allows (a server's hint is capped there too).
+    Leases and claim sizes are judged against this."""
+    return max_attempts * (connect_timeout + read_timeout) + (max_attempts - 1) * backoff.cap
+
+
 # Codes that say the service refused the request before doing anything: safe to resend even a create.
 NOT_PROCESSED_CODES = THROTTLING_CODES | frozenset({"RequestTimeTooSkewed"})
 
