@@ -140,7 +140,7 @@ def test_app_cancel_stops_the_tick_and_the_drain(emulator, emulator_clock, sqlit
     _jobs(emulator, emulator_clock, app.store, 20)
     emulator.set_faults([FaultRule(kind="latency", latency=0.4, path=PATH)])
     out = {}
-    t = threading.Thread(target=lambda: out.setdefault("s", app.tick(time.monotonic() + 60)))
+    t = threading.Thread(target=lambda: out.setdefault("s", app.tick(app.budget(60))))
     t.start()
     time.sleep(1.0)  # two rounds answered
     app.cancel()

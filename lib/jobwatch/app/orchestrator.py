@@ -314,8 +314,9 @@ class App:
         summary = RunSummary(action)
         if discover:
             self._discover(summary, None, b)
-        summary.tick = self.engine.tick(b.engine)
-        self._refresh_children(summary, b)
+        deadline = self._poll_deadline(b) if deliver else b.engine
+        summary.tick = self.engine.tick(deadline)
+        self._refresh_children(summary, deadline)
         if fanout_context is not None and self.settings.fanout and summary.tick.left > 0:
             self._fan_out(summary, fanout_context, b, invoker)
         if deliver:
@@ -423,7 +424,7 @@ class App:
         """Bring the children of due batches (or of ``keys``) up to date, then deliver."""
         b = budget or self.budget()
         summary = RunSummary("children")
-        self._refresh_children(summary, b, keys)
+        self._refresh_children(summary, self._poll_deadline(b), keys)
         summary.drain = self.outbox.drain(b.stop)
         return self._done(summary, b)
 
@@ -506,16 +507,29 @@ class App:
     def _poll_keys(self, summary: RunSummary, keys: Sequence[JobKey], b: Budget, *, due_only: bool = False) -> None:
         keys = list(dict.fromkeys(keys))
         if keys:
-            summary.tick = self.engine.tick(b.engine, keys=keys, due_only=due_only)
-            self._refresh_children(summary, b, keys)
+            deadline = self._poll_deadline(b)
+            summary.tick = self.engine.tick(deadline, keys=keys, due_only=due_only)
+            self._refresh_children(summary, deadline, keys)
         summary.drain = self.outbox.drain(b.stop)
 
-    def _refresh_children(self, summary: RunSummary, b: Budget, keys: Sequence[JobKey] | None = None) -> None:
+    def _poll_deadline(self, b: Budget) -> float | None:
+        """The engine's deadline when the outbox drains after it: polling stops early enough to leave the drain
+        its share of the budget (what it needs, plus the engine's grace for answers in flight; never more than
+        half). Notices first: with a backlog the engine would otherwise run to the stop time and the drain,
+        which needs its margin plus a send's timeout, would never deliver anything."""
+        if b.engine is None or b.stop is None:
+            return b.engine
+        reserve = min((b.stop - self.monotonic()) / 2, self.outbox.needs + self.engine.abandon_after)
+        return min(b.engine, b.stop - reserve + self.engine.safety_margin)
+
+    def _refresh_children(self, summary: RunSummary, deadline: float | None,
+                          keys: Sequence[JobKey] | None = None) -> None:
         """After polling: the children of the batches polled (or, on a tick, of every due batch), and the final
-        count of batches that ended. Errors are per batch and recorded; a store fault propagates."""
+        count of batches that ended, until ``deadline`` (the engine's). Errors are per batch and recorded; a store
+        fault propagates."""
         if not self.settings.children:
             return
-        res = self.children_refresher.refresh(b.engine, keys=keys)
+        res = self.children_refresher.refresh(deadline, keys=keys)
         summary.children = res
 
     def _discover(self, summary: RunSummary, targets: Sequence[tuple[str, str]] | None, b: Budget,

@@ -74,10 +74,11 @@ class Outbox:
         """Claim no further notices (sends already started finish within ``timeout``). Safe in a signal handler."""
         self.cancelled = True
 
-    def reserve(self, remaining: float) -> float:
-        """Seconds of a budget of ``remaining`` to keep for a drain after polling: its margin and two waves of
-        sends, but never more than half, so polling always gets its share too (notices first)."""
-        return min(remaining / 2, self.safety_margin + 2 * self.timeout)
+    @property
+    def needs(self) -> float:
+        """Seconds a drain needs before its deadline to deliver anything: its margin, the last claim's wave of
+        sends, and one wave before it."""
+        return self.safety_margin + 2 * self.timeout
 
     def _claim_size(self, deadline: float | None) -> int:
         """Notices whose sends, in waves of ``max_workers`` each up to ``timeout`` long, end within the lease and
