@@ -177,9 +177,9 @@ def _int(raw: str | None, name: str, default: int, lo: int, hi: int) -> int:
 
 def _register(app: App, req: ev.HttpRequest, budget: Budget, defaults: ev.Defaults) -> dict[str, Any]:
     try:
-        obj = json.loads(req.body.decode("utf-8")) if req.body.strip() else None
-    except (ValueError, UnicodeDecodeError):
-        return http_response(400, {"error": 'body is not JSON: expected {"bucket": ..., "region": ..., '
+        obj = ev.load_json(req.body, "body") if req.body.strip() else None
+    except ev.EventError as exc:
+        return http_response(400, {"error": f'{exc.reason}: expected {{"bucket": ..., "region": ..., '
                                             '"job_ids": [...]}'})
     try:
         watch = ev.parse_watch(obj, defaults)

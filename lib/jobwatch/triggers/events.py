@@ -27,6 +27,8 @@ from jobwatch.core.models import JobKey, validate_bucket, validate_region
 from jobwatch.core.progress import PIC_TAGS, ChildCallback
 
 MAX_BODY_BYTES = 256 * 1024  # a queue message or HTTP body; CI callbacks are a few KB
+MAX_JSON_DEPTH = 32  # our own shapes nest 4 deep; CI callbacks about 6
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_JOBS_PER_MESSAGE = 1000
 MAX_TAGS = 20
 DIRECT_ACTIONS = ("poll", "track", "untrack", "status", "discover", "deliver", "purge")
@@ -183,10 +185,10 @@ def parse_timer(event: Mapping[str, Any]) -> TimerEvent:
     options, problems = TickOptions(), []
     if isinstance(message, str) and message.strip():
         try:
-            obj = json.loads(message)
-        except ValueError:
+            obj = load_json(message, "Message")
+        except EventError as exc:
             obj = None
-            problems.append(f"Message {_short(message)!r} is not JSON: expected an object of options "
+            problems.append(f"{exc.reason}: expected an object of options "
                             '{"discover": bool, "deliver": bool, "fanout": bool}, or empty; ticking with defaults')
         if obj is not None:
             try:
@@ -241,22 +243,18 @@ def parse_records(event: Mapping[str, Any], defaults: Defaults) -> MessageBatch:
 def parse_message_body(body: Any, defaults: Defaults, *, index: int = 0) -> Item:
     """One record's body: a watch request or a CI callback. Never raises: a bad body becomes ``Rejected``."""
     try:
-        if isinstance(body, (bytes, bytearray)):
-            body = bytes(body).decode("utf-8")
         if isinstance(body, dict):
-            obj: Any = body
-        elif isinstance(body, str):
-            if len(body.encode("utf-8")) > MAX_BODY_BYTES:
-                raise EventError(f"msgBody of {len(body)} characters exceeds {MAX_BODY_BYTES} bytes")
-            text = body.strip()
+            obj: Any = load_json(json.dumps(body, ensure_ascii=False), "msgBody")  # bounded like text
+        elif isinstance(body, (str, bytes, bytearray)):
+            text = utf8_text(body, "msgBody").strip()
             if not text:
                 raise EventError("msgBody is empty: expected a JSON object naming jobs, or a CI job callback")
             if text.startswith("<"):
                 return _indexed(parse_callback(text.encode("utf-8"), Defaults(), defaults), index)
             try:
-                obj = json.loads(text)
-            except ValueError:
-                raise EventError(f"msgBody {_short(text)!r} is neither JSON nor XML: expected "
+                obj = load_json(text, "msgBody")
+            except EventError as exc:
+                raise EventError(f"{exc.reason}; neither JSON nor XML: expected "
                                  '{"bucket": ..., "region": ..., "job_ids": [...]} or a CI job callback') from None
         else:
             raise EventError(f"msgBody is {type(body).__name__}, expected a string")
@@ -265,8 +263,8 @@ def parse_message_body(body: Any, defaults: Defaults, *, index: int = 0) -> Item
         return parse_watch(obj, defaults)
     except (EventError, ValidationError) as exc:
         return Rejected(index, _reason(exc))
-    except UnicodeDecodeError:
-        return Rejected(index, "msgBody is not UTF-8 text")
+    except Exception as exc:  # a parser's own failure on input we did not foresee: this record only
+        return Rejected(index, f"msgBody unreadable ({type(exc).__name__})")
 
 
 def parse_watch(obj: Any, defaults: Defaults, *, where: str = "body") -> Watch:
@@ -386,9 +384,9 @@ def parse_callback(body: bytes, explicit: Defaults, fallback: Defaults) -> Child
                              "WorkflowExecution", field="body")
         return parse_callback_json(obj, explicit, fallback)
     try:
-        obj = json.loads(bytes(body).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise EventError("callback body is neither XML nor JSON: expected CI's TaskFinish or WorkflowFinish "
+        obj = load_json(body, "callback body")
+    except EventError as exc:
+        raise EventError(f"{exc.reason}; neither XML nor JSON: expected CI's TaskFinish or WorkflowFinish "
                          '(<Response><EventName>... or {"EventName": ..., "JobsDetail": {...}})', field="body") from None
     if not isinstance(obj, dict):
         raise EventError(f"callback JSON is {type(obj).__name__}, expected an object with EventName", field="body")
@@ -528,9 +526,12 @@ def parse_http(event: Mapping[str, Any]) -> HttpRequest:
             except (binascii.Error, ValueError):
                 raise EventError("isBase64Encoded is true but body is not base64", field="body") from None
         else:
-            body = body_raw.encode("utf-8")
+            body = utf8_text(body_raw, "body").encode("utf-8")
     elif isinstance(body_raw, dict):
-        body = json.dumps(body_raw).encode("utf-8")
+        try:
+            body = json.dumps(body_raw, ensure_ascii=False).encode("utf-8")
+        except (ValueError, RecursionError, UnicodeEncodeError):
+            raise EventError("body object is not JSON-encodable UTF-8 text", field="body") from None
     else:
         raise EventError(f"body is {type(body_raw).__name__}, expected a string", field="body")
     if len(body) > MAX_BODY_BYTES:
@@ -613,9 +614,68 @@ def _reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, EventError) else str(exc)
 
 
+def utf8_text(raw: str | bytes, where: str) -> str:
+    """Outside text as a str that is surely UTF-8 (no lone surrogates, which raise far away, when the text is
+    encoded for the store, a log line or an answer), at most ``MAX_BODY_BYTES``."""
+    if isinstance(raw, (bytes, bytearray)):
+        if len(raw) > MAX_BODY_BYTES:
+            raise EventError(f"{where} of {len(raw)} bytes exceeds {MAX_BODY_BYTES}", field=where)
+        try:
+            return bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EventError(f"{where} is not UTF-8 text (byte {exc.start})", field=where) from None
+    if len(raw) > MAX_BODY_BYTES:  # a character is at least one byte
+        raise EventError(f"{where} of {len(raw)} characters exceeds {MAX_BODY_BYTES} bytes", field=where)
+    bad = _SURROGATE.search(raw)
+    if bad is not None:
+        raise EventError(f"{where} holds a lone surrogate at character {bad.start()}: not UTF-8 text", field=where)
+    if len(raw.encode("utf-8")) > MAX_BODY_BYTES:
+        raise EventError(f"{where} exceeds {MAX_BODY_BYTES} bytes", field=where)
+    return raw
+
+
+def load_json(raw: str | bytes, where: str) -> Any:
+    """Outside JSON, bounded: UTF-8 text of at most ``MAX_BODY_BYTES``, nesting at most ``MAX_JSON_DEPTH``, no
+    lone surrogate in any string (escaped ones included). Every failure is an :class:`EventError` naming
+    ``where``; never a RecursionError or a UnicodeError that would sink a whole batch."""
+    text = utf8_text(raw, where)
+    depth = _nesting(text) if text.count("[") + text.count("{") > MAX_JSON_DEPTH else 0
+    if depth > MAX_JSON_DEPTH:
+        raise EventError(f"{where} nests {depth} levels deep, more than {MAX_JSON_DEPTH}", field=where)
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise EventError(f"{where} {_short(text)!r} is not JSON ({type(exc).__name__})", field=where) from None
+    if "\\u" in text and _SURROGATE.search(json.dumps(obj, ensure_ascii=False)):
+        raise EventError(f"{where} holds an escaped lone surrogate: not UTF-8 text", field=where)
+    return obj
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside strings (a linear scan, before the recursive parser runs)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 __all__ = [
     "EventError", "Source", "Defaults", "TickOptions", "TimerEvent", "Watch", "ChildCallback", "IgnoredCallback",
     "Rejected", "MessageBatch", "HttpRequest", "DirectCommand", "parse_event", "parse_timer", "parse_records",
     "parse_message_body", "parse_watch", "parse_tags", "parse_callback", "parse_callback_json", "parse_http",
-    "parse_direct", "DIRECT_ACTIONS", "EXPECTED",
+    "parse_direct", "DIRECT_ACTIONS", "EXPECTED", "load_json", "utf8_text", "MAX_JSON_DEPTH",
 ]
