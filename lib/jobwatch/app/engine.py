@@ -204,19 +204,19 @@ class WriteBuffer:
     a commit per job cost more than the rest of our work together. The age bound keeps a slow trickle of
     answers from waiting on its lease (and its notices) for long."""
 
-    def __init__(self, store: Store, owner: str, size: int, max_age: float, now: Callable[[], float]) -> None:
-        self.store, self.owner, self.size, self.max_age, self._now = store, owner, size, max_age, now
+    def __init__(self, store: Store, owner: str, size: int, max_age: float) -> None:
+        self.store, self.owner, self.size, self.max_age = store, owner, size, max_age
         self._items: list[tuple[TrackedJob, Decision]] = []
         self._oldest = 0.0
 
-    def add(self, tj: TrackedJob, decision: Decision) -> None:
+    def add(self, tj: TrackedJob, decision: Decision, now: float) -> None:
         if not self._items:
-            self._oldest = self._now()
+            self._oldest = now
         self._items.append((tj, decision))
 
-    def due(self, more_coming: bool) -> bool:
+    def due(self, now: float, *, more_coming: bool) -> bool:
         return bool(self._items) and (len(self._items) >= self.size or not more_coming
-                                      or self._now() - self._oldest >= self.max_age)
+                                      or now - self._oldest >= self.max_age)
 
     def flush(self) -> list[tuple[TrackedJob, Decision, bool]]:
         """Write what is buffered; per item whether it was written (False: the lease was lost)."""
@@ -372,8 +372,10 @@ class Engine:
             return self.lease_seconds
         return max(self.lease_seconds, deadline - self.monotonic() + self.poll_worst_case + self.write_interval)
 
-    def _out_of_time(self, deadline: float | None) -> bool:
-        return deadline is not None and self.monotonic() >= deadline - self.safety_margin
+    def _out_of_time(self, deadline: float | None, now: float | None = None) -> bool:
+        if deadline is None:
+            return False
+        return (self.monotonic() if now is None else now) >= deadline - self.safety_margin
 
     def _poll_batch(self, claimed: list[TrackedJob], deadline: float | None, last_start: datetime) -> TickResult:
         """Poll one claimed batch: dispatch, decide, buffer the writes. Once no request may start, the jobs not
@@ -385,25 +387,27 @@ class Engine:
             return not self._cancelled and not self._out_of_time(deadline) and self.clock() < last_start
 
         batch = Dispatcher(claimed, self._observe, self.limit, may_start)
-        writes = WriteBuffer(self.store, self.owner, self.write_batch, self.write_interval, self.monotonic)
+        writes = WriteBuffer(self.store, self.owner, self.write_batch, self.write_interval)
         self._batch = batch
         abandon_at: float | None = None  # set once the tick must stop
         try:
             batch.top_up()
             while batch.busy():
-                if not batch.halted and not may_start():
+                now = self.monotonic()  # one reading per round
+                stopping = self._cancelled or self._out_of_time(deadline, now)
+                if not batch.halted and (stopping or self.clock() >= last_start):
                     self._release(batch.halt(), result)
-                if abandon_at is None and (self._cancelled or self._out_of_time(deadline)):
-                    abandon_at = self.monotonic() + self.abandon_after
-                    abandon_at = abandon_at if deadline is None else min(abandon_at, deadline)
-                if abandon_at is not None and self.monotonic() >= abandon_at:
+                if stopping and abandon_at is None:
+                    abandon_at = now + self.abandon_after if deadline is None else \
+                        min(now + self.abandon_after, deadline)
+                if abandon_at is not None and now >= abandon_at:
                     break
-                self._take(batch.answers(self._wait(deadline, abandon_at)), writes, result)
-                if writes.due(more_coming=batch.busy()):
+                self._take(batch.answers(self._wait(deadline, abandon_at, now)), writes, result, now)
+                if writes.due(now, more_coming=batch.busy()):
                     self._tally(writes.flush(), result)
                 batch.top_up()  # the limit may have grown
             abandoned = batch.abandon()
-            self._take(batch.answers(0.0), writes, result)  # answers queued before the abandon stand
+            self._take(batch.answers(0.0), writes, result, self.monotonic())  # queued before the abandon: they stand
             self._tally(writes.flush(), result)
             self._release(abandoned, result)
         except BaseException:
@@ -425,33 +429,33 @@ class Engine:
         engine has claimed: the same state machine, write batching and counting as a poll. The seam for other
         ways of observing: observations for a claimed batch in, records out."""
         result = TickResult()
-        writes = WriteBuffer(self.store, self.owner, batch or self.write_batch, self.write_interval, self.monotonic)
+        writes = WriteBuffer(self.store, self.owner, batch or self.write_batch, self.write_interval)
         for pair in observed:
-            self._take([pair], writes, result, adapt=False)
-            if writes.due(more_coming=True):
+            now = self.monotonic()
+            self._take([pair], writes, result, now, adapt=False)
+            if writes.due(now, more_coming=True):
                 self._tally(writes.flush(), result)
         self._tally(writes.flush(), result)
         return result
 
-    def _wait(self, deadline: float | None, abandon_at: float | None) -> float:
+    def _wait(self, deadline: float | None, abandon_at: float | None, now: float) -> float:
         """How long the reader may block for an answer: it wakes for the flush age bound, the stop time and the
         abandon time (a cancel wakes it at once)."""
         wait = self.write_interval
-        now = self.monotonic()
         if deadline is not None:
             wait = min(wait, deadline - self.safety_margin - now) if now < deadline - self.safety_margin else wait
         if abandon_at is not None:
             wait = min(wait, abandon_at - now)
         return max(0.0, wait)
 
-    def _take(self, answers: list[tuple[TrackedJob, Observation]], writes: WriteBuffer, result: TickResult, *,
-              adapt: bool = True) -> None:
+    def _take(self, answers: list[tuple[TrackedJob, Observation]], writes: WriteBuffer, result: TickResult,
+              now: float, *, adapt: bool = True) -> None:
         """Decide each answer and buffer its write; ``adapt``: they are answers to our requests (the limit learns)."""
         for tj, obs in answers:
             if adapt:
                 self._adapt(obs, result)
             decision = decide(tj, obs, self.clock(), self.policy, rand=self.rand, stall_check=self.stall_check)
-            writes.add(tj, decision)
+            writes.add(tj, decision, now)
             result.polled += 1
             if obs.error is not None:
                 result.errors += 1
