@@ -5,7 +5,12 @@ context variables (request ID, function name; bound per invocation by :func:`bin
 ISO UTC timestamp, exception formatting, then :func:`redact_processor`, which scrubs every string, including the
 formatted traceback, through :func:`jobwatch.redact.scrub_value`. Redaction runs after exceptions are turned into
 text, so a secret inside a driver's error message is masked too. Records of the standard library's ``logging``
-(urllib3, PyMySQL, the Tencent Cloud SDK) go through the same chain.
+(urllib3, PyMySQL, the Tencent Cloud SDK) go through the same chain, with the paths and queries of URLs in their
+text masked (a webhook's path is its credential), and never below WARNING: their debug lines are request lines.
+
+Every line, ours and the libraries', leaves through one :class:`LineWriter`: one lock, one write per whole line
+(structlog's ``print`` wrote a line and its newline apart, under another lock than the standard library's, so two
+JSON objects could share a line and CLS dropped both).
 
 Loggers are cached on first use (structlog's advice for speed), so configure before logging; tests that
 reconfigure pass ``cache=False``. Worker threads do not inherit context variables: run work items with
@@ -17,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 import threading
 from typing import Any, MutableMapping, TextIO
@@ -96,6 +102,62 @@ class _CurrentStdout:
 
 
 _STDOUT = _CurrentStdout()
+_WRITE_LOCK = threading.RLock()  # one for every line of the process (reentrant: a signal handler may log)
+
+
+class LineWriter:
+    """The one writer of log lines: each line leaves in a single write, under the one lock, then a flush."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def line(self, text: str) -> None:
+        data = text + "\n"
+        with _WRITE_LOCK:
+            self.stream.write(data)
+            self.stream.flush()
+
+
+class _LineLogger:
+    """What structlog calls with the rendered line (in place of its PrintLogger)."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        self._writer = writer
+
+    def msg(self, message: str) -> None:
+        self._writer.line(message)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+
+class _LineHandler(logging.Handler):
+    """The standard library's records, formatted by our chain, out through the same writer."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._writer.line(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+# A URL's path and query, or a request line's target: what a library writes of a webhook call. Scheme and host
+# stay readable.
+_URL_TAIL = re.compile(r"((?:\b[a-z][a-z0-9+.-]*://[^/\s\"'?#]+)|(?:\b(?:GET|POST|PUT|DELETE|HEAD|PATCH|OPTIONS) ))"
+                       r"[/?][^\s\"']*")
+_BARE_PATH = re.compile(r"(?<=[\s'\"(:=])/(?!/)[^\s\"']+")
+
+
+def _mask_urls(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """For library records only: mask what follows the host of every URL, and every bare absolute path."""
+    ev = event_dict.get("event")
+    if isinstance(ev, str) and "/" in ev:
+        ev = _URL_TAIL.sub(lambda m: m.group(1) + "/" + MASK, ev)
+        event_dict["event"] = _BARE_PATH.sub("/" + MASK, ev)
+    return event_dict
 
 
 def _timestamper() -> Processor:
@@ -229,28 +291,31 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         if _current == key:
             return
         renderer = _renderer(resolved, out)
+        writer = LineWriter(out)
         structlog.configure(
             processors=[*shared_processors(), renderer],
             wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-            logger_factory=structlog.PrintLoggerFactory(file=out),
+            logger_factory=lambda *args: _LineLogger(writer),
             context_class=dict,
             cache_logger_on_first_use=cache,
         )
-        _configure_stdlib(LEVELS[level], out, renderer)
+        _configure_stdlib(LEVELS[level], writer, renderer)
         _current = key
 
 
 _STDLIB_HANDLER_FLAG = "_jobwatch_handler"
 
 
-def _configure_stdlib(level: int, stream: TextIO, renderer: Processor) -> None:
-    """Route library log records through the same redaction and renderer, replacing only our own handler."""
+def _configure_stdlib(level: int, writer: LineWriter, renderer: Processor) -> None:
+    """Route library log records through the same redaction and renderer and the same writer, replacing only
+    our own handler."""
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             _timestamper(),
+            _mask_urls,
         ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -259,7 +324,7 @@ def _configure_stdlib(level: int, stream: TextIO, renderer: Processor) -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
+    handler = _LineHandler(writer)
     handler.setFormatter(formatter)
     setattr(handler, _STDLIB_HANDLER_FLAG, True)
     root = logging.getLogger()
@@ -267,8 +332,9 @@ def _configure_stdlib(level: int, stream: TextIO, renderer: Processor) -> None:
         if getattr(h, _STDLIB_HANDLER_FLAG, False):
             root.removeHandler(h)
     root.addHandler(handler)
-    # Libraries are chatty at debug (urllib3 logs every URL); they get at least WARNING unless we debug.
-    root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+    # Libraries' debug and info lines are request lines and connection chatter (urllib3 logs every URL with its
+    # query): WARNING at least, even when we debug. Our own lines go through structlog, not this handler.
+    root.setLevel(max(level, logging.WARNING))
 
 
 def bind_invocation(request_id: str | None, function_name: str | None, **extra: Any) -> None:

@@ -76,7 +76,7 @@ def scrub(text: str) -> str:
     pat = _known_pattern()
     if pat is not None:
         text = pat.sub(MASK, text)
-    return _FIELD_RE.sub(lambda m: m.group(1) + MASK, text)
+    return _FIELD_RE.sub(_mask_field, text)
 
 
 def might_hold_secret(text: str) -> bool:
@@ -88,12 +88,24 @@ def might_hold_secret(text: str) -> bool:
 
 # Credential-shaped fields in URLs, headers and DSNs: ?key=..., &access_token=..., password=..., user:pw@host
 _FIELD_RE = re.compile(
-    r"((?:[?&](?:key|access_token|sign|token)=)|"
+    r"(?P<label>(?:[?&](?:key|access_token|sign|token)=)|"
     r"(?<![A-Za-z0-9_-])(?:q-signature|password|passwd|secret_key|secretkey|x-ci-security-token|"
-    r"x-cos-security-token|x-tc-token|authorization)[\"']?\s*[=:]\s*[\"']?|"
-    r"(?:://[^/:@\s]*:))[^&\s\"',;@]+",
+    r"x-cos-security-token|x-tc-token|authorization)[\"']?\s*[=:]\s*[\"']?)(?P<value>[^&\s\"',;@]+)"
+    r"|(?P<dsn>://[^/:@\s]*:)[^@\s]+(?=@)",  # the password of user:pw@host, never a host's :port
     re.IGNORECASE,
 )
+
+
+def _mask_field(m: re.Match[str]) -> str:
+    """Mask a field's value, but not a word of prose: "(using password: YES)", "password: expected ..." are
+    messages about a password, not one (a remembered secret is masked wherever it appears regardless)."""
+    if m.group("dsn") is not None:
+        return m.group("dsn") + MASK
+    label, value = m.group("label"), m.group("value")
+    if label[-1].isspace():  # "password: ..." as a sentence writes it; URLs, DSNs and JSON have no space
+        core = value.rstrip(")]}.")
+        return m.group(0) if core.isalpha() else label + MASK + value[len(core):]
+    return label + MASK
 
 
 def scrub_value(value: Any) -> Any:
