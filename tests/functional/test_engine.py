@@ -188,3 +188,25 @@ def test_polls_that_end_at_once_neither_recurse_nor_drop_jobs(emulator, emulator
     res = engine.tick()
     assert (res.polled, res.errors, res.left) == (450, 0, 0)
     assert all(tj.state == "Running" and tj.lease_owner is None for tj in store.list_jobs(active=True))
+
+
+def test_an_answer_about_another_job_is_never_this_jobs_state(emulator, emulator_clock, client, store):
+    """Issue 19, defect 1: a lone <JobsDetail> about job ``other`` (Failed), answered to a query for ``mine``, was
+    recorded as mine's state: mine ended Failed, stopped being polled and its notice went out. It is a bad
+    response: retried, recorded as a poll error, never a state."""
+    other = emulator.create_job(TEST_BUCKET, state="Failed")
+    mine = emulator.create_job(TEST_BUCKET)
+    k = JobKey(TEST_REGION, TEST_BUCKET, mine)
+    store.track([k], emulator_clock.now())
+    emulator.set_faults([FaultRule(kind="wrong_job", path=f"/inventorytriggerjob/{mine}")])
+    engine = _engine(store, client, emulator_clock)
+    res = engine.tick()
+    tj = store.get(k)
+    assert res.polled == 1 and res.errors == 1 and res.transitions == 0
+    assert tj.state is None and tj.active and tj.error_count == 1
+    assert other in tj.last_error and mine in tj.last_error
+    assert store.history(k) == [] and store.list_outbox() == []
+    emulator.set_faults([])
+    emulator_clock.advance(10)  # the error's backoff is over; the job has been Running for 5 s
+    engine.tick()
+    assert store.get(k).state == "Running" and [h.to_state for h in store.history(k)] == ["Running"]

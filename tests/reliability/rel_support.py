@@ -289,6 +289,22 @@ BUCKET = "examplebucket-1250000000"
 REGION = "ap-guangzhou"
 
 
+ANSWER_FAULT_PATH = "/inventorytriggerjob/*"
+
+
+def answer_faults(p: float = 0.03) -> list[Any]:
+    """Issue 19's answer faults, in every campaign's default mix: answers that parse and look valid but are
+    wrong. An answer about another job of the bucket (it must never become this job's state: the client
+    retries it), a stale one (the previous state, within 15 s of a change: longer than the poll floor), and a
+    sudden NonExistJobIds for a job that changed less than 8 s ago (shorter than the floor, so never twice in a
+    row, which would be a confirmed vanish)."""
+    from jobwatch.emulator import FaultRule
+
+    return [FaultRule(kind="wrong_job", probability=p, path=ANSWER_FAULT_PATH),
+            FaultRule(kind="stale", probability=2 * p, window=15.0, path=ANSWER_FAULT_PATH),
+            FaultRule(kind="nonexist", probability=2 * p, window=8.0, path=ANSWER_FAULT_PATH)]
+
+
 def start_emulator(clock: Any, *, seed: int = 1, submitted: float = 5, running: float = 60,
                    failure_ratio: float = 0.2, jitter: float = 0.5, faults: Iterable[Any] = ()) -> Any:
     from jobwatch.emulator import EmulatorServer, Lifecycle
@@ -314,12 +330,23 @@ def poller_config(store_url: str, emulator: Any, clock: SharedClock, owner: str,
 
 
 def query_times(emulator: Any) -> dict[str, list[float]]:
-    """Emulated time of every answered query, per job, sorted."""
+    """Emulated time of every query answered without a fault, per job, sorted (a faulty answer's immediate retry
+    by the same poller is not a second claim; the pollers' own log still shows any overlap of two pollers)."""
     out: dict[str, list[float]] = {}
     for r in list(emulator.request_log):
-        if r.method == "GET" and r.job_id and r.status and r.path.startswith("/inventorytriggerjob/"):
+        if r.method == "GET" and r.job_id and r.status and r.path.startswith("/inventorytriggerjob/") \
+                and not r.fault:
             out.setdefault(r.job_id, []).append(r.time.timestamp())
     return {k: sorted(v) for k, v in out.items()}
+
+
+def _fired(emulator: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in list(emulator.request_log):
+        for k in (r.fault or "").split(","):
+            if k:
+                out[k] = out.get(k, 0) + 1
+    return out
 
 
 def run_concurrent_pollers(store_url: str, n_jobs: int, n_procs: int, tmp_dir: str, *, factor: float = 5.0,
@@ -331,7 +358,7 @@ def run_concurrent_pollers(store_url: str, n_jobs: int, n_procs: int, tmp_dir: s
     from jobwatch.store import open_store
 
     clock = SharedClock(time.time(), factor)
-    emulator = start_emulator(clock, seed=seed)
+    emulator = start_emulator(clock, seed=seed, faults=answer_faults())
     store = open_store(store_url)
     t0 = time.monotonic()
     try:
@@ -377,7 +404,7 @@ def run_concurrent_pollers(store_url: str, n_jobs: int, n_procs: int, tmp_dir: s
                 "jobs": n_jobs, "processes": n_procs, "queries": sum(len(v) for v in times.values()),
                 "transitions": transitions, "notices": notices, "double_polls": len(close),
                 "min_gap_emulated_s": round(min_gap, 3), "lease_lost": 0, "seconds": round(elapsed, 1),
-                "speed_factor": factor}
+                "speed_factor": factor, "answer_faults": _fired(emulator)}
     finally:
         store.close()
         emulator.stop()
@@ -395,7 +422,7 @@ def run_crash_campaign(store_url: str, runs: int, n_jobs: int, seed: int, *, fac
 
     rng = random.Random(seed)
     clock = SharedClock(time.time(), factor)
-    emulator = start_emulator(clock, seed=seed)
+    emulator = start_emulator(clock, seed=seed, faults=answer_faults())
     receiver = WebhookReceiver().start()
     store = open_store(store_url)
     t0 = time.monotonic()
@@ -453,7 +480,7 @@ def run_crash_campaign(store_url: str, runs: int, n_jobs: int, seed: int, *, fac
         return {"jobs": n_jobs, "runs": runs, "kills": sum(kills.values()), "kills_by_point": kills,
                 "completed_before_kill": completed_early, "transitions": transitions, "notices": len(outbox_keys),
                 "lost": 0, "redeliveries_same_key": duplicates, "duplicates_other_key": 0,
-                "seconds": round(time.monotonic() - t0, 1)}
+                "seconds": round(time.monotonic() - t0, 1), "answer_faults": _fired(emulator)}
     finally:
         store.close()
         receiver.stop()

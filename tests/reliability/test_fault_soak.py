@@ -1,6 +1,7 @@
 """Fault soak: about 20 % of the emulator's answers fail, spread over every fault kind (500, 502, 503 SlowDown,
 429 SlowDown, connection resets, hangs past the client's read timeout, truncated bodies, HTML instead of XML, the
-right body with the wrong content type, stale reads). Jobs (quick: 100, soak: 500) are driven through their
+right body with the wrong content type, and issue 19's answers that look valid: about another job, stale,
+a sudden NonExistJobIds). Jobs (quick: 100, soak: 500) are driven through their
 lifecycle by advancing the emulator's ManualClock between ticks, and the outbox drains to a webhook receiver.
 Every job ends in its true final state, every transition is in the history once with exactly one notice, every
 notice arrives, and the run stays within its bounds (ticks of emulated time and real seconds)."""
@@ -11,8 +12,8 @@ import time
 from collections import Counter
 
 from rel_support import (
-    BUCKET, REGION, SECRET_ID, SECRET_KEY, START, WebhookReceiver, check_history_and_outbox, soak_or_quick,
-    write_figures,
+    BUCKET, REGION, SECRET_ID, SECRET_KEY, START, WebhookReceiver, answer_faults, check_history_and_outbox,
+    soak_or_quick, write_figures,
 )
 
 from jobwatch.ci.client import CIClient
@@ -27,7 +28,7 @@ from jobwatch.core.statemachine import PollPolicy
 from jobwatch.store import open_store
 
 JOBS = soak_or_quick(500, 100)
-P = 0.026  # per rule; with 8 rules about 20 % of answers are faulty
+P = 0.022  # per rule; with the answer faults about 20 % of answers are faulty
 PATH = "/inventorytriggerjob/*"
 FAULTS = [
     FaultRule(kind="status", status=500, probability=P, path=PATH),
@@ -39,9 +40,9 @@ FAULTS = [
     FaultRule(kind="truncate", probability=P, path=PATH),
     FaultRule(kind="not_xml", probability=P, path=PATH),
     FaultRule(kind="content_type", probability=P / 2, path=PATH),
-    FaultRule(kind="stale", probability=0.05, window=15.0, path=PATH),  # longer than the poll floor
+    *answer_faults(P),  # about another job, stale (15 s: longer than the poll floor), sudden NonExist
 ]
-KINDS = {"status", "reset", "hang", "truncate", "not_xml", "content_type", "stale"}
+KINDS = {"status", "reset", "hang", "truncate", "not_xml", "content_type", "stale", "wrong_job", "nonexist"}
 
 
 def test_jobs_reach_their_true_final_state_through_faults(sqlite_url):

@@ -665,12 +665,35 @@ def _cross_checks(v: dict[str, Any]) -> list[str]:
         out.append(f"{missing}: missing (required when {have} is set)")
     if v.get("session_token") and not v.get("secret_id"):
         out.append("JOBWATCH_SECRET_ID: missing (required when JOBWATCH_SESSION_TOKEN is set)")
-    if both("http_connect_timeout", "lease_seconds") and both("http_read_timeout", "http_max_attempts"):
-        worst = (v["http_connect_timeout"] + v["http_read_timeout"]) * v["http_max_attempts"]
-        if worst >= v["lease_seconds"]:
-            out.append(f"JOBWATCH_LEASE_SECONDS={_fmt(v['lease_seconds'])} must exceed one poll's worst case "
+    out.extend(_lease_checks(v))
+    return out
+
+
+def _lease_checks(v: dict[str, Any]) -> list[str]:
+    """A lease must outlast what is done under it, or a second poller (drain) takes the job (notice) over
+    mid-request: one CI request with all its attempts and the pauses between them, and one notice send. The
+    engine and the outbox size their claims to the lease; these are the settings no claim size can save."""
+    from jobwatch.app.outbox import Outbox
+    from jobwatch.core.retry import Backoff, worst_case_seconds
+
+    out: list[str] = []
+    lease = v.get("lease_seconds")
+    if lease is None:
+        return out
+    if all(v.get(k) is not None for k in ("http_connect_timeout", "http_read_timeout", "http_max_attempts")):
+        pause = Backoff().cap  # the CI client's pause between attempts, at most (a Retry-After is capped there)
+        worst = worst_case_seconds(v["http_connect_timeout"], v["http_read_timeout"], v["http_max_attempts"],
+                                   Backoff())
+        if worst >= lease:
+            out.append(f"JOBWATCH_LEASE_SECONDS={_fmt(lease)} must exceed one poll's worst case "
                        f"((connect {_fmt(v['http_connect_timeout'])} + read {_fmt(v['http_read_timeout'])}) x "
-                       f"{v['http_max_attempts']} attempts = {_fmt(round(worst, 2))} s)")
+                       f"{v['http_max_attempts']} attempts + {v['http_max_attempts'] - 1} pauses of up to "
+                       f"{_fmt(pause)} s = {_fmt(round(worst, 2))} s): lower JOBWATCH_HTTP_MAX_ATTEMPTS or the "
+                       "timeouts, or raise the lease")
+    timeout = v.get("notify_timeout")
+    if timeout is not None and timeout + Outbox.safety_margin >= lease:
+        out.append(f"JOBWATCH_LEASE_SECONDS={_fmt(lease)} must exceed one notice send "
+                   f"(JOBWATCH_NOTIFY_TIMEOUT={_fmt(timeout)} + {_fmt(Outbox.safety_margin)} s of margin)")
     return out
 
 

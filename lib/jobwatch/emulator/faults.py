@@ -18,7 +18,7 @@ from jobwatch.core.errors import ValidationError
 
 # Faults that answer instead of the API (first one wins), and faults that alter the API's own answer.
 ACTIONS = frozenset({"status", "qps", "reset", "hang"})
-MODIFIERS = frozenset({"truncate", "not_xml", "content_type", "stale"})
+MODIFIERS = frozenset({"truncate", "not_xml", "content_type", "stale", "wrong_job", "nonexist"})
 KINDS = frozenset({"latency"}) | ACTIONS | MODIFIERS
 DISTRIBUTIONS = ("fixed", "uniform", "exponential")
 
@@ -35,7 +35,10 @@ class FaultRule:
     with SO_LINGER 0: the client sees a connection reset), ``hang`` (no answer until the client gives up, at most
     ``max_hold`` seconds, then the connection is closed), ``truncate`` (half the announced body, then close),
     ``not_xml`` (an HTML page where XML is due), ``content_type`` (the right body as ``text/html``), ``stale``
-    (a query shows the job's previous state if it changed less than ``window`` clock-seconds ago).
+    (a query shows the job's previous state if it changed less than ``window`` clock-seconds ago), ``wrong_job`` (a
+    query is answered with another job of the bucket, the one created just before), ``nonexist`` (a query answers
+    ``NonExistJobIds`` for a job created or changed less than ``window`` clock-seconds ago: a replica that has not
+    seen it yet).
     ``times`` limits how often the rule fires (``None``: no limit).
     """
 

@@ -473,11 +473,17 @@ class EmulatorServer:
         if job_id is not None:
             if method == "GET":
                 found, missing = [], []
+                nonexist, wrong = plan.modifiers.get("nonexist"), plan.modifiers.get("wrong_job")
                 for jid in [j for j in job_id.split(",") if j]:
                     job = self.jobs.job(bucket, jid)
+                    if job is not None and nonexist is not None and job.changed_at is not None and \
+                            (self.clock.now() - job.changed_at).total_seconds() < nonexist.window:
+                        job = None
                     if job is None:
                         missing.append(jid)
                         continue
+                    if wrong is not None:
+                        job = self.jobs.neighbour(bucket, jid) or job
                     view = job.view
                     stale = plan.modifiers.get("stale")
                     if stale is not None and job.previous() is not None and job.changed_at is not None and \

@@ -371,6 +371,19 @@ class JobTable:
                 job.advance(self.clock.now())
             return job
 
+    def neighbour(self, bucket: str, job_id: str) -> EmulatedJob | None:
+        """Another job of the bucket, the one created just before ``job_id`` (else just after), brought up to the
+        clock: what a mixed-up answer (the ``wrong_job`` fault) shows instead of the job asked for."""
+        with self.lock:
+            job = self._jobs.get(bucket, {}).get(job_id)
+            order = self._order.get(bucket, [])
+            if job is None or len(order) < 2:
+                return None
+            i = bisect.bisect_left(order, (_epoch(job.view.created_at), job_id))
+            other = self._jobs[bucket][order[i - 1 if i > 0 else i + 1][1]]
+            other.advance(self.clock.now())
+            return other
+
     def require(self, bucket: str, job_id: str) -> EmulatedJob:
         job = self.job(bucket, job_id)
         if job is None:
