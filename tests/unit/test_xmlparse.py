@@ -159,3 +159,24 @@ def test_deep_nesting_refused():
     body = b"<Response>" + b"<a>" * 40 + b"</a>" * 40 + b"</Response>"
     with pytest.raises(BadResponseError, match="deeper"):
         xmlparse.parse_response(body)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_a_doctype_in_another_encoding_is_refused_too(encoding):
+    """Issue 19, also: the DOCTYPE refusal searched the raw bytes for ASCII, so a UTF-16 body with a DOCTYPE
+    slipped past it (nothing was resolved: the parser loads no DTD; but it must be refused). The service
+    answers UTF-8: anything else is refused before parsing."""
+    doc = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "x">]><Response><RequestId>&a;</RequestId>'
+           "</Response>")
+    with pytest.raises(BadResponseError) as info:
+        xmlparse.parse_document(doc.encode(encoding))
+    assert "UTF-8" in info.value.reason or "DOCTYPE" in info.value.reason
+
+
+@pytest.mark.parametrize("body", [
+    '<?xml version="1.0" encoding="UTF-7"?><Response>+ADw-!DOCTYPE r+AD4-</Response>'.encode(),
+    '<?xml version="1.0" encoding="UTF-16"?><Response><RequestId>r</RequestId></Response>'.encode(),
+])
+def test_a_declared_encoding_other_than_utf8_is_refused(body):
+    with pytest.raises(BadResponseError):
+        xmlparse.parse_document(body)

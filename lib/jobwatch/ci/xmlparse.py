@@ -42,6 +42,15 @@ def parse_document(body: bytes, *, status: int | None = None, request_id: str | 
         )
     if not body.strip():
         raise BadResponseError("empty body where XML was expected", status=status, request_id=request_id)
+    # The service answers UTF-8. Any other encoding (UTF-16/32 hide a DOCTYPE from the byte search below) is
+    # refused before the parser sees it.
+    if b"\x00" in body:
+        raise BadResponseError("body is not UTF-8 (NUL bytes: UTF-16 or UTF-32?)", status=status,
+                               request_id=request_id)
+    try:
+        bytes(body).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadResponseError(f"body is not UTF-8 (byte {exc.start})", status=status, request_id=request_id) from None
     if _DOCTYPE_RE.search(body):
         raise BadResponseError("DOCTYPE or ENTITY declarations are refused", status=status, request_id=request_id)
     try:
