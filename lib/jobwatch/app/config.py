@@ -295,8 +295,11 @@ SETTINGS: tuple[SettingDef, ...] = (
        "Most jobs polled in parallel within one invocation; halved while the service answers with throttling.",
        minimum=1, maximum=256),
     _d("JOBWATCH_LEASE_SECONDS", D, 120.0,
-       "How long a claimed job stays reserved to one instance; must outlast one poll.", minimum=10, maximum=3600),
-    _d("JOBWATCH_BATCH_SIZE", I, 200, "Due jobs claimed per store round trip.", minimum=1, maximum=10000),
+       "How long a claimed job (or notice) stays reserved to one instance; must outlast one poll with all its "
+       "attempts and the pauses between them, and one notice send.", minimum=10, maximum=3600),
+    _d("JOBWATCH_BATCH_SIZE", I, 200,
+       "Most due jobs claimed per store round trip (fewer when the requests allowed could not start them all "
+       "within one lease).", minimum=1, maximum=10000),
     _d("JOBWATCH_BULK_REFRESH", B, True,
        "Refresh a bucket's many due jobs by listing them (up to 100 per request) instead of one request per job; "
        "a few due jobs in a bucket are still queried one by one."),
