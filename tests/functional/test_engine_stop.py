@@ -10,6 +10,7 @@ import time
 
 import pytest
 from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
+from test_engine import client, store  # noqa: F401  (fixtures: the signed client, a SQLite store)
 
 from jobwatch.app.engine import Engine
 from jobwatch.ci.client import CIClient
@@ -21,21 +22,6 @@ from jobwatch.store import open_store
 
 POLICY = PollPolicy(min_seconds=10, max_seconds=20, backoff=1.5, jitter=0.0, confirmations=2)
 PATH = "/inventorytriggerjob/*"
-
-
-@pytest.fixture
-def client(emulator):
-    c = CIClient(StaticProvider(TEST_SECRET_ID, TEST_SECRET_KEY), endpoint=emulator.url, read_timeout=5.0,
-                 max_attempts=1, sleep=lambda s: None)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def store(sqlite_url):
-    s = open_store(sqlite_url)
-    yield s
-    s.close()
 
 
 def _jobs(emulator, clock, store, n):

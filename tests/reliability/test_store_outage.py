@@ -55,14 +55,21 @@ def _consistent(tables: dict) -> None:
     assert len(tables["jw_outbox"]) == len(tables["jw_history"])
 
 
-@pytest.mark.mysql
-def test_cut_store_mid_tick_fails_cleanly_then_catches_up(mysql_url):
+def _setup(mysql_url: str, seed: int):
+    """A cuttable proxy in front of the test's MariaDB database (and the URL through it), the emulator on a
+    manual clock, and a client with one attempt."""
     proxy = TcpProxy(("127.0.0.1", int(mysql_url.rsplit(":", 1)[1].split("/")[0])))
     url = mysql_url.replace(mysql_url.rsplit("@", 1)[1].split("/")[0], f"127.0.0.1:{proxy.port}")
     clock = ManualClock(start=START)
-    emulator = start_emulator(clock, seed=30)
+    emulator = start_emulator(clock, seed=seed)
     client = CIClient(StaticProvider(SECRET_ID, SECRET_KEY), endpoint=emulator.url, read_timeout=2.0,
                       max_attempts=1, sleep=lambda s: None)
+    return proxy, url, clock, emulator, client
+
+
+@pytest.mark.mysql
+def test_cut_store_mid_tick_fails_cleanly_then_catches_up(mysql_url):
+    proxy, url, clock, emulator, client = _setup(mysql_url, seed=30)
     hooked = CutAfter(client, proxy, n=17)
     store = open_store(url)
     engine = Engine(store, hooked, policy=PollPolicy(min_seconds=10, max_seconds=20, jitter=0.0), clock=clock.now,
@@ -103,12 +110,7 @@ def test_cut_store_mid_tick_fails_cleanly_then_catches_up(mysql_url):
 def test_a_store_fault_mid_tick_stops_the_workers_sending(mysql_url):
     """Defect 5 (issue 19): after a write failed, worker threads used to go on taking the claimed batch's jobs
     and querying them after the tick had raised (67 queries in the independent run). Not one more may start."""
-    proxy = TcpProxy(("127.0.0.1", int(mysql_url.rsplit(":", 1)[1].split("/")[0])))
-    url = mysql_url.replace(mysql_url.rsplit("@", 1)[1].split("/")[0], f"127.0.0.1:{proxy.port}")
-    clock = ManualClock(start=START)
-    emulator = start_emulator(clock, seed=31)
-    client = CIClient(StaticProvider(SECRET_ID, SECRET_KEY), endpoint=emulator.url, read_timeout=2.0,
-                      max_attempts=1, sleep=lambda s: None)
+    proxy, url, clock, emulator, client = _setup(mysql_url, seed=31)
     store = open_store(url)
     engine = Engine(store, CutAfter(client, proxy, n=7), policy=PollPolicy(min_seconds=10, jitter=0.0),
                     clock=clock.now, concurrency=2, lease_seconds=60, batch_size=30, write_batch=5,
