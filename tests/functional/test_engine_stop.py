@@ -135,5 +135,6 @@ def test_app_cancel_stops_the_tick_and_the_drain(emulator, emulator_clock, sqlit
     s = out["s"]
     assert s.tick.cancelled and 0 < s.tick.polled < 20 and s.tick.left == 20 - s.tick.polled
     assert s.drain.notices == 0  # a cancelled App claims no notices
+    assert s.as_dict()["cancelled"] is True and s.as_dict()["released"] == s.tick.released
     assert all(tj.lease_owner is None for tj in app.store.list_jobs(limit=100))
     app.close()
