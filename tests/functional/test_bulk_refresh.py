@@ -205,3 +205,14 @@ def test_the_tick_reports_each_buckets_path_and_cost(emulator, emulator_clock, c
     assert by[other]["path"] == "single" and by[other]["single"] == 2
     assert res.requests == 3 + 2 and res.polled == 32
     engine.close()
+
+
+def test_a_tick_goes_on_claiming_after_a_batch_listed_whole(emulator, emulator_clock, client, stores):
+    """More due jobs than one light claim holds: each claim is listed whole (nothing left for single queries),
+    and the tick claims the next until none is due (the cooperative-stop engine once ended the tick there)."""
+    store = stores[0]
+    ids, keys, _ = _watched(emulator, emulator_clock, client, store, 12)
+    engine = _engine(store, client, emulator_clock, batch_size=4, list_batch_size=4)
+    emulator_clock.advance(10)
+    res = engine.tick()
+    assert res.polled == 12 and res.left == 0, res

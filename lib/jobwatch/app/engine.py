@@ -339,6 +339,7 @@ class Engine:
             # No request starts unless its worst case ends inside the lease, so another poller never takes over
             # a job we are still asking about.
             last_start = claimed_at + timedelta(seconds=lease - self.poll_worst_case)
+            any_claimed = bool(claimed)
             if claimed and bulk:
                 claimed = self._refresh(claimed, deadline, result)
             # The jobs left for one query each go in batches of batch_size, as before bulk refresh claimed more.
@@ -349,7 +350,7 @@ class Engine:
                 if polled.budget_exhausted or polled.cancelled:
                     self._release(claimed[i + self.batch_size:], result)
                     break
-            if remaining_keys is None and not claimed or remaining_keys is not None and not remaining_keys:
+            if remaining_keys is None and not any_claimed or remaining_keys is not None and not remaining_keys:
                 break
         if remaining_keys is None:
             result.left = self.store.count_due(self.clock())
