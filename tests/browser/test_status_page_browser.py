@@ -222,11 +222,14 @@ def test_screenshots_of_the_demo(browser: Any, tmp_path: Path) -> None:
         _login(page, base)
         page.wait_for_selector("table.jobs tbody tr")
         assert page.locator("table.jobs tbody tr").count() == 10
+        labels = page.locator("table.jobs .plabel").all_inner_texts()  # the demo's batches have 200 children each
+        assert len(labels) == 10 and all(re.match(r"100% 200/200(, \d+ failed)?$", t) for t in labels), labels
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "status-overview.png"), full_page=True)
         failed = page.locator("table.jobs tbody tr", has=page.locator(".badge.s-failed")).locator("td.name a")
         (failed if failed.count() else page.locator("table.jobs td.name a")).first.click()
         page.wait_for_selector("svg.timeline")
+        assert page.locator("section.children h2").inner_text() == "Children"
         page.screenshot(path=str(SHOTS / "status-job.png"), full_page=True)
         assert (SHOTS / "status-overview.png").stat().st_size > 10000
         assert (SHOTS / "status-job.png").stat().st_size > 10000

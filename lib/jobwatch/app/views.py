@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Callable
 
+from jobwatch.core.children import ChildJob
 from jobwatch.core.models import JobKey
+from jobwatch.core.progress import Progress
 from jobwatch.core.records import JobQuery, OutboxEntry, TrackedJob, Transition
 from jobwatch.store import Store
 
 MAX_PAGE = 500  # rows per overview page; more is never asked of the store at once
 DEAD_LETTERS_SHOWN = 50
+FAILED_CHILDREN_SHOWN = 100  # the rest: `jobwatch children JOB_ID --failed` or GET /jobs/{jobId}/children
 
 
 @dataclass(frozen=True)
@@ -28,18 +31,20 @@ class Overview:
     tags: list[str]
     dead_letters: list[OutboxEntry]
     now: datetime
-    progress: dict[JobKey, Any] = field(default_factory=dict)  # per job, when children progress is recorded
+    progress: dict[JobKey, Progress] = field(default_factory=dict)  # batches whose children have been counted
 
 
 @dataclass(frozen=True)
 class JobDetail:
-    """One job: its record, its transitions, and the notices raised for it with their deliveries per sink."""
+    """One job: its record, its transitions, the notices raised for it with their deliveries per sink, and its
+    children as counted (progress and the first failed ones)."""
 
     job: TrackedJob
     history: list[Transition]
     notices: list[OutboxEntry]
     now: datetime
-    progress: Any = None
+    progress: Progress | None = None
+    failed_children: list[ChildJob] = field(default_factory=list)
 
 
 def overview(store: Store, clock: Callable[[], datetime], query: JobQuery) -> Overview:
@@ -55,11 +60,16 @@ def overview(store: Store, clock: Callable[[], datetime], query: JobQuery) -> Ov
             outbox[label] = n
     facets = store.job_facets()
     dead = store.list_outbox(status="dead", limit=DEAD_LETTERS_SHOWN) if outbox.get("dead") else []
-    return Overview(q, page.jobs, page.total, states, outbox, facets["buckets"], facets["tags"], dead, clock())
+    progress = store.progress_of([tj.key for tj in page.jobs]) if page.jobs else {}
+    return Overview(q, page.jobs, page.total, states, outbox, facets["buckets"], facets["tags"], dead, clock(),
+                    progress)
 
 
 def job_detail(store: Store, clock: Callable[[], datetime], key: JobKey) -> JobDetail | None:
     tj = store.get(key)
     if tj is None:
         return None
-    return JobDetail(tj, store.history(key), store.job_notices(key), clock())
+    progress = store.get_progress(key)
+    failed = store.list_children(key, failed_only=True, limit=FAILED_CHILDREN_SHOWN) \
+        if progress is not None and progress.failed else []
+    return JobDetail(tj, store.history(key), store.job_notices(key), clock(), progress, failed)

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 from jobwatch.app.views import JobDetail, Overview
 from jobwatch.core.models import JobKey
+from jobwatch.core.progress import Progress
 from jobwatch.core.records import OutboxEntry, TrackedJob
 from jobwatch.web import timeline
 from jobwatch.web.timeline import state_class
@@ -105,39 +106,25 @@ def _query_string(params: Mapping[str, Any]) -> str:
     return ("?" + urlencode(clean)) if clean else ""
 
 
-def progress_bar(tj: TrackedJob, progress: Any = None) -> str:
-    """Done and failed children when the batch's progress is known; else the batch state alone."""
-    total = _num(progress, "total")
-    if total:
-        ok, failed = _num(progress, "succeeded"), _num(progress, "failed")
-        done = ok + failed + _num(progress, "cancelled")
-        w_ok, w_fail = 100.0 * ok / total, 100.0 * failed / total
-        label = f"{100 * done // total}% {done:,}/{total:,}" + (f", {failed:,} failed" if failed else "")
+def progress_bar(tj: TrackedJob, progress: Progress | None = None) -> str:
+    """Done and failed children when the batch's children have been counted; else the batch state alone."""
+    if progress is not None and progress.total:
+        w_ok = 100.0 * (progress.succeeded + progress.cancelled) / progress.total
+        w_fail = 100.0 * progress.failed / progress.total
         return (f'<span class="progress"><svg class="bar" viewBox="0 0 100 8" preserveAspectRatio="none">'
                 f'<rect class="bg" width="100" height="8"/><rect class="ok" width="{w_ok:.2f}" height="8"/>'
                 f'<rect class="fail" x="{w_ok:.2f}" width="{w_fail:.2f}" height="8"/></svg>'
-                f'<span class="plabel">{e(label)}</span></span>')
+                f'<span class="plabel">{e(progress.text())}</span></span>')
     state = tj.state or "New"
     cls = state_class(state)
     width = {"success": 100, "failed": 100, "cancel": 100, "vanished": 100}.get(cls, 0)
-    running = cls in ("running", "submitted", "pause")
     label = {"success": "done", "failed": "failed", "cancel": "cancelled", "vanished": "vanished"}.get(cls, state)
     inner = f'<rect class="s-{cls}" width="{width}" height="8"/>' if width else ""
-    anim = " indeterminate" if running and cls == "running" else ""
+    anim = " indeterminate" if cls == "running" else ""
     stripe = '<rect class="stripe" width="30" height="8"/>' if anim else ""
     return (f'<span class="progress"><svg class="bar{anim}" viewBox="0 0 100 8" preserveAspectRatio="none">'
             f'<rect class="bg" width="100" height="8"/>{inner}{stripe}</svg>'
             f'<span class="plabel">{e(label)}</span></span>')
-
-
-def _num(progress: Any, name: str) -> int:
-    if progress is None:
-        return 0
-    v = progress.get(name) if isinstance(progress, Mapping) else getattr(progress, name, 0)
-    try:
-        return int(v or 0)
-    except (TypeError, ValueError):
-        return 0
 
 
 def _flags(tj: TrackedJob) -> str:
@@ -154,7 +141,7 @@ def _flags(tj: TrackedJob) -> str:
 
 
 def _select(name: str, label: str, current: str | None, options: Iterable[tuple[str, str]]) -> str:
-    opts = [f'<option value="">all</option>']
+    opts = ['<option value="">all</option>']
     for value, text in options:
         sel = " selected" if value == current else ""
         opts.append(f'<option value="{e(value)}"{sel}>{e(text)}</option>')
@@ -299,7 +286,7 @@ def job(d: JobDetail, root: str, csrf: str) -> str:
                     f'<td class="err">{e(n.last_error)}</td>'
                     f'<td>{_retry_form(n, root, csrf, back) if n.status == "dead" else ""}</td></tr>'
                     for n in d.notices) or '<tr><td colspan="7" class="empty">No notice raised.</td></tr>'
-    children = _children(d.progress)
+    children = _children(d)
     return (f'<p class="crumbs"><a href="{root}ui">← all jobs</a></p>'
             f'<section class="jobhead"><h1>{badge(tj.state)} {e(name) or e(tj.key.job_id)}</h1>{actions}'
             f'<div class="tags">{_tags(tj.tags)}</div></section>'
@@ -313,19 +300,29 @@ def job(d: JobDetail, root: str, csrf: str) -> str:
             f'<tbody>{notes}</tbody></table></section>')
 
 
-def _children(progress: Any) -> str:
-    """Children summary and failed objects, when the batch's progress is recorded."""
-    if progress is None or not _num(progress, "total"):
+def _children(d: JobDetail) -> str:
+    """The batch's children as counted: the bar, counts by state, rate and time to finish, the failed objects."""
+    p = d.progress
+    if p is None or not p.total:
         return ""
-    parts = ", ".join(f"{k} {_num(progress, k):,}" for k in ("succeeded", "failed", "running", "waiting", "cancelled"))
-    failed = progress.get("failed_sample") if isinstance(progress, Mapping) else getattr(progress, "failed_sample", None)
-    rows = "".join(f'<tr><td>{e(_get(f, "object"))}</td><td>{e(_get(f, "child_id"))}</td><td>{e(_get(f, "code"))}</td>'
-                   f'<td class="err">{e(_get(f, "message"))}</td></tr>' for f in (failed or ()))
-    table = ('<table class="failed"><thead><tr><th>Object</th><th>Child</th><th>Code</th><th>Message</th></tr></thead>'
-             f'<tbody>{rows}</tbody></table>') if rows else ""
-    return (f'<section class="children"><h2>Children</h2><p>{_num(progress, "total"):,} children: {e(parts)}</p>'
-            f'{table}</section>')
-
-
-def _get(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    counts = "".join(f"<dt>{e(k)}</dt><dd>{getattr(p, k):,}</dd>"
+                     for k in ("total", "succeeded", "failed", "running", "waiting", "cancelled"))
+    rate, eta = p.rate(), p.eta_seconds()
+    pace = []
+    if rate:
+        pace.append(f"{rate * 60:,.1f} children/min")
+    if eta and not p.complete:
+        pace.append(f"about {_span(int(eta))} to go")
+    if p.complete:
+        pace.append("final count")
+    rows = "".join(f'<tr><td class="obj">{e(c.object_key)}</td><td class="id">{e(c.child_id)}</td>'
+                   f'<td>{e(c.code)}</td><td class="err">{e(c.message)}</td></tr>' for c in d.failed_children)
+    more = ""
+    if p.failed > len(d.failed_children):
+        more = (f'<p class="muted">The first {len(d.failed_children):,} of {p.failed:,} failed objects; all of them: '
+                f'<code>jobwatch children {e(d.job.key.job_id)} --failed</code>.</p>')
+    failed = ('<h3>Failed objects</h3><table class="failed"><thead><tr><th>Object</th><th>Child</th><th>Code</th>'
+              f'<th>Message</th></tr></thead><tbody>{rows}</tbody></table>{more}') if rows else ""
+    return (f'<section class="children"><h2>Children</h2><div class="childsum">'
+            f'{progress_bar(d.job, p)}<span class="muted">{e(" · ".join(pace))}</span></div>'
+            f'<dl class="counts">{counts}</dl>{failed}</section>')
