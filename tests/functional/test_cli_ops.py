@@ -111,7 +111,7 @@ def test_discover_command_tracks_and_reports(env, emulator, capsys):
 def test_progress_shows_only_on_a_terminal():
     import io
 
-    from jobwatch.cli.common import Progress
+    from jobwatch.cli.output import Progress
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -119,8 +119,12 @@ def test_progress_shows_only_on_a_terminal():
 
     tty, pipe = Tty(), io.StringIO()
     for stream in (tty, pipe):
-        p = Progress("tracked", stream)
+        p = Progress("tracked", stream=stream)
         p(100)
-        p(200)
         p.done()
-    assert tty.getvalue() == "\rtracked: 100\rtracked: 200\n" and pipe.getvalue() == ""
+        bar = Progress("purged", total=200, stream=stream)
+        bar(50)
+        bar.done()
+    assert tty.getvalue() == ("\r\x1b[2Ktracked: 100\r\x1b[2K"
+                              f"\r\x1b[2Kpurged [{'#' * 7}{'.' * 23}] 50/200\r\x1b[2K")
+    assert pipe.getvalue() == ""

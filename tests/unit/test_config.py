@@ -233,14 +233,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def test_cli_check_lists_every_problem_and_exits_1(monkeypatch, capsys):
+def test_cli_check_lists_every_problem_and_exits_2(monkeypatch, capsys):
+    """Exit 2, the code every command gives a configuration problem (issue 16 item 8; it was 1 here only)."""
     for k in list(os.environ):
         if k.startswith("JOBWATCH_"):
             monkeypatch.delenv(k)
     for k, v in BROKEN.items():
         monkeypatch.setenv(k, v)
     args = _parser().parse_args(["config", "check"])
-    assert args.func(args) == 1
+    assert args.func(args) == 2
     out = capsys.readouterr().out
     assert out.startswith("16 configuration problem(s):")
     for p in check_environment(BROKEN):
@@ -306,7 +307,7 @@ def test_jobwatch_cli_has_the_config_group(monkeypatch, capsys):
             monkeypatch.delenv(k)
     monkeypatch.setenv("JOBWATCH_CONFIRMATIONS", "0")
     monkeypatch.setenv("JOBWATCH_LOG_FORMAT", "xml")
-    assert main(["config", "check"]) == 1
+    assert main(["config", "check"]) == 2
     out = capsys.readouterr().out
     assert "JOBWATCH_CONFIRMATIONS='0'" in out and "JOBWATCH_LOG_FORMAT='xml'" in out
     monkeypatch.delenv("JOBWATCH_CONFIRMATIONS")
@@ -393,7 +394,7 @@ def test_config_check_fails_naming_the_extra_a_configured_sink_needs():
     retryable, then dead letters) while `config check` said the configuration was ok."""
     spec = "eventbridge://eb-1?region=ap-guangzhou;log://"
     r = _check_without(["tencentcloud.eb"], {"JOBWATCH_NOTIFY": spec})
-    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr
     assert "JOBWATCH_NOTIFY sink #1 (eventbridge) needs the module tencentcloud.eb" in r.stdout
     assert "'eb' extra" in r.stdout and "ci-jobwatch[eb]" in r.stdout
     # the same configuration where the module is installed: ok
@@ -405,7 +406,7 @@ def test_config_check_names_the_store_and_fan_out_extras():
     env = {"JOBWATCH_STORE_URL": "mysql://jw:pw-Zq81x@127.0.0.1:3306/jw", "JOBWATCH_FANOUT": "true",
            "JOBWATCH_NOTIFY": "ses://1?from=ops@example.com&to=a@example.com;tdmq-topic://t1?region=ap-guangzhou"}
     r = _check_without(["pymysql", "tencentcloud.scf", "tencentcloud.ses", "tencentcloud.tdmq"], env)
-    assert r.returncode == 1
+    assert r.returncode == 2
     for extra in ("mysql", "scf", "ses", "tdmq"):
         assert f"'{extra}' extra" in r.stdout, (extra, r.stdout)
     assert "JOBWATCH_STORE_URL (a MySQL store) needs the module pymysql" in r.stdout

@@ -558,7 +558,7 @@ class Engine:
             if job.created_at is not None and (newest is None or job.created_at > newest):
                 newest = job.created_at
             if len(batch) >= 100:
-                found += sum(self.store.track(batch, self.clock()))
+                found += sum(self.store.track(batch, self.clock(), reactivate=False))
                 batch = []
                 if progress:
                     progress(found)
@@ -566,7 +566,7 @@ class Engine:
                     stopped = True
                     break
         if batch:
-            found += sum(self.store.track(batch, self.clock()))
+            found += sum(self.store.track(batch, self.clock(), reactivate=False))
         # The filter is inclusive: the next run sees the newest job again, and track() ignores it. A first run
         # cut short by the budget keeps no watermark, so the next one lists the active jobs again.
         if newest is not None and not (stopped and since is None):

@@ -13,6 +13,7 @@ Error rules, the same for every front door:
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -29,8 +30,8 @@ from jobwatch.app.engine import Engine, TickResult
 from jobwatch.app.outbox import DrainResult, Outbox
 from jobwatch.core.clock import utcnow
 from jobwatch.core.children import ChildJob
-from jobwatch.core.errors import JobwatchError, RetryableError
-from jobwatch.core.models import Job, JobInput, JobKey, JobOperation, QueryResult
+from jobwatch.core.errors import JobwatchError, NotFoundError, RetryableError, ValidationError
+from jobwatch.core.models import Job, JobInput, JobKey, JobOperation, QueryResult, validate_ci_region
 from jobwatch.core.progress import ChildCallback, Progress
 from jobwatch.core.records import JobQuery, OutboxEntry, TrackedJob, Transition
 from jobwatch.core.redact import Secret, scrub
@@ -88,6 +89,7 @@ class RunSummary:
     fanout_errors: list[str] = field(default_factory=list)
     children: ChildrenResult = field(default_factory=ChildrenResult)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    not_found: list[JobKey] = field(default_factory=list)  # refused by a checked registration
     elapsed: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,7 +100,8 @@ class RunSummary:
             "polled": t.polled,
             "transitions": t.transitions,
             "notices_queued": t.notices,
-            "notices_delivered": self.drain.delivered,
+            "notices_delivered": self.drain.done,  # every sink took it; a notice one sink failed is not delivered
+            "deliveries": self.drain.delivered,  # (notice, sink) sends acknowledged
             "notices_failed": self.drain.failed,
             "notices_dead": self.drain.dead,
             "errors": t.errors,
@@ -130,6 +133,8 @@ class RunSummary:
             out["budget_exhausted"] = out["budget_exhausted"] or c.budget_exhausted
         if self.callbacks:
             out["callbacks"] = self.callbacks
+        if self.not_found:
+            out["not_found"] = [str(k) for k in self.not_found]
         return out
 
 
@@ -140,6 +145,7 @@ class JobStatus:
     counts: dict[str, int]
     jobs: list[TrackedJob]
     progress: dict[JobKey, Progress] = field(default_factory=dict)  # of the jobs that have children counted
+    total: int = 0  # jobs matching the filter; more than len(jobs) when a limit cut the list
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,15 @@ class ChildrenPage:
     items: list[ChildJob]
     cursor: str | None
     progress: Progress | None
+
+
+@dataclass(frozen=True)
+class UntrackReport:
+    """What ``untrack`` did to each key: stopped, already stopped (or final), or never tracked."""
+
+    untracked: list[JobKey]
+    inactive: list[JobKey]
+    not_found: list[JobKey]
 
 
 class App:
@@ -303,6 +318,52 @@ class App:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def missing_store(self) -> str | None:
+        """The path of a SQLite store that does not exist yet, else None. Read-only front doors ask first and
+        say so, instead of creating an empty store (and its directories) as a side effect of looking."""
+        url = self.settings.store_url
+        text = url.reveal() if isinstance(url, Secret) else str(url)
+        if "store" in self.__dict__ or not text.startswith("sqlite:///"):
+            return None
+        from urllib.parse import unquote
+
+        path = unquote(text[len("sqlite:///"):])
+        if path == ":memory:" or os.path.exists(path):
+            return None
+        return os.path.abspath(path)
+
+    def resolve(self, ids: Sequence[str], region: str | None = None, bucket: str | None = None, *,
+                tracked: bool = False) -> list[JobKey]:
+        """Job keys from what an operator typed: ``region/bucket/job_id``, or a bare job ID placed by the given
+        region and bucket, else by the one key in the store with that ID (a job ID is unique in practice), else
+        by the configured defaults. An ID tracked in two buckets is refused, naming both; with ``tracked`` (the
+        job must be in the store) an ID found nowhere is :class:`NotFoundError`."""
+        if region is not None:
+            validate_ci_region(region, "--region")
+        placed = region is not None and bucket is not None  # the operator named the bucket and region
+        region = region or self.settings.default_region
+        bucket = bucket or self.settings.default_bucket
+        out: list[JobKey] = []
+        for text in ids:
+            if "/" in text:
+                out.append(JobKey.parse(text))
+                continue
+            if not placed:
+                found = [] if self.missing_store() else self.store.find_keys(text)
+                if len(found) > 1:
+                    raise ValidationError("job_id", text, "tracked in more than one bucket: "
+                                          + ", ".join(str(k) for k in found) + "; name one as region/bucket/job_id")
+                if found:
+                    out.append(found[0])
+                    continue
+                if tracked and (region is None or bucket is None):
+                    raise NotFoundError(f"job {text} is not tracked")
+            if region is None or bucket is None:
+                raise ValidationError("bucket/region", text, "give --bucket and --region (or region/bucket/job_id), "
+                                      "or set JOBWATCH_DEFAULT_BUCKET and JOBWATCH_DEFAULT_REGION")
+            out.append(JobKey(region, bucket, text))
+        return out
+
     def budget(self, seconds: float | None = None) -> Budget:
         """A budget of ``seconds`` from now (None: no limit), for front doors that are not SCF invocations."""
         return Budget.seconds(self.monotonic(), seconds)
@@ -344,6 +405,21 @@ class App:
         if poll:
             self._poll_keys(summary, keys, b)
         return self._done(summary, b)
+
+    def track(self, keys: Sequence[JobKey], *, tags: Mapping[str, str] | None = None, poll: bool = True,
+              force: bool = False, budget: Budget | None = None) -> RunSummary:
+        """:meth:`register` for an operator: a job not tracked yet is first looked up at the service, and one
+        that does not exist there is not tracked (``summary.not_found``) unless ``force`` (a job about to be
+        created, or an endpoint that cannot be reached now)."""
+        keys = list(dict.fromkeys(keys))
+        missing: list[JobKey] = []
+        if not force:
+            for k in keys:
+                if self.store.get(k) is None and not any(j.job_id == k.job_id for j in self.remote_job(k).jobs):
+                    missing.append(k)
+        summary = self.register([k for k in keys if k not in missing], tags=tags, poll=poll, budget=budget)
+        summary.not_found = missing
+        return summary
 
     def register_each(self, items: Iterable[tuple[Sequence[JobKey], Mapping[str, str] | None]],
                       budget: Budget | None = None, *, action: str) -> tuple[RunSummary, list[bool]]:
@@ -388,8 +464,19 @@ class App:
     def job(self, key: JobKey) -> TrackedJob | None:
         return self.store.get(key)
 
-    def jobs(self, *, active: bool | None = None, limit: int = 1000) -> list[TrackedJob]:
-        return self.store.list_jobs(active=active, limit=limit)
+    def jobs(self, *, active: bool | None = None, limit: int = 1000,
+             after: JobKey | None = None) -> list[TrackedJob]:
+        return self.store.list_jobs(active=active, limit=limit, after=after)
+
+    def all_jobs(self, *, active: bool | None = None, page: int = 1000) -> Iterator[TrackedJob]:
+        """Every tracked job in key order, read a page at a time (nothing is left out silently)."""
+        after = None
+        while True:
+            batch = self.store.list_jobs(active=active, limit=page, after=after)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1].key
 
     def counts(self) -> dict[str, int]:
         return self.store.counts()
@@ -399,9 +486,11 @@ class App:
         """Counts, and the records of ``keys`` (those tracked) or of every job."""
         if keys:
             jobs = [tj for tj in (self.store.get(k) for k in keys) if tj is not None]
+            total = len(jobs)
         else:
             jobs = self.store.list_jobs(active=active, limit=limit)
-        return JobStatus(self.store.counts(), jobs, self.store.progress_of([tj.key for tj in jobs]))
+            total = len(jobs) if len(jobs) < limit else self.store.count_jobs(active=active)
+        return JobStatus(self.store.counts(), jobs, self.store.progress_of([tj.key for tj in jobs]), total)
 
     def history(self, key: JobKey) -> list[Transition]:
         return self.store.history(key)
@@ -468,6 +557,15 @@ class App:
     def untrack(self, keys: Sequence[JobKey]) -> int:
         return self.store.untrack(keys)
 
+    def untrack_report(self, keys: Sequence[JobKey]) -> UntrackReport:
+        """:meth:`untrack`, saying per key whether it was stopped, already stopped, or never tracked."""
+        keys = list(dict.fromkeys(keys))
+        before = {k: self.store.get(k) for k in keys}
+        self.store.untrack([k for k, tj in before.items() if tj is not None and tj.active])
+        return UntrackReport(untracked=[k for k, tj in before.items() if tj is not None and tj.active],
+                             inactive=[k for k, tj in before.items() if tj is not None and not tj.active],
+                             not_found=[k for k, tj in before.items() if tj is None])
+
     # -- status page (read-only views and the two actions it offers) ----------------------------------------
     def overview(self, query: JobQuery) -> Overview:
         """One page of tracked jobs, problems first, with counts, filter values and the dead letters."""
@@ -482,9 +580,12 @@ class App:
         return self.store.find_keys(job_id)
 
     def purge(self, older_than_days: float | None = None,
-              progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
+              progress: Callable[[dict[str, int]], None] | None = None, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete what is older than the retention (or ``older_than_days``); ``dry_run`` only counts it."""
         days = self.settings.retention_days if older_than_days is None else older_than_days
-        return self.store.purge(self.clock() - timedelta(days=days), progress=progress)
+        if days < 0:
+            raise ValidationError("older_than_days", older_than_days, "expected 0 or more days")
+        return self.store.purge(self.clock() - timedelta(days=days), progress=progress, dry_run=dry_run)
 
     def retry_notice(self, notice_id: int) -> bool:
         """Put a notice (usually a dead letter) back for delivery now."""
@@ -573,4 +674,4 @@ class App:
         return summary
 
 
-__all__ = ["App", "Budget", "ChildrenPage", "JobStatus", "RunSummary"]
+__all__ = ["App", "Budget", "ChildrenPage", "JobStatus", "RunSummary", "UntrackReport"]

@@ -6,12 +6,15 @@ import argparse
 import sys
 from typing import Any
 
-from jobwatch.cli.common import EXIT_NOT_FOUND, build_app, job_keys, print_json
+from jobwatch.cli.common import EXIT_NOT_FOUND, build_app, job_keys, no_store, print_json
+from jobwatch.cli.output import Column, cut, render_table, state_colour, stdout_colour
 
 
 def _cmd_children(args: argparse.Namespace) -> int:
     with build_app() as app:
-        (key,) = job_keys(args)
+        if no_store(app):
+            return EXIT_NOT_FOUND
+        (key,) = job_keys(app, args, tracked=True)
         if app.job(key) is None:
             print(f"{key} is not tracked", file=sys.stderr)
             return EXIT_NOT_FOUND
@@ -21,11 +24,10 @@ def _cmd_children(args: argparse.Namespace) -> int:
         else:
             p = page.progress
             print(f"{key}: {p.text() if p is not None else 'children not counted yet'}")
-            rows = [("CHILD", "STATE", "OBJECT", "CODE", "MESSAGE")]
-            rows += [(c.child_id, c.state, c.object_key or "-", c.code or "", (c.message or "")[:60])
-                     for c in page.items]
-            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-            print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows))
+            cols = [Column("CHILD", lambda c: c.child_id), Column("STATE", lambda c: c.state, colour=state_colour),
+                    Column("OBJECT", lambda c: c.object_key or "-"), Column("CODE", lambda c: c.code or "-"),
+                    Column("MESSAGE", lambda c: cut(c.message, 60) or "-")]
+            print(render_table(cols, page.items, color=stdout_colour()))
         if page.cursor is not None:
             print(f"more: --cursor {page.cursor}", file=sys.stderr)
         return 0
@@ -34,8 +36,12 @@ def _cmd_children(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("children", help="a batch job's children: progress, failed objects")
     p.add_argument("job_ids", nargs=1, metavar="JOB_ID", help="job ID, or region/bucket/job_id")
-    p.add_argument("--bucket", default=None, help="bucket <name>-<APPID> (default $JOBWATCH_DEFAULT_BUCKET)")
-    p.add_argument("--region", default=None, help="region, e.g. ap-guangzhou (default $JOBWATCH_DEFAULT_REGION)")
+    p.add_argument("--bucket", default=None,
+                   help="bucket <name>-<APPID> of a bare job ID (default: where it is tracked, else "
+                        "$JOBWATCH_DEFAULT_BUCKET)")
+    p.add_argument("--region", default=None,
+                   help="region of a bare job ID, e.g. ap-guangzhou (default: where it is tracked, else "
+                        "$JOBWATCH_DEFAULT_REGION)")
     p.add_argument("--failed", action="store_true", help="only the failed children")
     p.add_argument("--limit", type=int, default=100, help="children per page (1-1000, default 100)")
     p.add_argument("--cursor", default=None, help="the cursor a previous page printed, for the next page")

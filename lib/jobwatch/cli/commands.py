@@ -3,13 +3,16 @@
 Each command group is one module of this package with a ``register(subparsers)`` function, listed in
 :data:`GROUPS` by plain import: a broken group fails loudly rather than silently vanishing from ``--help``.
 Each sub-command sets ``func(args) -> int``. Exit codes: 0 done, 1 a transport or unexpected failure, 2 bad
-input or an error answered by the service (its code and request ID are printed), 3 the job does not exist.
+input, bad configuration or an error answered by the service (its code and request ID are printed), 3 the job
+does not exist or is not tracked, 130 interrupted (Ctrl-C: the first stops work cleanly, a second exits at once).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from jobwatch.cli import children as children_cmd
@@ -24,17 +27,35 @@ from jobwatch.cli import poll as poll_cmd
 from jobwatch.cli import serve as serve_cmd
 from jobwatch.cli import status as status_cmd
 from jobwatch.cli import track as track_cmd
-from jobwatch.cli.common import EXIT_FAILURE, EXIT_USAGE, err as _err
-from jobwatch.core.errors import CIError, ConfigError, CredentialsError, JobwatchError, ValidationError
+from jobwatch.cli.common import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, RUN, err as _err,
+                                 on_sigint)
+from jobwatch.core.errors import (CIError, ConfigError, CredentialsError, JobwatchError, NotFoundError,
+                                  ValidationError)
 
 GROUPS = (job_cmd, emulator_cmd, config_cmd, package_cmd, track_cmd, poll_cmd, status_cmd, children_cmd, outbox_cmd,
           db_cmd, demo_cmd, serve_cmd)
 
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ci-jobwatch")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jobwatch",
-                                     description="Watch Tencent Cloud Infinite batch data processing jobs.")
+    parser = argparse.ArgumentParser(
+        prog="jobwatch", description="Watch Tencent Cloud Infinite batch data processing jobs.",
+        epilog="Exit codes: 0 done; 1 a transport or unexpected failure; 2 bad input, bad configuration or an "
+               "error the service answered; 3 the job does not exist or is not tracked; 130 interrupted (Ctrl-C).")
+    parser.add_argument("--version", action="version", version=f"jobwatch {_version()}",
+                        help="print the version and exit")
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), default=None,
+                        help="log lines on stderr: json, console (one short line per change) or auto (console "
+                             "on a terminal, else json); default $JOBWATCH_LOG_FORMAT")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for group in GROUPS:
@@ -44,16 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if getattr(args, "pass_through", False):
-        args.extra_args = extra  # a delegated command parses its own options
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        parser.print_help()  # as gh and kubectl do
+        return EXIT_OK
     try:
-        return int(args.func(args) or 0)
+        args, extra = parser.parse_known_args(argv)
+        if getattr(args, "pass_through", False):
+            args.extra_args = extra  # a delegated command parses its own options
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exc:  # --help, --version (0) or a usage error (2, already printed)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    RUN.reset(args.log_format)
+    previous = signal.getsignal(signal.SIGINT)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        code = int(args.func(args) or 0)
+        return EXIT_INTERRUPTED if RUN.interrupted.is_set() else code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except ValidationError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
+    except NotFoundError as exc:
+        _err(str(exc))
+        return EXIT_NOT_FOUND
     except CIError as exc:
         _err(f"CI error {exc.code} (HTTP {exc.status}, request id {exc.request_id or '-'}): {exc.message}")
         return EXIT_USAGE
@@ -63,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobwatchError as exc:
         _err(str(exc))
         return EXIT_USAGE if isinstance(exc, CredentialsError) else EXIT_FAILURE
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What every command group shares: exit codes, the error line, building the App, job keys, tables, progress."""
+"""What every command group shares: exit codes, the error line, building the App, Ctrl-C, job keys, option types.
+Tables, formats and progress live in :mod:`jobwatch.cli.output`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
@@ -16,13 +18,34 @@ from jobwatch.core.models import JobKey
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # bad input, or an error the service answered
-EXIT_NOT_FOUND = 3
+EXIT_NOT_FOUND = 3  # the job does not exist, is not tracked, or there is no store yet
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a SIGINT
 
 
 def err(msg: str) -> None:
     from jobwatch.core.redact import scrub
 
     print(f"jobwatch: {scrub(msg)}", file=sys.stderr)
+
+
+class _Run:
+    """Per-run state of the CLI process: the global options, the Apps built (so Ctrl-C can cancel them), and
+    whether the operator interrupted the run."""
+
+    def __init__(self) -> None:
+        self.log_format: str | None = None
+        self.apps: list[App] = []
+        self.interrupted = threading.Event()
+        self.sigints = 0
+
+    def reset(self, log_format: str | None) -> None:
+        self.log_format = log_format
+        self.apps.clear()
+        self.interrupted.clear()
+        self.sigints = 0
+
+
+RUN = _Run()
 
 
 def build_app(environ: Mapping[str, str] | None = None, **overrides: Any) -> App:
@@ -32,32 +55,77 @@ def build_app(environ: Mapping[str, str] | None = None, **overrides: Any) -> App
 
     env = dict(os.environ if environ is None else environ)
     env.update({k: str(v) for k, v in overrides.items()})
+    if RUN.log_format:
+        env["JOBWATCH_LOG_FORMAT"] = RUN.log_format
     settings = load_settings(env)
     configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
-    return App(settings, environ=env)
+    app = App(settings, environ=env)
+    RUN.apps.append(app)
+    return app
 
 
-def job_keys(args: argparse.Namespace) -> list[JobKey]:
-    region = args.region or os.environ.get("JOBWATCH_DEFAULT_REGION")
-    bucket = args.bucket or os.environ.get("JOBWATCH_DEFAULT_BUCKET")
-    out = []
-    for jid in args.job_ids:
-        if "/" in jid:
-            out.append(JobKey.parse(jid))
-        else:
-            if not region or not bucket:
-                raise ValidationError("bucket/region", jid, "give --bucket and --region (or region/bucket/job_id)")
-            out.append(JobKey(region, bucket, jid))
-    return out
+def on_sigint(signum: int, frame: Any) -> None:
+    """First Ctrl-C: stop starting work, give back what is not started, let in-flight work end (the App's
+    ``cancel``); a command without an App to cancel is stopped by KeyboardInterrupt. Second: exit at once."""
+    RUN.sigints += 1
+    if RUN.sigints > 1:
+        os.write(2, b"\njobwatch: interrupted again: exiting now\n")
+        os._exit(EXIT_INTERRUPTED)
+    RUN.interrupted.set()
+    os.write(2, b"\njobwatch: interrupted: stopping (Ctrl-C again to quit at once)\n")
+    cancellable = [app for app in RUN.apps if hasattr(app, "cancel")]
+    for app in cancellable:
+        app.cancel()
+    if not cancellable:
+        raise KeyboardInterrupt
 
 
-def job_key_options() -> argparse.ArgumentParser:
+def no_store(app: App) -> str | None:
+    """For read-only commands: say so when the store does not exist yet (and create nothing)."""
+    path = app.missing_store()
+    if path is not None:
+        err(f"no store yet at {path} (track a job or run `jobwatch db migrate` to create it)")
+    return path
+
+
+def job_keys(app: App, args: argparse.Namespace, *, tracked: bool) -> list[JobKey]:
+    """The keys the operator named; bare IDs placed by --bucket/--region, the store (``tracked``), or the
+    configured defaults."""
+    return app.resolve(args.job_ids, args.region, args.bucket, tracked=tracked)
+
+
+def job_key_options(nargs: str | int = "+") -> argparse.ArgumentParser:
     """The positional job IDs and the --bucket/--region that place a bare ID."""
     keys = argparse.ArgumentParser(add_help=False)
-    keys.add_argument("job_ids", nargs="+", metavar="JOB_ID", help="job ID, or region/bucket/job_id")
-    keys.add_argument("--bucket", default=None, help="bucket <name>-<APPID> (default $JOBWATCH_DEFAULT_BUCKET)")
-    keys.add_argument("--region", default=None, help="region, e.g. ap-guangzhou (default $JOBWATCH_DEFAULT_REGION)")
+    keys.add_argument("job_ids", nargs=nargs, metavar="JOB_ID", help="job ID, or region/bucket/job_id")
+    keys.add_argument("--bucket", default=None,
+                      help="bucket <name>-<APPID> of a bare job ID (default: where it is tracked, else "
+                           "$JOBWATCH_DEFAULT_BUCKET)")
+    keys.add_argument("--region", default=None,
+                      help="region of a bare job ID, e.g. ap-guangzhou (default: where it is tracked, else "
+                           "$JOBWATCH_DEFAULT_REGION)")
     return keys
+
+
+def non_negative(text: str) -> float:
+    """argparse type for seconds and days: a number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {text!r}")
+    return value
 
 
 def print_json(data: Any) -> None:
@@ -73,45 +141,3 @@ def ago(dt: datetime | None, now: datetime) -> str:
     text = f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h" if s < 172800 \
         else f"{s / 86400:.1f}d"
     return f"{sign}{text}" if sign else f"{text} ago"
-
-
-def render_status_table(records: Sequence[Any], now: datetime, progress: Mapping[Any, Any] | None = None) -> str:
-    """One row per job; PROGRESS (``98% 11,960/12,000, 40 failed``) from its children when counted."""
-    progress = progress or {}
-    rows = [("JOB", "STATE", "PROGRESS", "AGE", "LAST CHANGE", "NEXT POLL", "ERRORS")]
-    for tj in records:
-        state = tj.state or "(new)"
-        if tj.stalled:
-            state += " STALLED"
-        if not tj.active and tj.state not in ("Success", "Failed", "Cancel", "Vanished"):
-            state += " (untracked)"
-        p = progress.get(tj.key)
-        rows.append((str(tj.key), state, p.text() if p is not None and p.total else "-",
-                     ago(tj.first_seen, now).replace(" ago", ""), ago(tj.last_change, now),
-                     ago(tj.next_poll_at, now) if tj.active else "-",
-                     str(tj.error_count) + (f" ({(tj.last_error or '')[:40]})" if tj.error_count else "")))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-class Progress:
-    """A one-line counter on a terminal (stderr), silent when stderr is not a terminal (pipes, CI, SCF)."""
-
-    def __init__(self, label: str, stream: Any = None) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.shown = False
-
-    def __call__(self, count: int) -> None:
-        if self.live:
-            self.stream.write(f"\r{self.label}: {count}")
-            self.stream.flush()
-            self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-
-

@@ -10,6 +10,7 @@ from typing import Any
 
 from jobwatch.app.config import (SETTINGS, check_environment, load_settings, render_markdown_table, store_warning,
                                  update_readme)
+from jobwatch.cli.common import EXIT_USAGE
 from jobwatch.core.errors import ConfigError
 
 
@@ -20,7 +21,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"{len(problems)} configuration problem(s):", file=out)
         for p in problems:
             print(f"  - {p}", file=out)
-        return 1
+        return EXIT_USAGE
     settings = load_settings(os.environ, getattr(args, "file", None))
     print(f"configuration ok ({len(SETTINGS)} settings; store {settings.store_url_display})", file=out)
     warning = store_warning(settings.store_url.reveal(), os.environ)
@@ -34,7 +35,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         settings = load_settings(os.environ, getattr(args, "file", None))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     shown = settings.display()
     if args.json:
         print(json.dumps(shown, indent=2, default=list))
@@ -68,9 +69,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                           "file), show the effective values, or print the settings table.")
     sub = p.add_subparsers(dest="config_command", metavar="{check,show,table}")
     sub.required = True
-    c = sub.add_parser("check", help="validate the environment; exit 1 listing every problem",
+    c = sub.add_parser("check", help="validate the environment; exit 2 listing every problem",
                        description="Validate every JOBWATCH_* variable (and the TOML file, if any). Exit codes: "
-                                   "0 valid, 1 one or more problems (all listed).")
+                                   "0 valid, 2 one or more problems (all listed; the code every command exits "
+                                   "with on a configuration problem).")
     c.add_argument("--file", metavar="TOML", help="settings file (default: $JOBWATCH_CONFIG_FILE)")
     c.set_defaults(func=_cmd_check)
     s = sub.add_parser("show", help="print the effective settings (secrets masked)",

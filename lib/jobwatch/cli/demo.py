@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import tempfile
 import time
 from typing import Any
 
-from jobwatch.cli.common import build_app, render_status_table
+from jobwatch.app.config import sqlite_url
+from jobwatch.cli.common import RUN, build_app, positive_int
+from jobwatch.cli.output import state_colour, stdout_colour
+from jobwatch.cli.status import render_status_table
 from jobwatch.core.models import JobKey
 
 
@@ -23,13 +27,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                          lifecycle=Lifecycle(submitted_seconds=20, running_seconds=240, failure_ratio=0.25,
                                              jitter=0.5),
                          children=args.children, child_failure_rate=args.child_failure_rate).start()
-    print(f"emulator at {srv.url} (time runs {args.speed:g}x); store {args.store or 'from JOBWATCH_STORE_URL'}")
+    # The demo's jobs are not the operator's: its own store, unless one is asked for.
+    store = args.store or sqlite_url(os.path.join(tempfile.mkdtemp(prefix="jobwatch-demo-"), "demo.db"))
+    print(f"emulator at {srv.url} (time runs {args.speed:g}x); store {store}")
+    color = stdout_colour()
+
+    def paint(state: str | None) -> str:
+        code = state_colour(state or "") if color else None
+        return f"\x1b[{code}m{state}\x1b[0m" if code else str(state or "-")
+
     env = dict(os.environ)
     env.update({"JOBWATCH_CI_ENDPOINT": srv.url, "JOBWATCH_SECRET_ID": sid, "JOBWATCH_SECRET_KEY": skey,
                 "JOBWATCH_POLL_MIN_SECONDS": "1", "JOBWATCH_POLL_MAX_SECONDS": "2",
                 "JOBWATCH_LOG_LEVEL": env.get("JOBWATCH_LOG_LEVEL", "warning")})
-    if args.store:
-        env["JOBWATCH_STORE_URL"] = args.store
+    env["JOBWATCH_STORE_URL"] = store
     app = build_app(env)
     try:
         keys = []
@@ -46,7 +57,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         app.register(keys, poll=True)
         seen: dict[JobKey, str | None] = {}
         stop_at = time.monotonic() + args.timeout
-        while time.monotonic() < stop_at:
+        while time.monotonic() < stop_at and not RUN.interrupted.is_set():
             app.tick(app.budget(10), discover=False)
             pending = 0
             progress = app.progress_of(keys)
@@ -55,18 +66,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 p = progress.get(k)
                 if tj.state != seen.get(k):
                     shown = f"  ({p.text()})" if p is not None and p.total else ""
-                    print(f"  {k.job_id}: {seen.get(k) or '-'} -> {tj.state}{shown}")
+                    print(f"  {k.job_id}: {seen.get(k) or '-'} -> {paint(tj.state)}{shown}", flush=True)
                     seen[k] = tj.state
                 # a batch is done when it ended and its children's final count is in (its notice waits on it)
                 pending += tj.active or (args.children > 0 and tj.state in ("Success", "Failed", "Cancel")
                                          and not (p is not None and p.complete))
             if not pending:
                 break
-            time.sleep(args.interval)
+            RUN.interrupted.wait(args.interval)
         records = [app.job(k) for k in keys]
         progress = app.progress_of(keys)
         print()
-        print(render_status_table(records, app.clock(), progress))
+        print(render_status_table(records, app.clock(), progress=progress, color=color))
         for k in keys:
             failed = app.children(k, failed_only=True, limit=3).items
             if failed:
@@ -79,8 +90,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         delivered = sum(1 for e in app.outbox_entries(limit=100000) if e.status == "done"
                         and e.notice.key in set(keys))
         print(f"\n{done}/{len(keys)} jobs final; {delivered} notices delivered")
-        store_opt = f"JOBWATCH_STORE_URL={args.store} " if args.store else ""
-        print(f"see them on the status page: {store_opt}jobwatch serve, then open http://127.0.0.1:8765/ui")
+        print(f"see them on the status page: JOBWATCH_STORE_URL={store} jobwatch serve, then open "
+              "http://127.0.0.1:8765/ui")
         return 0 if done == len(keys) else 1
     finally:
         app.close()
@@ -88,13 +99,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("demo", help="the main job on the local emulator: create, track, poll to the end")
-    p.add_argument("--jobs", type=int, default=6)
+    p = subparsers.add_parser("demo", help="the main job on the local emulator: create, track, poll to the end",
+                              description="Start an emulator, create jobs on it through the API, track them and "
+                                          "poll until every one is final. Uses its own store (a new temporary "
+                                          "SQLite file), never yours, unless --store.")
+    p.add_argument("--jobs", type=positive_int, default=6, help="jobs to create (default 6)")
     p.add_argument("--speed", type=float, default=40.0, help="emulated time runs this many times faster")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=7, help="the emulator's random seed (which jobs fail)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")
-    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
     p.add_argument("--children", type=int, default=200, help="objects (children) per batch job")
     p.add_argument("--child-failure-rate", type=float, default=0.05, help="share of the children that fail")
-    p.add_argument("--store", default=None, help="store URL (default $JOBWATCH_STORE_URL or the SQLite default)")
+    p.add_argument("--store", default=None, help="store URL (default: a new temporary SQLite file)")
     p.set_defaults(func=_cmd_demo)

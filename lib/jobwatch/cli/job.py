@@ -25,8 +25,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     sub.required = True
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--bucket", required=True, help="bucket, <name>-<APPID>")
-    common.add_argument("--region", required=True, help="region, e.g. ap-guangzhou")
+    common.add_argument("--bucket", default=None, help="bucket, <name>-<APPID> (default $JOBWATCH_DEFAULT_BUCKET)")
+    common.add_argument("--region", default=None, help="region, e.g. ap-guangzhou (default $JOBWATCH_DEFAULT_REGION)")
     common.add_argument("--endpoint", default=None,
                         help="connect here instead of <bucket>.ci.<region>.myqcloud.com (default: "
                              "$JOBWATCH_CI_ENDPOINT), e.g. http://127.0.0.1:8787 for the emulator")
@@ -34,7 +34,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     s = sub.add_parser("show", parents=[common], help="show one job",
                        description="Show one job. Exit 3 if the service does not know it.")
-    s.add_argument("job_id", metavar="JOB_ID")
+    s.add_argument("job_id", metavar="JOB_ID", help="the job's ID")
     s.set_defaults(func=_cmd_job_show)
 
     ls = sub.add_parser("list", parents=[common], help="list jobs (follows paging)",
@@ -45,9 +45,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     ls.add_argument("--since", default=None, metavar="TIME",
                     help="created at or after: 2022-06-27T15:23:10+0800, 2022-06-27, or a duration ago (90m, 6h, 2d)")
     ls.add_argument("--until", default=None, metavar="TIME", help="created at or before (same forms)")
-    ls.add_argument("--workflow-id", default=None)
-    ls.add_argument("--name", default=None)
-    ls.add_argument("--order", choices=("asc", "desc"), default=None)
+    ls.add_argument("--workflow-id", default=None, help="only jobs of this workflow")
+    ls.add_argument("--name", default=None, help="only jobs with this name")
+    ls.add_argument("--order", choices=("asc", "desc"), default=None, help="by creation time (default desc)")
     ls.add_argument("--limit", type=int, default=100, metavar="N", help="stop after N jobs (default 100)")
     ls.set_defaults(func=_cmd_job_list)
     return p
@@ -62,13 +62,26 @@ def _app(args: argparse.Namespace) -> Any:
     return build_app(**overrides)
 
 
-def _cmd_job_show(args: argparse.Namespace) -> int:
-    from jobwatch.core.models import validate_bucket, validate_job_id, validate_region
+def _place(app: Any, args: argparse.Namespace) -> None:
+    """--bucket and --region, else the configured defaults; both checked."""
+    from jobwatch.core.models import validate_bucket, validate_ci_region
 
+    if args.region is not None:
+        validate_ci_region(args.region, "--region")
+    args.region = args.region or app.settings.default_region
+    args.bucket = args.bucket or app.settings.default_bucket
+    if not args.region or not args.bucket:
+        raise ValidationError("--bucket/--region", args.bucket or args.region,
+                              "give --bucket and --region, or set JOBWATCH_DEFAULT_BUCKET and JOBWATCH_DEFAULT_REGION")
     validate_bucket(args.bucket)
-    validate_region(args.region)
+
+
+def _cmd_job_show(args: argparse.Namespace) -> int:
+    from jobwatch.core.models import validate_job_id
+
     validate_job_id(args.job_id)
     with _app(args) as app:
+        _place(app, args)
         result = app.remote_job(JobKey(args.region, args.bucket, args.job_id))
     job = next((j for j in result.jobs if j.job_id == args.job_id), None)
     if job is None:
@@ -83,10 +96,6 @@ def _cmd_job_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_job_list(args: argparse.Namespace) -> int:
-    from jobwatch.core.models import validate_bucket, validate_region
-
-    validate_bucket(args.bucket)
-    validate_region(args.region)
     if args.limit < 1:
         raise ValidationError("--limit", args.limit, "expected at least 1")
     states = None
@@ -98,6 +107,7 @@ def _cmd_job_list(args: argparse.Namespace) -> int:
     order = args.order.capitalize() if args.order else None
     jobs = []
     with _app(args) as app:
+        _place(app, args)
         for job in app.remote_jobs(args.region, args.bucket, states=states, type=args.type, order_by_time=order,
                                     start_creation_time=since, end_creation_time=until,
                                     workflow_id=args.workflow_id, name=args.name, size=min(100, args.limit)):
@@ -107,8 +117,12 @@ def _cmd_job_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([j.to_json() for j in jobs], ensure_ascii=False, indent=2, default=str))
     else:
-        for j in jobs:
-            print(f"{j.job_id}  {j.state_raw:<9}  {j.type or '-':<8}  {_t(j.created_at)}  {j.name or ''}")
+        from jobwatch.cli.output import Column, render_table, state_colour, stdout_colour
+
+        cols = [Column("JOB ID", lambda j: j.job_id), Column("STATE", lambda j: j.state_raw, colour=state_colour),
+                Column("TYPE", lambda j: j.type or "-"), Column("CREATED", lambda j: _t(j.created_at)),
+                Column("NAME", lambda j: j.name or "-")]
+        print(render_table(cols, jobs, color=stdout_colour()))
         print(f"{len(jobs)} job(s)", file=sys.stderr)
     return EXIT_OK
 

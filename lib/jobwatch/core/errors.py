@@ -40,6 +40,10 @@ class ValidationError(PermanentError, ValueError):
         super().__init__(f"invalid {field} {shown!r}: {reason}")
 
 
+class NotFoundError(PermanentError):
+    """The job (or notice, or store) asked for does not exist or is not tracked: a fact, not a fault."""
+
+
 class ConfigError(PermanentError):
     """One or more configuration problems, reported together."""
 

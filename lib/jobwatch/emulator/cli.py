@@ -88,6 +88,13 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
         else:
             print(f"  demo credentials: SecretId {DEMO_SECRET_ID} SecretKey {DEMO_SECRET_KEY}", file=out)
         print(f"  seed {args.seed}, speed x{args.speed:g}, preloaded {args.preload} job(s); Ctrl-C to stop", file=out)
+        print("point jobwatch at it (paste into your shell):", file=out)
+        print(f"export JOBWATCH_CI_ENDPOINT={srv.url}", file=out)
+        print(f"export JOBWATCH_SECRET_ID={args.secret_id or DEMO_SECRET_ID}", file=out)
+        if args.secret_id:  # a key given on the command line is never printed
+            print("export JOBWATCH_SECRET_KEY='<the --secret-key you gave>'", file=out)
+        else:
+            print(f"export JOBWATCH_SECRET_KEY={DEMO_SECRET_KEY}", file=out)
         if args.children:
             print(f"  each batch job spawns {args.children} children, {args.child_failure_rate:g} of them failing",
                   file=out)

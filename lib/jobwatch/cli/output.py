@@ -1,0 +1,149 @@
+"""How the CLI prints: tables with headers, ``-o table|wide|json|yaml`` (kubectl's convention), colour only for a
+person at a terminal (never with ``NO_COLOR`` or in a pipe), and a progress bar on stderr for long work.
+
+A table is a list of :class:`Column` (header, how to get the cell, whether only ``-o wide`` shows it): adding a
+column is one entry. Machine formats (json, yaml) go to stdout alone; logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence, TextIO
+
+from jobwatch.app.logs import colours_wanted, shorten
+
+FORMATS = ("table", "wide", "json", "yaml")
+_SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
+_STATE_COLOURS = {"Success": "32", "Failed": "31", "Cancel": "33", "Vanished": "33", "Pause": "33",
+                  "Running": "36", "STALLED": "31"}
+
+
+def add_output_option(p: argparse.ArgumentParser, *, wide: bool = True) -> None:
+    """``-o FORMAT`` and its old spelling ``--json``."""
+    choices = FORMATS if wide else ("table", "json", "yaml")
+    p.add_argument("-o", "--output", choices=choices, default="table",
+                   help=f"output format: {', '.join(choices)} (default table)")
+    p.add_argument("--json", dest="output", action="store_const", const="json", help="same as -o json")
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    cell: Callable[[Any], str]
+    wide_only: bool = False
+    colour: Callable[[str], str | None] | None = None  # the ANSI colour of a cell's value, if any
+
+
+def render_table(columns: Sequence[Column], rows: Iterable[Any], *, wide: bool = False, color: bool = False) -> str:
+    """Left-aligned columns two spaces apart, a header on top (also over no rows)."""
+    cols = [c for c in columns if wide or not c.wide_only]
+    cells = [[c.header for c in cols]] + [[c.cell(r) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = []
+        for c, value, w in zip(cols, row, widths):
+            padded = value.ljust(w)
+            code = c.colour(value) if (color and n and c.colour) else None
+            parts.append(f"\x1b[{code}m{value}\x1b[0m{padded[len(value):]}" if code else padded)
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def state_colour(value: str) -> str | None:
+    for word, code in _STATE_COLOURS.items():
+        if value.startswith(word) or word == "STALLED" and "STALLED" in value:
+            return code
+    return None
+
+
+def stdout_colour() -> bool:
+    return colours_wanted(sys.stdout)
+
+
+def emit(data: Any, fmt: str, stream: TextIO | None = None) -> None:
+    """Print plain data (dicts, lists, scalars) as JSON or YAML."""
+    out = stream or sys.stdout
+    if fmt == "yaml":
+        out.write(to_yaml(data) + "\n")
+    else:
+        out.write(json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n")
+
+
+def to_yaml(data: Any, indent: int = 0) -> str:
+    """Block-style YAML for JSON-like data. Strings are written as JSON strings, which YAML reads as
+    double-quoted scalars, so no value is ever misread (``no``, ``1e3``, ``null``...)."""
+    pad = " " * indent
+    if isinstance(data, dict):
+        if not data:
+            return pad + "{}"
+        lines = []
+        for k, v in (sorted(data.items()) if all(isinstance(k, str) for k in data) else data.items()):
+            key = k if isinstance(k, str) and _SAFE_KEY.match(k) else json.dumps(str(k))
+            if isinstance(v, (dict, list)) and v:
+                lines.append(f"{pad}{key}:\n{to_yaml(v, indent + 2)}")
+            else:
+                lines.append(f"{pad}{key}: {to_yaml(v).strip()}")
+        return "\n".join(lines)
+    if isinstance(data, list):
+        if not data:
+            return pad + "[]"
+        lines = []
+        for v in data:
+            body = to_yaml(v, indent + 2)
+            lines.append(f"{pad}- {body.lstrip()}")
+        return "\n".join(lines)
+    if data is None:
+        return pad + "null"
+    if isinstance(data, bool):
+        return pad + ("true" if data else "false")
+    if isinstance(data, (int, float)):
+        return pad + json.dumps(data)
+    return pad + json.dumps(str(data), ensure_ascii=False)
+
+
+def cut(text: str | None, width: int) -> str:
+    return shorten(text or "", width)
+
+
+class Progress:
+    """Progress on stderr for a person at a terminal: a bar when the total is known, else a counter; nothing in
+    a pipe, in CI or in SCF. Redrawn at most ten times a second."""
+
+    def __init__(self, label: str, total: int | None = None, stream: Any = None) -> None:
+        self.label = label
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.shown = False
+        self._last = 0.0
+
+    def __call__(self, count: int, total: int | None = None) -> None:
+        if not self.live:
+            return
+        if total is not None:
+            self.total = total
+        now = time.monotonic()
+        if self.shown and now - self._last < 0.1 and (self.total is None or count < self.total):
+            return
+        self._last = now
+        if self.total:
+            done = min(count, self.total)
+            filled = int(30 * done / self.total)
+            line = f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}"
+        else:
+            line = f"{self.label}: {count}"
+        self.stream.write(f"\r\x1b[2K{line}")
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self.shown = False
