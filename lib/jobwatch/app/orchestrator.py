@@ -349,7 +349,7 @@ class App:
                 out.append(JobKey.parse(text))
                 continue
             if not placed:
-                found = [] if self.missing_store() else self.store.find_keys(text)
+                found = [] if self.missing_store() else self.find_jobs(text)
                 if len(found) > 1:
                     raise ValidationError("job_id", text, "tracked in more than one bucket: "
                                           + ", ".join(str(k) for k in found) + "; name one as region/bucket/job_id")
