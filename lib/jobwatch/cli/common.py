@@ -107,25 +107,24 @@ def job_key_options(nargs: str | int = "+") -> argparse.ArgumentParser:
     return keys
 
 
-def non_negative(text: str) -> float:
-    """argparse type for seconds and days: a number, 0 or more."""
+def _number(text: str, convert: Any, minimum: float, kind: str) -> Any:
     try:
-        value = float(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+    if not value >= minimum:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected {minimum:g} or more, got {text!r}")
     return value
+
+
+def non_negative(text: str) -> float:
+    """argparse type for seconds and days: a number, 0 or more (argparse names the option and the value)."""
+    return float(_number(text, float, 0, "a number"))
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {text!r}")
-    return value
+    """argparse type for counts and limits: a whole number, 1 or more."""
+    return int(_number(text, int, 1, "a whole number"))
 
 
 def print_json(data: Any) -> None:
