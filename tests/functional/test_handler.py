@@ -411,3 +411,22 @@ def test_logs_are_json_lines_with_invocation_context_and_no_secrets(harness, cap
     assert {s["request_id"] for s in summaries} >= {"req-abc", "req-def"}
     for canary in (TEST_SECRET_KEY, API_KEY, "canary-wrong-key-0a9b8c"):
         assert canary not in text
+
+
+def test_timer_summary_and_logs_say_each_buckets_refresh_path_and_cost(harness, capsys):
+    from datetime import timedelta
+
+    ids = [harness.emulator.create_job(TEST_BUCKET, name=f"b{i}", state="Running", type=("Job", "Workflow")[i % 2],
+                                       created_at=harness.clock.now() - timedelta(seconds=i)) for i in range(25)]
+    harness.store.track([harness.key(i) for i in ids], harness.clock.now())
+    first = harness.invoke(load_event("timer.json"))
+    assert first["polled"] == 25 and first["requests"] == 25 and first["listed"] == 0  # first sight: queried
+    harness.clock.advance(40)  # due again (30 s floor), still Running (60 s)
+    capsys.readouterr()
+    out = harness.invoke(load_event("timer.json"))
+    assert out["polled"] == 25 and out["listed"] == 25 and out["requests"] == 2  # Workflow and Job windows
+    (bucket,) = out["refresh"]["listed_buckets"]
+    assert (bucket["bucket"], bucket["path"], bucket["list_requests"], bucket["listed"]) == (TEST_BUCKET, "list", 2, 25)
+    assert out["refresh"]["single_buckets"] == 0
+    lines = [l for l in json_lines(capsys.readouterr().out) if l.get("event") == "bucket_refreshed"]
+    assert [(l["bucket"], l["path"], l["list_requests"], l["listed"]) for l in lines] == [(TEST_BUCKET, "list", 2, 25)]

@@ -81,3 +81,14 @@ def test_a_page_without_a_type_is_refused_before_sending(sdk_like_emulator):
         with pytest.raises(ValidationError, match="type"):
             c.list_page(TEST_BUCKET, TEST_REGION)
     assert not sdk_like_emulator.request_log
+
+
+def test_both_variants_are_merged_by_creation_time_so_a_limit_keeps_the_newest(sdk_like_emulator):
+    emu = sdk_like_emulator
+    made = [emu.create_job(TEST_BUCKET, name=f"n{i}", type="Job" if i % 4 == 0 else "Workflow",
+                           created_at=TEST_START - timedelta(minutes=30 - i)) for i in range(30)]
+    with CIClient(StaticProvider(TEST_SECRET_ID, TEST_SECRET_KEY), endpoint=emu.url) as c:
+        newest = [j.job_id for _, j in zip(range(5), c.list_jobs(TEST_BUCKET, TEST_REGION, size=3))]
+        oldest = [j.job_id for j in c.list_jobs(TEST_BUCKET, TEST_REGION, size=7, order_by_time="Asc")]
+    assert newest == made[::-1][:5]
+    assert oldest == made

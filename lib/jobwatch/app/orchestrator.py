@@ -108,7 +108,7 @@ class RunSummary:
             "throttled": t.throttled,
             "requests": t.requests,
             "listed": t.listed,
-            "refresh": list(t.buckets.values()),
+            "refresh": _refresh_summary(t.buckets.values()),
             "error_samples": t.error_samples,
             "registered": self.registered,
             "already_tracked": self.already_tracked,
@@ -136,6 +136,14 @@ class RunSummary:
         if self.not_found:
             out["not_found"] = [str(k) for k in self.not_found]
         return out
+
+
+def _refresh_summary(buckets: Any) -> dict[str, Any]:
+    """Bulk refresh in the summary: every bucket that was listed (its path and cost), and the buckets queried job by
+    job only as counts (with hundreds of buckets of a few jobs each, a line per bucket would swamp the summary)."""
+    listed = [b for b in buckets if "list" in b["path"]]
+    single = [b for b in buckets if b["path"] == "single"]
+    return {"listed_buckets": listed, "single_buckets": len(single), "single_jobs": sum(b["single"] for b in single)}
 
 
 @dataclass(frozen=True)

@@ -132,9 +132,11 @@ class Refresher:
                         rep.single += 1
             out.pages += rep.pages
             out.buckets.append(rep)
-            log.info("bucket_refreshed", region=rep.region, bucket=rep.bucket, path=rep.path, due=rep.due,
-                     windows=rep.windows, list_requests=rep.pages, listed=rep.listed, single=rep.single,
-                     failed_pages=rep.failed_pages)
+            # One line per listed bucket; a bucket queried job by job (the usual few due jobs) only at debug.
+            (log.info if rep.path == RefreshPath.LIST.value else log.debug)(
+                "bucket_refreshed", region=rep.region, bucket=rep.bucket, path=rep.path, due=rep.due,
+                windows=rep.windows, list_requests=rep.pages, listed=rep.listed, single=rep.single,
+                failed_pages=rep.failed_pages)
         return out
 
     def _run(self, work: list[tuple[tuple[str, str], Window, dict[str, TrackedJob]]], pool: Executor,

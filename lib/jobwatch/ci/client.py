@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import os
 import random
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 from urllib.parse import quote, urlsplit
@@ -269,21 +270,28 @@ class CIClient:
 
     def list_jobs(self, bucket: str, region: str, **filters: Any) -> Iterator[Job]:
         """Every job matching the filters (those of :meth:`list_page`), following ``NextToken`` lazily. Without
-        ``type``, both variants: every ``Workflow`` job, then every ``Job`` job (each listing sends its type)."""
+        ``type``, both variants, each listing sending its type, merged by creation time in the listing's order
+        (newest first unless ``order_by_time="Asc"``), so a caller that stops early sees the right jobs."""
         filters.pop("next_token", None)
-        types = (filters.pop("type", None),)
-        if types == (None,):
-            types = _LIST_TYPES
-        for typ in types:
-            token: str | None = None
-            seen: set[str] = set()
-            while True:
-                page = self.list_page(bucket, region, next_token=token, type=typ, **filters)
-                yield from page.jobs
-                token = page.next_token
-                if not token or token in seen:  # a repeated token would loop forever
-                    break
-                seen.add(token)
+        typ = filters.pop("type", None)
+        if typ is not None:
+            yield from self._list_type(bucket, region, typ, filters)
+            return
+        newest_first = filters.get("order_by_time") != "Asc"
+        floor = datetime.min.replace(tzinfo=timezone.utc)
+        yield from heapq.merge(*(self._list_type(bucket, region, t, filters) for t in _LIST_TYPES),
+                               key=lambda j: j.created_at or floor, reverse=newest_first)
+
+    def _list_type(self, bucket: str, region: str, typ: str, filters: dict[str, Any]) -> Iterator[Job]:
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = self.list_page(bucket, region, next_token=token, type=typ, **filters)
+            yield from page.jobs
+            token = page.next_token
+            if not token or token in seen:  # a repeated token would loop forever
+                return
+            seen.add(token)
 
     def create_job(self, bucket: str, region: str, spec: JobSpec) -> Job:
         """Create a batch job; returns it as the service reports it (normally ``Submitted``). Not resent after
