@@ -216,3 +216,17 @@ def test_a_tick_goes_on_claiming_after_a_batch_listed_whole(emulator, emulator_c
     emulator_clock.advance(10)
     res = engine.tick()
     assert res.polled == 12 and res.left == 0, res
+
+
+def test_a_tick_over_named_keys_lists_them_too(emulator, emulator_clock, client, stores):
+    """A fan-out shard polls named keys: those already observed are listed like a due tick's."""
+    store = stores[0]
+    ids, keys, engine = _watched(emulator, emulator_clock, client, store, 9, state="Running")
+    fresh = emulator.create_job(TEST_BUCKET, name="fresh", state="Running", created_at=TEST_START)
+    fresh_key = JobKey(TEST_REGION, TEST_BUCKET, fresh)
+    store.track([fresh_key], emulator_clock.now())
+    mark = len(emulator.request_log)
+    res = engine.tick(keys=keys[:6] + [fresh_key])
+    assert res.polled == 7 and res.listed == 6
+    assert [r.job_id for r in _single_gets(emulator, mark)] == [fresh]  # never observed: queried
+    engine.close()

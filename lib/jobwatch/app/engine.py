@@ -326,8 +326,10 @@ class Engine:
                 result.budget_exhausted = True
                 break
             lease = self._lease_for(deadline)
-            bulk = self.refresher is not None and remaining_keys is None
-            limit = self.list_batch_size if bulk else self._claim_size(lease)
+            # Named keys (a fan-out shard, a register) are claimed as before, due ticks in larger batches; both go
+            # through the bulk refresh when it is on.
+            bulk = self.refresher is not None
+            limit = self.list_batch_size if bulk and remaining_keys is None else self._claim_size(lease)
             if remaining_keys is not None:
                 limit = min(limit, len(remaining_keys))
             chunk = None if remaining_keys is None else remaining_keys[:limit]
