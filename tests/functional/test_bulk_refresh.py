@@ -230,3 +230,30 @@ def test_a_tick_over_named_keys_lists_them_too(emulator, emulator_clock, client,
     assert res.polled == 7 and res.listed == 6
     assert [r.job_id for r in _single_gets(emulator, mark)] == [fresh]  # never observed: queried
     engine.close()
+
+
+def test_a_span_busy_with_jobs_not_due_is_learnt_and_queried_one_by_one_next_time(emulator, emulator_clock, client,
+                                                                                     stores):
+    store = stores[0]
+    rule = RefreshRule(page_size=10, min_due=5, min_saving=3)
+    # 10 watched jobs, with 40 unwatched ones created between them
+    ids = []
+    for i in range(50):
+        jid = emulator.create_job(TEST_BUCKET, name=f"j{i}", state="Running",
+                                  created_at=TEST_START - timedelta(seconds=i))
+        if i % 5 == 0:
+            ids.append(jid)
+    keys = [JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids]
+    store.track(keys, emulator_clock.now())
+    engine = _engine(store, client, emulator_clock, rule=rule)
+    engine.tick()
+    emulator_clock.advance(10)
+    # Listing looks cheap (10 due, 1 page estimated). Its page budget (3) runs out after 6 of them (the span
+    # holds 5 jobs per due one): the other 4 are queried one by one.
+    first = engine.tick()
+    assert first.listed == 6 and first.requests == 3 + 4
+    assert engine.refresher.density(TEST_REGION, TEST_BUCKET) == 5.0
+    emulator_clock.advance(10)
+    second = engine.tick()  # now the rule knows: 5 pages for 10 jobs is not worth it (min_saving 3)
+    assert second.listed == 0 and second.requests == 10 and second.buckets[f"{TEST_REGION}/{TEST_BUCKET}"]["path"] == "single"
+    engine.close()

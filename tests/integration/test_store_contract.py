@@ -510,3 +510,12 @@ def test_purge_drops_a_batchs_children_with_it(store):
     store.record_children("a", K1, ChildrenUpdate(Progress(total=1), {}, (_child("c1", "Failed"),)), T0)
     store.purge(T0 + timedelta(days=1))
     assert store.get(K1) is None and store.list_children(K1) == [] and store.get_progress(K1) is None
+def test_light_claim_reads_type_and_creation_time_whatever_the_name_holds(store):
+    store.track([K1], T0)
+    (tj,) = store.claim_due("a", T0, 60, 10)
+    created = datetime(2026, 1, 1, 8, 0, 1, tzinfo=timezone(timedelta(hours=8)))
+    job = Job(job_id=K1.job_id, name='x", "type": "Job", "created_at": "1999-01-01T00:00:00+00:00', type="Workflow",
+              state=JobState.RUNNING, state_raw="Running", created_at=created)
+    assert store.record_polls("a", [PollRecord(tj, tj.evolve(state="Running", job=job, next_poll_at=T0))]) == [True]
+    (light,) = store.claim_due("a", T0, 60, 10, light=True)
+    assert (light.job.type, light.job.created_at, light.job.state_raw) == ("Workflow", created, "Running")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextvars
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Protocol, Sequence
 
@@ -72,6 +72,7 @@ class RefreshOutcome:
 class _WindowResult:
     found: dict[str, tuple[Job, datetime]] = field(default_factory=dict)
     pages: int = 0
+    listed: int = 0  # jobs the pages held, due or not
     error: BaseException | None = None
 
 
@@ -85,6 +86,13 @@ class Refresher:
         self.rule = rule
         self.clock = clock
         self.monotonic = monotonic
+        # Listed jobs per due job found, per (region, bucket, type), learnt from earlier windows (a warm instance
+        # keeps it): a span busy with jobs not due, or not watched, makes listing dearer, and the rule knows it.
+        self._density: dict[tuple[str, str, str], float] = {}
+
+    def density(self, region: str, bucket: str) -> float:
+        """The bucket's expected listed jobs per due job (1.0 until a listing has shown otherwise)."""
+        return max([1.0] + [d for (r, b, _), d in self._density.items() if (r, b) == (region, bucket)])
 
     def split(self, claimed: Sequence[TrackedJob], *, pool: Executor, limit: AdaptiveLimit,
               out_of_time: Callable[[], bool] = lambda: False) -> RefreshOutcome:
@@ -97,7 +105,11 @@ class Refresher:
         plans: dict[tuple[str, str], BucketPlan] = {}
         for rb, jobs in by_bucket.items():
             due = [_due(tj) for tj in jobs]
-            plan = plan_bucket(due, limit.allowed, self.rule)
+            rule = self.rule
+            learnt = self.density(*rb)
+            if learnt > rule.density:
+                rule = replace(rule, density=learnt)
+            plan = plan_bucket(due, limit.allowed, rule)
             plans[rb] = plan
             reports[rb] = BucketReport(rb[0], rb[1], plan.path.value, len(jobs), windows=len(plan.windows))
             if plan.path is RefreshPath.SINGLE:
@@ -116,8 +128,9 @@ class Refresher:
                 rep.single = len(jobs)
             else:
                 found: dict[str, tuple[Job, datetime]] = {}
-                for (wrb, _w, _), res in zip(work, results):
+                for (wrb, w, _), res in zip(work, results):
                     if wrb == rb and res is not None:
+                        self._learn(rb, w.type, res)
                         found.update(res.found)
                         rep.pages += res.pages
                         rep.failed_pages += 1 if res.error is not None else 0
@@ -138,6 +151,14 @@ class Refresher:
                 windows=rep.windows, list_requests=rep.pages, listed=rep.listed, single=rep.single,
                 failed_pages=rep.failed_pages)
         return out
+
+    def _learn(self, rb: tuple[str, str], typ: str, res: _WindowResult) -> None:
+        if not res.listed:
+            return
+        observed = res.listed / max(1, len(res.found))
+        key = (rb[0], rb[1], typ)
+        old = self._density.get(key)
+        self._density[key] = observed if old is None else (old + observed) / 2
 
     def _run(self, work: list[tuple[tuple[str, str], Window, dict[str, TrackedJob]]], pool: Executor,
              limit: AdaptiveLimit, out_of_time: Callable[[], bool], out: RefreshOutcome) -> list[_WindowResult | None]:
@@ -184,6 +205,7 @@ class Refresher:
                             request_id=getattr(exc, "request_id", None))
                 break
             res.pages += 1
+            res.listed += len(page.jobs)
             for job in page.jobs:
                 if job.job_id in wanted:
                     res.found[job.job_id] = (job, asked_at)

@@ -141,14 +141,14 @@ def decide(
         assert obs.job is not None
         new_state, job = obs.job.state_raw, obs.job
 
-    base = tj.evolve(job=job, last_seen=now, error_count=0, last_error=None)
     old_state = tj.state
-
-    if new_state == old_state:
-        after = base.evolve(pending_state=None, pending_count=0)
+    if new_state == old_state:  # the usual poll: one copy of the record, not three
         delay = policy.next_delay(tj.poll_interval, False, rand)
-        after = after.evolve(poll_interval=delay, next_poll_at=now + timedelta(seconds=delay))
+        after = tj.evolve(job=job, last_seen=now, error_count=0, last_error=None, pending_state=None,
+                          pending_count=0, poll_interval=delay, next_poll_at=now + timedelta(seconds=delay))
         return _with_stall(after, now, (), [], stall_check, tj)
+
+    base = tj.evolve(job=job, last_seen=now, error_count=0, last_error=None)
 
     needs_confirmation = new_state == VANISHED or (old_state is not None and rank(new_state) < rank(old_state))
     if needs_confirmation:

@@ -7,6 +7,7 @@ Times are stored as UTC epoch seconds (a double): portable, sortable, and cheap 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -100,7 +101,7 @@ class SqlStore(ChildrenSqlMixin, Store):
         if not job_json:
             job = None
         elif light:
-            job = _stub_job(job_json)
+            job = _stub_job(job_json, job_id, state)
         else:
             job = Job.from_json(json.loads(job_json))
         return TrackedJob(
@@ -301,8 +302,12 @@ class SqlStore(ChildrenSqlMixin, Store):
                     ok.append(cur.rowcount == 1)
             else:
                 ok = [True] * len(rows)
-            claimed = [tj.evolve(lease_owner=owner, lease_expires=dt(expires), version=tj.version + 1)
-                       for tj, won in zip(found, ok) if won]
+            lease_expires = dt(expires)
+            claimed = []
+            for tj, won in zip(found, ok):
+                if won:  # the record is ours alone until returned: set the lease on it in place of a copy
+                    tj.__dict__.update(lease_owner=owner, lease_expires=lease_expires, version=tj.version + 1)
+                    claimed.append(tj)
         return claimed
 
     def release(self, claimed: Iterable[TrackedJob], owner: str) -> None:
@@ -623,12 +628,23 @@ def _same_but_poll(a: TrackedJob, b: TrackedJob) -> bool:
             and a.transitions == b.transitions)
 
 
-def _stub_job(job_json: str) -> Job:
-    """The few fields a light claim needs (ID, name, type, state, creation time), without building the rest."""
-    d = json.loads(job_json)
-    raw = d.get("state") or ""
-    return Job(job_id=d["job_id"], name=d.get("name"), type=d.get("type"), state=JobState.parse(raw),
-               state_raw=raw, created_at=from_iso(d.get("created_at")))
+# The stored JSON is always json.dumps(Job.to_json()): "job_id", "name", "type", "state", ... in that order, so
+# the first structural '"type": ' and '"created_at": ' are the top-level ones (a quote inside a value is escaped).
+_TYPE_RE = re.compile(r'"type": (?:"([^"\\]*)"|null)')
+_CREATED_RE = re.compile(r'"created_at": (?:"([^"\\]*)"|null)')
+
+
+def _stub_job(job_json: str, job_id: str, state: str | None) -> Job:
+    """The few fields a light claim needs (ID, type, state, creation time), read without decoding the JSON."""
+    t, c = _TYPE_RE.search(job_json), _CREATED_RE.search(job_json)
+    if t is None or c is None:  # not our own serialisation: decode it
+        d = json.loads(job_json)
+        typ, created = d.get("type"), d.get("created_at")
+    else:
+        typ, created = t.group(1), c.group(1)
+    raw = state or ""
+    return Job(job_id=job_id, name=None, type=typ, state=JobState.parse(raw), state_raw=raw,
+               created_at=from_iso(created))
 
 
 _INSERT_HISTORY = (
