@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from jobwatch.cli.common import EXIT_NOT_FOUND, build_app, job_keys, no_store, print_json
+from jobwatch.cli.common import EXIT_NOT_FOUND, build_app, job_key_options, job_keys, no_store, print_json
 from jobwatch.cli.output import Column, cut, render_table, state_colour, stdout_colour
 
 
@@ -34,14 +34,8 @@ def _cmd_children(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("children", help="a batch job's children: progress, failed objects")
-    p.add_argument("job_ids", nargs=1, metavar="JOB_ID", help="job ID, or region/bucket/job_id")
-    p.add_argument("--bucket", default=None,
-                   help="bucket <name>-<APPID> of a bare job ID (default: where it is tracked, else "
-                        "$JOBWATCH_DEFAULT_BUCKET)")
-    p.add_argument("--region", default=None,
-                   help="region of a bare job ID, e.g. ap-guangzhou (default: where it is tracked, else "
-                        "$JOBWATCH_DEFAULT_REGION)")
+    p = subparsers.add_parser("children", parents=[job_key_options(nargs=1)],
+                              help="a batch job's children: progress, failed objects")
     p.add_argument("--failed", action="store_true", help="only the failed children")
     p.add_argument("--limit", type=int, default=100, help="children per page (1-1000, default 100)")
     p.add_argument("--cursor", default=None, help="the cursor a previous page printed, for the next page")
