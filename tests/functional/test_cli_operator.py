@@ -164,7 +164,10 @@ def test_status_says_who_holds_a_lease_and_until_when(env, capsys):
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "leased1" in out
-    assert re.search(r"leased by other-poller-7 until \d\d:\d\d:\d\d", out), out
+    assert re.search(r"1 job\(s\) leased by other-poller-7 until \d\d:\d\d:\d\d UTC", out), out
+    assert main(["poll", "--no-discover"]) == 0  # the job is overdue, but leased: no bare "polled 0"
+    shown = capsys.readouterr()
+    assert shown.out.startswith("polled 0,") and "leased by other-poller-7 until" in shown.err
 
 
 # -- 3. tracking a job that does not exist -------------------------------------------------------------------------
@@ -243,6 +246,7 @@ def test_poll_logs_one_human_line_per_transition_on_a_terminal_and_json_in_a_pip
     lines = [ln for ln in r.out.splitlines() if "-> Running" in ln]
     assert len(lines) == 3 and all(len(ANSI.sub("", ln)) < 80 for ln in lines), r.out
     assert "{" not in r.out and "polled 3" in r.out
+    assert f"polling [{'#' * 30}] 3/3" in r.out  # the progress bar, on stderr, on a terminal only
     for jid in jids:
         emulator.set_state(TEST_BUCKET, jid, "Pause")
     time.sleep(1.5)  # due again (JOBWATCH_POLL_MIN_SECONDS=1)
@@ -251,7 +255,7 @@ def test_poll_logs_one_human_line_per_transition_on_a_terminal_and_json_in_a_pip
     logged = [json.loads(ln) for ln in r.err.splitlines() if ln.strip()]  # every line is JSON
     assert sorted(e["job_id"] for e in logged if e["event"] == "job_transition" and e["to_state"] == "Pause") \
         == sorted(jids)
-    assert "\x1b[" not in r.out + r.err and "\r" not in r.err
+    assert "\x1b[" not in r.out + r.err and "\r" not in r.err and "polling" not in r.err
 
 
 def test_log_format_json_on_a_terminal(env, emulator):

@@ -519,3 +519,14 @@ def test_light_claim_reads_type_and_creation_time_whatever_the_name_holds(store)
     assert store.record_polls("a", [PollRecord(tj, tj.evolve(state="Running", job=job, next_poll_at=T0))]) == [True]
     (light,) = store.claim_due("a", T0, 60, 10, light=True)
     assert (light.job.type, light.job.created_at, light.job.state_raw) == ("Workflow", created, "Running")
+
+
+def test_lease_holders_name_who_holds_live_leases(store):
+    """`poll` that finds nothing due says who holds the jobs and until when (issue 16 item 2)."""
+    store.track([K1, K2, K3], T0)
+    store.claim_due("a", T0, 60, 2, [K1, K2])
+    store.claim_due("b", T0, 30, 1, [K3])
+    assert store.lease_holders(T0) == [("a", 2, T0 + timedelta(seconds=60)), ("b", 1, T0 + timedelta(seconds=30))]
+    assert store.lease_holders(T0 + timedelta(seconds=45)) == [("a", 2, T0 + timedelta(seconds=60))]
+    store.untrack([K1, K2])
+    assert store.lease_holders(T0) == [("b", 1, T0 + timedelta(seconds=30))]

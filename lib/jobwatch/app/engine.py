@@ -310,13 +310,17 @@ class Engine:
 
     # -- polling ---------------------------------------------------------------------------------------------
     def tick(self, deadline: float | None = None, keys: Sequence[JobKey] | None = None, *,
-             due_only: bool = False) -> TickResult:
+             due_only: bool = False, progress: Callable[[int, int | None], None] | None = None) -> TickResult:
         """Poll due jobs (or exactly ``keys``, due or not, or with ``due_only`` those of them that are due) until
         none are left, ``deadline`` (a value of ``monotonic``) minus the safety margin is reached, or the engine
         is cancelled. Store faults propagate (the tick is retried) after the workers were stopped; poll faults
-        are recorded per job and never stop the others."""
+        are recorded per job and never stop the others. ``progress(polled, total)`` after each batch (a terminal's
+        progress bar; the total is what was due at the start)."""
         start = self.monotonic()
         result = TickResult()
+        total = None
+        if progress is not None:
+            total = len(keys) if keys is not None else self.store.count_due(self.clock())
         remaining_keys = list(keys) if keys is not None else None
         while not (result.budget_exhausted or result.cancelled):
             if self._cancelled:
@@ -349,6 +353,8 @@ class Engine:
                 polled = self._poll_batch(claimed[i:i + self.batch_size], deadline, last_start)
                 polled.requests += polled.polled
                 result.merge(polled)
+                if progress is not None:
+                    progress(result.polled, total)
                 if polled.budget_exhausted or polled.cancelled:
                     self._release(claimed[i + self.batch_size:], result)
                     break

@@ -379,15 +379,15 @@ class App:
     # -- polling ---------------------------------------------------------------------------------------------
     def tick(self, budget: Budget | None = None, *, discover: bool = True, deliver: bool = True,
              fanout_context: Mapping[str, Any] | None = None, invoker: Any = None,
-             action: str = "poll") -> RunSummary:
+             action: str = "poll", progress: Callable[[int, int | None], None] | None = None) -> RunSummary:
         """One timer tick: discovery (when configured), poll due jobs, fan out what is left (when asked and
-        configured), deliver the outbox."""
+        configured), deliver the outbox. ``progress(polled, due)`` as the polls are written."""
         b = budget or self.budget()
         summary = RunSummary(action)
         if discover:
             self._discover(summary, None, b)
         deadline = self._poll_deadline(b) if deliver else b.engine
-        summary.tick = self.engine.tick(deadline)
+        summary.tick = self.engine.tick(deadline, progress=progress)
         self._refresh_children(summary, deadline)
         if fanout_context is not None and self.settings.fanout and summary.tick.left > 0:
             self._fan_out(summary, fanout_context, b, invoker)
@@ -499,6 +499,11 @@ class App:
             jobs = self.store.list_jobs(active=active, limit=limit)
             total = len(jobs) if len(jobs) < limit else self.store.count_jobs(active=active)
         return JobStatus(self.store.counts(), jobs, self.store.progress_of([tj.key for tj in jobs]), total)
+
+    def lease_holders(self) -> list[tuple[str, int, datetime]]:
+        """Pollers holding live leases now, other than this App's engine: (owner, jobs, until)."""
+        mine = self.__dict__.get("engine")
+        return [h for h in self.store.lease_holders(self.clock()) if mine is None or h[0] != mine.owner]
 
     def history(self, key: JobKey) -> list[Transition]:
         return self.store.history(key)

@@ -14,7 +14,16 @@ from jobwatch.core.models import validate_bucket, validate_ci_region
 
 def _cmd_poll(args: argparse.Namespace) -> int:
     with build_app() as app:
-        s = app.tick(app.budget(args.budget), discover=not args.no_discover, deliver=not args.no_deliver)
+        bar = Progress("polling")
+        s = app.tick(app.budget(args.budget), discover=not args.no_discover, deliver=not args.no_deliver,
+                     progress=lambda n, total: bar(n, total))
+        bar.done()
+        if not s.tick.polled and not RUN.interrupted.is_set():
+            from jobwatch.cli.status import lease_note
+
+            note = lease_note(app.lease_holders())
+            if note:
+                print(f"jobwatch: {note}", file=sys.stderr)
         if args.json:
             print_json(s.as_dict())
         else:

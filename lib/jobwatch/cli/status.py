@@ -74,17 +74,12 @@ def render_status_table(records: Sequence[TrackedJob], now: datetime, progress: 
     return render_table(cols, records, wide=wide, color=color)
 
 
-def lease_note(records: Sequence[TrackedJob], now: datetime) -> str | None:
+def lease_note(holders: Sequence[tuple[str, int, datetime]]) -> str | None:
     """Jobs another poller holds: `poll` skips them until the lease ends, which would look like "polled 0"."""
-    by_owner: dict[str, tuple[int, datetime]] = {}
-    for tj in records:
-        if _leased(tj, now):
-            n, until = by_owner.get(tj.lease_owner, (0, tj.lease_expires))  # type: ignore[arg-type]
-            by_owner[tj.lease_owner] = (n + 1, max(until, tj.lease_expires))  # type: ignore[index, type-var]
-    if not by_owner:
+    if not holders:
         return None
-    parts = [f"{n} job(s) leased by {owner} until {until:%H:%M:%S} UTC" for owner, (n, until) in by_owner.items()]
-    return "; ".join(parts) + ": another poller is polling them (or was, and stopped without giving them back); " \
+    parts = [f"{n} job(s) leased by {owner} until {until:%H:%M:%S} UTC" for owner, n, until in holders]
+    return "; ".join(parts) + ": another poller is polling them (or stopped without giving them back); " \
                               "`poll` skips them until then"
 
 
@@ -110,7 +105,7 @@ def _render(app: Any, args: argparse.Namespace, color: bool) -> str:
     lines = [render_status_table(jobs, now, progress, wide=args.output == "wide", color=color)]
     if total > len(jobs):
         lines.append(f"... {total - len(jobs)} more not shown (--limit {args.limit}; without --limit: all)")
-    note = lease_note(jobs, now)
+    note = lease_note(app.lease_holders())
     if note:
         lines.append(note)
     lines.append("")

@@ -52,6 +52,11 @@ class Store(abc.ABC):
     def count_jobs(self, *, active: bool | None = None) -> int: ...
 
     @abc.abstractmethod
+    def lease_holders(self, now: datetime) -> list[tuple[str, int, datetime]]:
+        """Who holds live leases on active jobs: (owner, jobs, latest expiry), most jobs first. A poll that finds
+        nothing due while these hold says so instead of a bare "polled 0"."""
+
+    @abc.abstractmethod
     def find_keys(self, job_id: str) -> list[JobKey]:
         """Every tracked key with this job ID (a bare ID from an operator; normally one, in key order)."""
 

@@ -257,6 +257,13 @@ class SqlStore(ChildrenSqlMixin, Store):
             self._exec(cur, f"SELECT COUNT(*) FROM jw_jobs {where}")
             return int(cur.fetchone()[0])
 
+    def lease_holders(self, now: datetime) -> list[tuple[str, int, datetime]]:
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT lease_owner, COUNT(*), MAX(lease_expires) FROM jw_jobs WHERE active=1 AND "
+                       "lease_owner IS NOT NULL AND lease_expires>? GROUP BY lease_owner ORDER BY COUNT(*) DESC, "
+                       "lease_owner", (ts(now),))
+            return [(owner, int(n), dt(until)) for owner, n, until in cur.fetchall()]  # type: ignore[misc]
+
     def find_keys(self, job_id: str) -> list[JobKey]:
         with self._tx(write=False) as cur:
             self._exec(cur, "SELECT region, bucket, job_id FROM jw_jobs WHERE job_id=? ORDER BY region, bucket",
