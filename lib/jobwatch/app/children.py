@@ -42,6 +42,10 @@ from jobwatch.store.base import Store
 log = structlog.get_logger("jobwatch.app.children")
 
 OVERLAP = timedelta(seconds=1)
+# What the list calls an unfinished child (a workflow execution is Running until it ends).
+UNFINISHED_STATES = {ChildKind.JOB: ("Submitted", "Running", "Pause"), ChildKind.PIC_JOB: ("Submitted", "Running", "Pause"),
+                     ChildKind.WORKFLOW: ("Running",)}
+SETTLE_KEYS = ("b_phase", "b_token", "b_from", "b_to", "g_token", "g_from", "g_to")
 FINAL_STATES = ("Success", "Failed", "Cancel")
 FINAL_BATCH_STATES = frozenset(FINAL_STATES)
 MIN_DONE_FOR_SHARE = 50  # the failed share is judged only once this many children finished
@@ -247,7 +251,7 @@ class ChildrenRefresher:
             pass
         if b.refused and b.pages == 0 and not w.batch_active and w.batch_state in FINAL_BATCH_STATES:
             b.cursor["final_errors"] = int(b.cursor.get("final_errors", 0)) + 1
-        in_pass = any(b.cursor.get(s.name, {}).get("a_token") or b.cursor.get(s.name, {}).get("b_token")
+        in_pass = any(b.cursor.get(s.name, {}).get("a_token") or b.cursor.get(s.name, {}).get("b_phase")
                       for s in streams)
         round_done = not (b.failed or b.stopped or in_pass)
         b.cursor["more"] = bool(b.stopped or in_pass)
@@ -282,31 +286,86 @@ class ChildrenRefresher:
             if newest is not None:
                 c["wm"] = max(float(c.get("wm") or 0), newest.timestamp())
             self._advance(c, "a", page.next_token, start, None)
-            self._write(b, changed, result)
+            # what this pass writes is fresh: a settle pass in progress of this list must not take it for gone
+            self._write(b, changed, result, touched_pass=int(c.get("b_pass", 0)))
             if not page.next_token:
                 return
 
     def _pass_settle(self, b: _Batch, st: Stream, c: dict[str, Any], deadline: float | None,
                      result: ChildrenResult) -> int:
-        """List the final children among the recorded unfinished ones; returns how many stay unfinished."""
-        n, lo, hi = self.store.pending_children(b.work.key, st.kind, st.workflow_id)
-        if n == 0:
-            c.pop("b_token", None), c.pop("b_from", None), c.pop("b_to", None)
-            return 0
+        """Settle the recorded unfinished children; returns how many are still not known final.
+
+        1. List the *unfinished* ones (Submitted/Running/Pause; a workflow's Running) created between the oldest
+           and the newest recorded unfinished child: each one listed is still unfinished (its state updated, and
+           marked seen in this pass); at the end, the recorded ones this pass did not see have finished since
+           ("gone"): marked so in the same transaction as the pass's last page.
+        2. List the Failed and Cancel children created between the oldest and newest gone one: those are
+           recorded as such; the gone ones left are Success (a final state never changes, and each was final
+           before step 2 began). Cost: the unfinished children and the failed ones, never the whole batch.
+        """
+        key = b.work.key
+        if c.get("b_phase") != 2:
+            if not c.get("b_token"):
+                n, lo, hi = self.store.pending_children(key, st.kind, st.workflow_id)
+                if n and lo is not None and hi is not None:
+                    c["b_pass"] = int(c.get("b_pass", 0)) + 1
+                    c["b_from"], c["b_to"] = _ts(lo - OVERLAP), _ts(hi + OVERLAP)
+                    c["b_phase"] = 1
+                elif self.store.pending_children(key, st.kind, st.workflow_id, gone=True)[0]:
+                    c["b_phase"] = 2  # gone ones left by a pass that was cut short
+            while c.get("b_phase") == 1:
+                page = self._page(b, st, c, "b", start=_dt(c["b_from"]), end=_dt(c["b_to"]),
+                                  states=UNFINISHED_STATES[st.kind], token=c.get("b_token"), deadline=deadline,
+                                  result=result)
+                seen = self._apply(b, st, page.items, result, keep_seen=True)
+                close = None
+                if page.next_token:
+                    c["b_token"] = page.next_token
+                else:
+                    c.pop("b_token", None)
+                    c["b_phase"] = 2
+                    close = (st.kind.value, st.workflow_id, int(c["b_pass"]), float(c["b_from"]), float(c["b_to"]))
+                self._write(b, seen, result, touched_pass=int(c["b_pass"]), close=close)
+        if c.get("b_phase") == 2:
+            self._resolve_gone(b, st, c, deadline, result)
+        n = self.store.pending_children(key, st.kind, st.workflow_id)[0]
+        return n + self.store.pending_children(key, st.kind, st.workflow_id, gone=True)[0]
+
+    def _resolve_gone(self, b: _Batch, st: Stream, c: dict[str, Any], deadline: float | None,
+                      result: ChildrenResult) -> None:
+        key = b.work.key
+        if not c.get("g_token"):
+            g, glo, ghi = self.store.pending_children(key, st.kind, st.workflow_id, gone=True)
+            if not g or glo is None or ghi is None:
+                self._end_settle(b, st, c, result, resolve=g > 0)
+                return
+            c["g_from"], c["g_to"] = _ts(glo - OVERLAP), _ts(ghi + OVERLAP)
         while True:
-            token = c.get("b_token")
-            if token:
-                start, end = _dt(c.get("b_from")), _dt(c.get("b_to"))
-            else:
-                start = lo - OVERLAP if lo is not None else None
-                end = hi + OVERLAP if hi is not None else None
-            page = self._page(b, st, c, "b", start=start, end=end, states=FINAL_STATES, token=token,
-                              deadline=deadline, result=result)
+            page = self._page(b, st, c, "g", start=_dt(c["g_from"]), end=_dt(c["g_to"]),
+                              states=("Failed", "Cancel"), token=c.get("g_token"), deadline=deadline, result=result)
             changed = self._apply(b, st, page.items, result)
-            self._advance(c, "b", page.next_token, start, end)
-            self._write(b, changed, result)
-            if not page.next_token:
-                return self.store.pending_children(b.work.key, st.kind, st.workflow_id)[0]
+            if page.next_token:
+                c["g_token"] = page.next_token
+                self._write(b, changed, result, touched_pass=int(c.get("b_pass", 0)))
+                continue
+            c.pop("g_token", None)
+            # The failed/cancelled ones first, then what is left: a crash between the two steps lists the
+            # Failed/Cancel window again next time, and counts nothing twice.
+            self._write(b, changed, result, touched_pass=int(c.get("b_pass", 0)))
+            self._end_settle(b, st, c, result, resolve=True)
+            return
+
+    def _end_settle(self, b: _Batch, st: Stream, c: dict[str, Any], result: ChildrenResult, *,
+                    resolve: bool) -> None:
+        """The gone children no Failed/Cancel list named finished with Success: counted so, in one step."""
+        if resolve:
+            for state, n in self.store.gone_children(b.work.key, st.kind, st.workflow_id).items():
+                b.progress = b.progress.counted(state, -n).counted("Success", n)
+                result.finished += n
+        for k in SETTLE_KEYS:
+            c.pop(k, None)
+        self._write(b, (), result, touched_pass=int(c.get("b_pass", 0)),
+                    resolve=(st.kind.value, st.workflow_id) if resolve else None)
 
     @staticmethod
     def _advance(c: dict[str, Any], p: str, token: str | None, start: datetime | None, end: datetime | None) -> None:
@@ -343,7 +402,11 @@ class ChildrenRefresher:
                                                                                                exc.code):
                 # The service refused the token itself (expired?): the next refresh starts this pass again
                 # from its creation time; children already recorded are not counted twice.
-                self._advance(c, p, None, None, None)
+                if p == "a":
+                    self._advance(c, p, None, None, None)
+                else:
+                    for k in SETTLE_KEYS:
+                        c.pop(k, None)
                 self._write(b, (), result)
             raise _Stop from None
         b.pages += 1
@@ -363,8 +426,11 @@ class ChildrenRefresher:
         log.warning("children_page_failed", batch=str(b.work.key), error=text)
 
     # -- counting --------------------------------------------------------------------------------------------
-    def _apply(self, b: _Batch, st: Stream, items: Sequence[ChildJob], result: ChildrenResult) -> list[ChildJob]:
-        """Count what a page says that is new: children not seen before, and children that finished."""
+    def _apply(self, b: _Batch, st: Stream, items: Sequence[ChildJob], result: ChildrenResult, *,
+               keep_seen: bool = False) -> list[ChildJob]:
+        """Count what a page says that is new: children not seen before, and children that finished. Returns
+        the children to write: those changed, and with ``keep_seen`` also the unfinished ones listed unchanged
+        (so the settle pass marks them seen)."""
         if not items:
             return []
         known = self.store.known_children(b.work.key, [i.child_id for i in items])
@@ -383,6 +449,9 @@ class ChildrenRefresher:
                 result.new += 1
             elif prev != item.state and not is_final_child_state(prev):
                 p = p.counted(prev, -1).counted(item.state)
+            elif keep_seen and not is_final_child_state(prev):
+                changed.append(item)
+                continue
             else:
                 continue  # already counted as it is (a final child never changes)
             if item.is_final:
@@ -417,14 +486,16 @@ class ChildrenRefresher:
 
     # -- writing ---------------------------------------------------------------------------------------------
     def _write(self, b: _Batch, changed: Sequence[ChildJob], result: ChildrenResult, *, release: bool = False,
-               release_final: bool = False) -> None:
+               release_final: bool = False, touched_pass: int = 0,
+               close: tuple[str, str | None, int, float, float] | None = None,
+               resolve: tuple[str, str | None] | None = None) -> None:
         w = b.work
         now = self.clock()
         notices = self._failed_notices(b, changed, now)
         ended = w.batch_state in FINAL_BATCH_STATES and not w.batch_active
         detail = self._detail_json(b, changed) if ended else None
         update = ChildrenUpdate(b.progress, b.cursor, tuple(changed), b.notified, tuple(notices), detail,
-                                release_final, release)
+                                release_final, release, touched_pass, close, resolve)
         if not self.store.record_children(self.owner, w.key, update, now):
             result.lease_lost += 1
             log.warning("children_lease_lost", batch=str(w.key))

@@ -199,3 +199,10 @@ class ChildrenUpdate:
     final_detail: dict[str, Any] | None = None  # patched into the batch's unsent final notice
     release_final: bool = False  # and that notice may go now
     release: bool = True  # give the lease back (the last step of this refresh)
+    # The settle pass of one list (kind, workflow ID): ``touched_pass`` marks every child written here as seen
+    # in that pass; ``close`` (kind, workflow ID, pass, after, before) marks the unfinished children created
+    # strictly between ``after`` and ``before`` (epoch seconds) that the pass did not see as gone (final, state
+    # not read yet); ``resolve`` (kind, workflow ID) records the gone ones no Failed/Cancel list named as Success.
+    touched_pass: int = 0
+    close: tuple[str, str | None, int, float, float] | None = None
+    resolve: tuple[str, str | None] | None = None

@@ -184,9 +184,14 @@ class Store(abc.ABC):
         """The recorded state of each of ``child_ids`` already seen under this batch."""
 
     @abc.abstractmethod
-    def pending_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) \
-            -> tuple[int, datetime | None, datetime | None]:
-        """Children of one list not final yet: how many, oldest and newest creation time."""
+    def pending_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None, *,
+                         gone: bool = False) -> tuple[int, datetime | None, datetime | None]:
+        """Children of one list not final yet (``gone``: final, state not read yet): how many, oldest and newest
+        creation time."""
+
+    @abc.abstractmethod
+    def gone_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) -> dict[str, int]:
+        """The gone children of one list, counted by the state last recorded for them."""
 
     @abc.abstractmethod
     def list_children(self, key: JobKey, *, failed_only: bool = False, limit: int = 100,

@@ -118,7 +118,19 @@ class ChildrenSqlMixin:
                         key.region, key.bucket, key.job_id, owner))
             if cur.rowcount != 1:
                 return False
-            self._upsert_children(cur, key, update.children)
+            self._upsert_children(cur, key, update.children, update.touched_pass)
+            if update.close is not None:
+                kind, wf, pass_id, after, before = update.close
+                wf_cond, wf_params = _wf(wf)
+                self._exec(cur, "UPDATE jw_children SET final=2 WHERE region=? AND bucket=? AND job_id=? AND final=0 "
+                           f"AND kind=? {wf_cond} AND seen_pass<>? AND created_at>? AND created_at<?",
+                           (key.region, key.bucket, key.job_id, kind, *wf_params, pass_id, after, before))
+            if update.resolve is not None:
+                kind, wf = update.resolve
+                wf_cond, wf_params = _wf(wf)
+                self._exec(cur, "UPDATE jw_children SET final=1, state='Success' WHERE region=? AND bucket=? AND "
+                           f"job_id=? AND final=2 AND kind=? {wf_cond}",
+                           (key.region, key.bucket, key.job_id, kind, *wf_params))
             if update.notices:
                 self._insert_notices(cur, [(nt, now) for nt in update.notices])  # type: ignore[attr-defined]
             if update.final_detail is not None or update.release_final:
@@ -134,7 +146,7 @@ class ChildrenSqlMixin:
                            "attempts=0", (*params, key.region, key.bucket, key.job_id))
         return True
 
-    def _upsert_children(self, cur: Any, key: JobKey, children: Sequence[ChildJob]) -> None:
+    def _upsert_children(self, cur: Any, key: JobKey, children: Sequence[ChildJob], touched_pass: int = 0) -> None:
         if not children:
             return
         ids = [c.child_id for c in children]
@@ -146,13 +158,13 @@ class ChildrenSqlMixin:
             known.update(r[0] for r in cur.fetchall())
         new = [c for c in children if c.child_id not in known]
         old = [c for c in children if c.child_id in known]
-        self._exec_many(cur, "INSERT INTO jw_children (region, bucket, job_id, final, " + _CHILD_COLUMNS +
-                        ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        [(key.region, key.bucket, key.job_id, *_child_row(c)) for c in new])
-        self._exec_many(cur, "UPDATE jw_children SET final=?, kind=?, object_key=?, state=?, created_at=?, "
-                        "started_at=?, ended_at=?, code=?, message=?, workflow_id=?, queue_id=?, tag=? "
+        self._exec_many(cur, "INSERT INTO jw_children (region, bucket, job_id, seen_pass, final, " + _CHILD_COLUMNS +
+                        ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [(key.region, key.bucket, key.job_id, touched_pass, *_child_row(c)) for c in new])
+        self._exec_many(cur, "UPDATE jw_children SET seen_pass=?, final=?, kind=?, object_key=?, state=?, "
+                        "created_at=?, started_at=?, ended_at=?, code=?, message=?, workflow_id=?, queue_id=?, tag=? "
                         "WHERE region=? AND bucket=? AND job_id=? AND child_id=?",
-                        [(r[0], *r[2:], key.region, key.bucket, key.job_id, c.child_id)
+                        [(touched_pass, r[0], *r[2:], key.region, key.bucket, key.job_id, c.child_id)
                          for c, r in ((c, _child_row(c)) for c in old)])
 
     def request_children_refresh(self, keys: Iterable[JobKey], now: datetime) -> int:
@@ -199,16 +211,26 @@ class ChildrenSqlMixin:
                 out.update({cid: st for cid, st in cur.fetchall()})
         return out
 
-    def pending_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) \
-            -> tuple[int, datetime | None, datetime | None]:
-        """How many children of one list are not final yet, and their oldest and newest creation times."""
-        wf_cond, params = ("AND workflow_id=?", [workflow_id]) if workflow_id else ("", [])
+    def pending_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None, *,
+                         gone: bool = False) -> tuple[int, datetime | None, datetime | None]:
+        """How many children of one list are unfinished (``gone``: final, state not read yet), and their oldest
+        and newest creation times."""
+        wf_cond, params = _wf(workflow_id)
         with self._tx(write=False) as cur:
             self._exec(cur, "SELECT COUNT(*), MIN(created_at), MAX(created_at) FROM jw_children WHERE region=? AND "
-                       f"bucket=? AND job_id=? AND final=0 AND kind=? {wf_cond}",
-                       (key.region, key.bucket, key.job_id, kind.value, *params))
+                       f"bucket=? AND job_id=? AND final=? AND kind=? {wf_cond}",
+                       (key.region, key.bucket, key.job_id, 2 if gone else 0, kind.value, *params))
             n, lo, hi = cur.fetchone()
         return int(n or 0), _dt(lo), _dt(hi)
+
+    def gone_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) -> dict[str, int]:
+        """The gone children of one list (final, state not read yet), counted by the state last recorded."""
+        wf_cond, params = _wf(workflow_id)
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT state, COUNT(*) FROM jw_children WHERE region=? AND bucket=? AND job_id=? AND "
+                       f"final=2 AND kind=? {wf_cond} GROUP BY state",
+                       (key.region, key.bucket, key.job_id, kind.value, *params))
+            return {st: int(n) for st, n in cur.fetchall()}
 
     def list_children(self, key: JobKey, *, failed_only: bool = False, limit: int = 100,
                       after: str | None = None) -> list[ChildJob]:
@@ -254,6 +276,10 @@ class ChildrenSqlMixin:
         return n
 
 
+def _wf(workflow_id: str | None) -> tuple[str, list[Any]]:
+    return ("AND workflow_id=?", [workflow_id]) if workflow_id else ("", [])
+
+
 def _child_row(c: ChildJob) -> tuple[Any, ...]:
     return (1 if is_final_child_state(c.state) else 0, c.child_id, c.kind.value, c.object_key, c.state,
             _ts(c.created_at), _ts(c.started_at), _ts(c.ended_at), c.code, (c.message or None) and c.message[:1000],
@@ -288,7 +314,8 @@ SQLITE_SCHEMA = (
         region TEXT NOT NULL, bucket TEXT NOT NULL, job_id TEXT NOT NULL, child_id TEXT NOT NULL,
         kind TEXT NOT NULL, object_key TEXT, state TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0,
         created_at REAL, started_at REAL, ended_at REAL, code TEXT, message TEXT, workflow_id TEXT,
-        queue_id TEXT, tag TEXT, PRIMARY KEY (region, bucket, job_id, child_id))""",
+        queue_id TEXT, tag TEXT, seen_pass INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (region, bucket, job_id, child_id))""",
     "CREATE INDEX IF NOT EXISTS jw_children_pending ON jw_children (region, bucket, job_id, final, kind)",
     "CREATE INDEX IF NOT EXISTS jw_children_state ON jw_children (region, bucket, job_id, state)",
     "CREATE INDEX IF NOT EXISTS jw_children_child ON jw_children (bucket, child_id)",
@@ -308,7 +335,7 @@ MYSQL_SCHEMA = (
         child_id VARCHAR(128) NOT NULL, kind VARCHAR(16) NOT NULL, object_key VARCHAR(1024), state VARCHAR(32) NOT NULL,
         final TINYINT NOT NULL DEFAULT 0, created_at DOUBLE, started_at DOUBLE, ended_at DOUBLE, code VARCHAR(255),
         message TEXT, workflow_id VARCHAR(128), queue_id VARCHAR(128), tag VARCHAR(64),
-        PRIMARY KEY (region, bucket, job_id, child_id), KEY jw_children_pending (region, bucket, job_id, final, kind),
+        seen_pass INT NOT NULL DEFAULT 0, PRIMARY KEY (region, bucket, job_id, child_id), KEY jw_children_pending (region, bucket, job_id, final, kind),
         KEY jw_children_state (region, bucket, job_id, state), KEY jw_children_child (bucket, child_id)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
 )
