@@ -244,3 +244,60 @@ def test_the_final_notice_waits_for_the_count_and_goes_without_it_at_the_hold(ha
     h.emulator.set_faults([])
     _tick_until_counted(h, key)
     assert h.app.progress(key).total == 50
+
+
+# --- the callbacks the emulator sends, replayed through the function ------------------------------------------
+
+def test_the_emulators_callbacks_through_api_gateway_and_ckafka_count_children_and_track_nothing(harness):
+    """Every TaskFinish (XML, the batch's CallBack) and WorkflowFinish (JSON, the workflow's notify URL) the
+    emulator POSTs while two tracked batches run, replayed through /callback and a CKafka record: each answered,
+    none tracked or polled as a batch job, and the batches' counts end exact."""
+    from test_emulator_children import WF, Receiver
+
+    h, emu = harness, harness.emulator
+    receiver = Receiver()
+    try:
+        emu.callback_interval = 0  # the test sweeps
+        emu.set_notify(WF, receiver.url, "JSON")
+        jobs = emu.create_job(TEST_BUCKET, type="Job", children=60, child_failure_rate=0.05, callback=receiver.url)
+        flows = emu.create_job(TEST_BUCKET, type="Workflow", children=20, child_failure_rate=0.1)
+        h.invoke({"action": "track", "job_ids": [jobs, flows]})
+        outcomes = []
+        for _ in range(12):
+            h.clock.advance(10)
+            emu.flush_callbacks()
+            bodies, receiver.bodies = receiver.bodies, []
+            for ctype, body in bodies:
+                if ctype == "application/xml":
+                    event = load_event("callback_apigw.json")
+                    event["body"] = body.decode()
+                    resp = h.invoke(event)
+                    assert resp["statusCode"] == 200, resp
+                    outcomes += [c["outcome"] for c in json.loads(resp["body"])["callbacks"]]
+                else:
+                    out = h.invoke({"Records": [{"Ckafka": {"msgBody": body.decode()}}]})
+                    assert out["ok"] and out["rejected"] == [], out
+                    outcomes += [c["outcome"] for c in out["callbacks"]]
+            h.invoke(load_event("timer.json"))
+        assert len(outcomes) == 80 and "unknown" not in outcomes
+        assert sorted(tj.key.job_id for tj in h.store.list_jobs()) == sorted([jobs, flows])
+        assert {r.path for r in emu.request_log if r.path.startswith("/inventorytriggerjob/")} == \
+            {f"/inventorytriggerjob/{jobs}", f"/inventorytriggerjob/{flows}"}
+        for batch, total, failed in ((jobs, 60, 3), (flows, 20, 2)):
+            key = JobKey(TEST_REGION, TEST_BUCKET, batch)
+            _tick_until_counted(h, key)
+            p = h.app.progress(key)
+            assert (p.total, p.failed, p.succeeded) == (total, failed, total - failed)
+        assert all(e.notice.key.job_id in (jobs, flows) for e in h.store.list_outbox(limit=1000))
+    finally:
+        receiver.close()
+
+
+def test_picture_jobs_are_read_from_pic_jobs(harness):
+    batch = harness.emulator.create_job(TEST_BUCKET, type="Job", tag="PicProcess", children=150,
+                                        child_failure_rate=0.1)
+    _run_to_the_end(harness, batch)
+    p = harness.app.progress(JobKey(TEST_REGION, TEST_BUCKET, batch))
+    assert (p.total, p.failed) == (150, 15)
+    paths = {r.path for r in harness.emulator.request_log if not r.path.startswith("/inventorytriggerjob")}
+    assert paths == {"/pic_jobs"}

@@ -367,3 +367,48 @@ def test_shards_respect_size_count_and_event_bytes():
     shards = shard(big, 2000, 100)
     assert sum(len(s) for s in shards) == 2000 and len(shards) > 1
     assert all(len(encode_shard(s)) <= MAX_CLIENT_CONTEXT for s in shards)
+
+
+# --- callbacks are hostile input: whatever arrives, only our errors come out ------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_CB_KEYS = ["EventName", "JobsDetail", "WorkflowExecution", "Response", "JobId", "RunId", "State", "Input",
+            "BucketId", "Region", "Object", "QueueId", "Tag", "Workflow", "WorkflowId", "Code", "Message", "x"]
+_CB_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+    | st.sampled_from(["TaskFinish", "WorkflowFinish", "Success", "Failed", "j1", BUCKET, REGION, "../x"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_CB_KEYS), inner, max_size=6),
+    max_leaves=25)
+
+
+def _only_our_errors(raw: bytes) -> None:
+    try:
+        out = ev.parse_callback(raw, NO_DEFAULTS, DEFAULTS)
+    except (ev.EventError, ValidationError):
+        return
+    assert isinstance(out, (ev.ChildCallback, ev.IgnoredCallback))
+    if isinstance(out, ev.ChildCallback):  # what a callback yields is safe to put in a query
+        assert ev._IDENT_RE.match(out.child_id) and out.bucket
+
+
+@settings(max_examples=300, deadline=None)
+@given(_CB_JSON)
+def test_generated_callback_json_raises_only_our_errors(obj):
+    _only_our_errors(json.dumps(obj).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(_CB_KEYS), st.text(alphabet="abcTaskFinish<>&;1", max_size=10), max_size=6))
+def test_generated_callback_xml_raises_only_our_errors(fields):
+    inner = "".join(f"<{k}>{v}</{k}>" for k, v in fields.items())
+    for doc in (f"<Response><EventName>TaskFinish</EventName><JobsDetail>{inner}</JobsDetail></Response>",
+                f"<Response><EventName>WorkflowFinish</EventName><WorkflowExecution>{inner}</WorkflowExecution>"
+                "</Response>", f"<Response>{inner}</Response>"):
+        _only_our_errors(doc.encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_generated_callback_bytes_raise_only_our_errors(raw):
+    _only_our_errors(raw)
