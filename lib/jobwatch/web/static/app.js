@@ -37,6 +37,11 @@
   }
 
   function refresh() {
+    var active = document.activeElement;
+    if (active && active.closest && active.closest("#live form")) {  // someone is choosing a filter: not now
+      schedule();
+      return;
+    }
     fetch(window.location.href, {headers: {"X-Jobwatch-Partial": "1"}, credentials: "same-origin", cache: "no-store"})
       .then(function (r) {
         if (r.status === 401) { window.location.reload(); return null; }
