@@ -265,6 +265,9 @@ def test_log_format_json_on_a_terminal(env, emulator):
     assert r.rc == 0, r.out
     events = [json.loads(ln) for ln in r.out.splitlines() if ln.startswith("{")]
     assert any(e["event"] == "job_transition" and e["job_id"] == jid for e in events)
+    emulator.set_state(TEST_BUCKET, jid, "Pause")
+    r = run_pty(["track", jid, "--log-format", "json"], env, JOBWATCH_LOG_LEVEL="info")  # after the command too
+    assert any(json.loads(ln)["to_state"] == "Pause" for ln in r.out.splitlines() if ln.startswith("{")), r.out
 
 
 def test_machine_output_never_mixes_with_logs(env, emulator):

@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import Any, Sequence
 
 from jobwatch.cli import children as children_cmd
 from jobwatch.cli import config as config_cmd
@@ -53,14 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
                "error the service answered; 3 the job does not exist or is not tracked; 130 interrupted (Ctrl-C).")
     parser.add_argument("--version", action="version", version=f"jobwatch {_version()}",
                         help="print the version and exit")
-    parser.add_argument("--log-format", choices=("auto", "json", "console"), default=None,
-                        help="log lines on stderr: json, console (one short line per change) or auto (console "
-                             "on a terminal, else json); default $JOBWATCH_LOG_FORMAT")
+    _log_format_option(parser, None)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for group in GROUPS:
         group.register(subparsers)
+    _global_options_everywhere(subparsers)
     return parser
+
+
+def _log_format_option(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), default=default,
+                        help="log lines on stderr: json, console (one short line per change) or auto (console "
+                             "on a terminal, else json); default $JOBWATCH_LOG_FORMAT")
+
+
+def _global_options_everywhere(subparsers: Any) -> None:
+    """``--log-format`` after the command too (``jobwatch poll --log-format json``), as gh and kubectl take their
+    global flags anywhere. SUPPRESS keeps a sub-command from resetting a value given before it."""
+    for sub in subparsers.choices.values():
+        if getattr(sub, "_jobwatch_globals", False) or sub.get_default("pass_through"):
+            continue
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            for n in nested:
+                _global_options_everywhere(n)
+        elif not any("--log-format" in a.option_strings for a in sub._actions):
+            _log_format_option(sub, argparse.SUPPRESS)
+        sub._jobwatch_globals = True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
