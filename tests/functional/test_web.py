@@ -407,3 +407,32 @@ def test_a_bare_job_id_finds_its_job_when_only_one_bucket_has_it(site):
     assert r.status == 400 and "2 tracked jobs have this ID" in r.body
     r = call(app, "GET", "/ui/jobs/bnot0tracked", cookie=cookie, clock=clock)
     assert r.status == 400 and "no tracked job has this ID" in r.body
+
+
+def test_serve_answers_500_on_a_corrupt_row_and_keeps_serving(tmp_path, capsys):
+    from jobwatch.cli.serve import make_server, serve_in_thread
+
+    import sqlite3
+
+    bad = tmp_path / "jw.db"
+    populated_app(f"sqlite:///{bad}", API_KEY, n=12)[0].close()
+    conn = sqlite3.connect(bad)  # a corrupt row: reading it raises (not a store fault a retry cures)
+    conn.execute("UPDATE jw_jobs SET job_json='{not json'")
+    conn.commit()
+    conn.close()
+    app = App(load_settings({"JOBWATCH_STORE_URL": f"sqlite:///{bad}", "JOBWATCH_API_KEY": API_KEY}))
+    server = make_server(app, "127.0.0.1", 0)
+    serve_in_thread(server)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            opener.open(base + "/ui/login", data=urlencode({"api_key": API_KEY}).encode())  # -> GET /ui
+        assert err.value.code == 500, err.value.code
+        with opener.open(base + "/ui/static/app.css") as r:  # still serving
+            assert r.status == 200
+        assert API_KEY not in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
+        app.close()

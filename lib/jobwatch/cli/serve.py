@@ -25,7 +25,7 @@ MAX_BODY = 64 * 1024
 def make_server(app: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, secure_cookie: bool = False,
                 clock: Callable[[], float] | None = None) -> HTTPServer:
     """An HTTP server answering the status page from ``app`` (one request at a time: the store is shared)."""
-    from jobwatch.web import WebRequest, handle
+    from jobwatch.web import WebRequest, WebResponse, handle
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "jobwatch"
@@ -47,7 +47,14 @@ def make_server(app: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, 
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            resp = handle(app, req, **({"clock": clock} if clock else {}))
+            try:
+                resp = handle(app, req, **({"clock": clock} if clock else {}))
+            except Exception as exc:  # a bug or a store fault: answer 500 and keep serving
+                from jobwatch.core.redact import scrub
+
+                print(f"serve: {req.method} {parts.path}: {scrub(f'{type(exc).__name__}: {exc}')[:500]}",
+                      file=sys.stderr)
+                resp = WebResponse(500, "internal error; see the terminal", "text/plain; charset=utf-8")
             data = resp.body.encode("utf-8") if isinstance(resp.body, str) else resp.body
             self.send_response(resp.status)
             for k, v in resp.all_headers().items():
