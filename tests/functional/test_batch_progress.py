@@ -301,3 +301,15 @@ def test_picture_jobs_are_read_from_pic_jobs(harness):
     assert (p.total, p.failed) == (150, 15)
     paths = {r.path for r in harness.emulator.request_log if not r.path.startswith("/inventorytriggerjob")}
     assert paths == {"/pic_jobs"}
+
+
+def test_children_of_a_running_batch_show_rate_and_time_left(harness, capsys):
+    h = harness
+    batch = h.emulator.create_job(TEST_BUCKET, type="Job", children=500)
+    h.invoke({"action": "track", "job_ids": [batch]})
+    h.clock.advance(5 + 40)
+    h.invoke(load_event("timer.json"))
+    rc, text, _ = cli(capsys, "children", batch, "--limit", "3")
+    p = h.app.progress(JobKey(TEST_REGION, TEST_BUCKET, batch))
+    assert rc == 0 and 0 < p.done < p.total
+    assert f"{p.text()}; " in text and "/min, about " in text and " left" in text

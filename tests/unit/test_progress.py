@@ -32,3 +32,5 @@ def test_rate_and_eta_from_the_service_times():
     assert Progress(total=5, running=5, first_child_at=T0).eta_seconds() is None  # nothing finished yet
     assert Progress(total=5, succeeded=5, first_child_at=T0, last_end_at=T0).eta_seconds() == 0.0
     assert Progress().to_json()["percent"] is None
+    assert p.pace_text() == "300/min, about 1m 40s left"
+    assert Progress(total=5, succeeded=5, first_child_at=T0, last_end_at=T0).pace_text() is None

@@ -23,7 +23,11 @@ def _cmd_children(args: argparse.Namespace) -> int:
             print_json([c.to_json() for c in page.items])
         else:
             p = page.progress
-            print(f"{key}: {p.text() if p is not None else 'children not counted yet'}")
+            head = p.text() if p is not None else "children not counted yet"
+            pace = p.pace_text() if p is not None else None
+            if pace:
+                head += f"; {pace}"
+            print(f"{key}: {head}")
             cols = [Column("CHILD", lambda c: c.child_id), Column("STATE", lambda c: c.state, colour=state_colour),
                     Column("OBJECT", lambda c: c.object_key or "-"), Column("CODE", lambda c: c.code or "-"),
                     Column("MESSAGE", lambda c: cut(c.message, 60) or "-")]

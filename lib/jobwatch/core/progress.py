@@ -27,6 +27,20 @@ def bucket_of(state: str | None) -> str:
     return _BUCKET.get(state or "", "running")
 
 
+def duration_text(seconds: float | None) -> str | None:
+    """``3d 4h``, ``2h 5m``, ``1m 30s``, ``12s``: two units are enough to read at a glance."""
+    if seconds is None or seconds < 0:
+        return None
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (s, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    return " ".join(f"{v}{u}" for v, u in parts[:2])
+
+
 @dataclass(frozen=True)
 class Progress:
     """A batch's children as last counted. ``total`` is the children seen so far (a batch may still be spawning
@@ -111,6 +125,13 @@ class Progress:
             out += f", {self.cancelled:,} cancelled"
         return out
 
+    def pace_text(self) -> str | None:
+        """``120/min, about 3m 10s left`` while children are unfinished and a rate is known, else None."""
+        rate, eta = self.rate(), self.eta_seconds()
+        if self.complete or not self.remaining or not rate or eta is None:
+            return None
+        return f"{rate * 60:,.0f}/min, about {duration_text(eta)} left"
+
     def counted(self, state: str | None, n: int = 1) -> "Progress":
         """A copy with ``n`` more children in ``state``'s bucket (negative ``n`` takes them out)."""
         b = bucket_of(state)
@@ -168,7 +189,7 @@ class ChildCallback:
                 "queue_id": self.queue_id, "tag": self.tag, "workflow_id": self.workflow_id}
 
 
-__all__ = ["PROGRESS_KEYS", "PIC_TAGS", "bucket_of", "ChildrenWork", "ChildrenUpdate", "Progress", "FailedChild", "ChildCallback"]
+__all__ = ["PROGRESS_KEYS", "PIC_TAGS", "bucket_of", "duration_text", "ChildrenWork", "ChildrenUpdate", "Progress", "FailedChild", "ChildCallback"]
 
 
 @dataclass(frozen=True)

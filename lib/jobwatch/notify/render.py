@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from jobwatch.core.models import Notice, NoticeKind, from_iso
+from jobwatch.core.progress import duration_text
 
 MAX_MESSAGE = 500  # characters of the service's error message we show
 MAX_TOTAL = 3000
@@ -18,20 +19,6 @@ MAX_FAILED_SHOWN = 3  # failed objects named in a chat message (the rest: `jobwa
 
 _ICON = {"Success": "✅", "Failed": "❌", "Cancel": "⛔", "vanished": "❓", "stalled": "⏳", "recovered": "▶️",
          "test": "🔔"}
-
-
-def duration_text(seconds: float | None) -> str | None:
-    """``3d 4h``, ``2h 5m``, ``1m 30s``, ``12s``: two units are enough to read at a glance."""
-    if seconds is None or seconds < 0:
-        return None
-    s = int(seconds)
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (s, "s")]
-    while len(parts) > 1 and parts[0][0] == 0:
-        parts.pop(0)
-    return " ".join(f"{v}{u}" for v, u in parts[:2])
 
 
 def ran_for(notice: Notice) -> float | None:
