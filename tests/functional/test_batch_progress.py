@@ -313,3 +313,31 @@ def test_children_of_a_running_batch_show_rate_and_time_left(harness, capsys):
     p = h.app.progress(JobKey(TEST_REGION, TEST_BUCKET, batch))
     assert rc == 0 and 0 < p.done < p.total
     assert f"{p.text()}; " in text and "/min, about " in text and " left" in text
+
+
+def test_a_burst_of_callbacks_costs_one_refresh(harness):
+    """Unauthenticated callbacks cannot make us hammer CI: a batch refreshed in the last JOBWATCH_POLL_MIN_SECONDS
+    is only marked for its next tick, whatever the number of callbacks."""
+    h = harness
+    batch = h.emulator.create_job(TEST_BUCKET, type="Job", children=200)
+    h.invoke({"action": "track", "job_ids": [batch]})
+    h.clock.advance(5 + 30)
+    h.invoke(load_event("timer.json"))
+    h.clock.advance(10)  # POLL_MIN_SECONDS since that refresh
+    key = JobKey(TEST_REGION, TEST_BUCKET, batch)
+    views = h.emulator.child_views(TEST_BUCKET, batch)
+    known = h.store.known_children(key, [c.child_id for c in views])
+    done = [c for c in views if c.state == "Success" and known.get(c.child_id) != "Success"][:30]
+    assert len(done) >= 10  # ended since the last refresh: CI calls back for each
+    lists = []
+    for child in done:
+        event = load_event("callback_apigw.json")
+        event["body"] = (event["body"].replace("test-123456789", TEST_BUCKET).replace("ap-chongqing", TEST_REGION)
+                         .replace("ja66d6204f86711ec9ca1073b78d316d3", child.child_id)
+                         .replace("p2242ab62c7c94486915508540933a2c6", child.queue_id)
+                         .replace("<Tag>StreamExtract</Tag>", f"<Tag>{child.tag}</Tag>"))
+        before = sum(1 for r in h.emulator.request_log if r.path == "/jobs")
+        assert h.invoke(event)["statusCode"] == 200
+        lists.append(sum(1 for r in h.emulator.request_log if r.path == "/jobs") - before)
+    assert lists[0] > 0 and sum(lists[1:]) == 0, lists
+    assert h.store.known_children(key, [c.child_id for c in done]) == {c.child_id: "Success" for c in done}

@@ -1,0 +1,63 @@
+"""Four instances (one App each, one MariaDB store) tick at the same moments while a batch of 3,000 children
+runs: each page of children is counted by one of them only (the batch's children lease), so the counts end
+exact and every child is recorded once."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from fixtures.emulator import TEST_BUCKET, TEST_REGION, TEST_SECRET_ID, TEST_SECRET_KEY
+
+from jobwatch.app.config import load_settings
+from jobwatch.app.orchestrator import App
+from jobwatch.core.models import JobKey
+
+
+@pytest.mark.mysql
+def test_four_instances_count_one_batchs_children_exactly_once(mysql_url, emulator, emulator_clock):
+    env = {"JOBWATCH_STORE_URL": mysql_url, "JOBWATCH_CI_ENDPOINT": emulator.url,
+           "JOBWATCH_SECRET_ID": TEST_SECRET_ID, "JOBWATCH_SECRET_KEY": TEST_SECRET_KEY,
+           "JOBWATCH_POLL_MIN_SECONDS": "10", "JOBWATCH_POLL_MAX_SECONDS": "10", "JOBWATCH_POLL_JITTER": "0",
+           "JOBWATCH_CHILDREN_MAX_PAGES": "3", "JOBWATCH_LOG_LEVEL": "error", "JOBWATCH_NOTIFY": "log://"}
+    apps = [App(load_settings(env), environ=env, clock=emulator_clock.now, owner=f"inst-{i}") for i in range(4)]
+    batch = emulator.create_job(TEST_BUCKET, type="Job", children=3000, child_failure_rate=0.03)
+    key = JobKey(TEST_REGION, TEST_BUCKET, batch)
+    apps[0].register([key], poll=True)
+    errors: list[BaseException] = []
+    try:
+        for _ in range(60):
+            emulator_clock.advance(3)
+            start = threading.Barrier(len(apps))
+
+            def tick(app: App) -> None:
+                try:
+                    start.wait(10)
+                    app.tick(app.budget(20), discover=False)
+                except BaseException as exc:  # reported below, in the test's thread
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=tick, args=(a,)) for a in apps]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert not errors, errors
+            p = apps[0].progress(key)
+            if p is not None and p.complete:
+                break
+        p = apps[0].progress(key)
+        assert p is not None and p.complete
+        assert (p.total, p.failed, p.succeeded, p.running + p.waiting) == (3000, 90, 2910, 0)
+        ids, cursor = [], None
+        while True:
+            page = apps[0].children(key, limit=1000, cursor=cursor)
+            ids += [c.child_id for c in page.items]
+            cursor = page.cursor
+            if cursor is None:
+                break
+        assert len(ids) == len(set(ids)) == 3000
+        assert sorted(ids) == sorted(v.child_id for v in emulator.child_views(TEST_BUCKET, batch))
+    finally:
+        for a in apps:
+            a.close()
