@@ -215,12 +215,15 @@ class HumanRenderer:
                 arrow = f"{ev.get('from_state') or '-'} -> {_state_colour(ev.get('to_state'))}"
             code = f" ({ev['code']})" if ev.get("code") not in (None, "", "Success") else ""
             return f"{job}  {arrow}{code}"
+        if name == "notice":  # the log sink's copy of a notice: the change, not the payload
+            return f"{job}  notice ({ev.get('kind')}): {ev.get('from_state') or '-'} -> {ev.get('to_state') or '-'}"
         if name == "job_poll_failed":
             return f"{job}  poll failed ({ev.get('error_count')}x): {shorten(str(ev.get('error')), 100)}"
         pairs = [f"{k}={shorten(str(v), 60)}" for k, v in ev.items()
                  if k not in self._SKIP and k not in ("job_id", "job") and not isinstance(v, (dict, list, tuple)) and v is not None]
         head = f"{job}  {name}" if job else name
-        return "  ".join([head, " ".join(pairs)]) if pairs else head
+        line = "  ".join([head, " ".join(pairs)]) if pairs else head
+        return line if len(line) <= 160 else shorten(line, 160)
 
 
 def _state_colour(state: Any) -> str:

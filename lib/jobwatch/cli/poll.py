@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from jobwatch.cli.common import RUN, build_app, non_negative, print_json
+from jobwatch.cli.common import EXIT_USAGE, RUN, build_app, err, non_negative, print_json
 from jobwatch.cli.output import Progress
 from jobwatch.core.errors import ValidationError
 from jobwatch.core.models import validate_bucket, validate_ci_region
@@ -43,7 +43,8 @@ def _cmd_discover(args: argparse.Namespace) -> int:
         targets = [(validate_ci_region(args.region, "--region"), validate_bucket(args.bucket))] if args.bucket \
             else list(app.settings.discovery or ())
         if not targets:
-            raise ValidationError("--bucket", None, "give --bucket and --region, or set JOBWATCH_DISCOVERY")
+            err("discover: no bucket to list: give --bucket and --region, or set JOBWATCH_DISCOVERY")
+            return EXIT_USAGE
         budget = app.budget(args.budget)
         failed = 0
         for target in targets:
