@@ -197,15 +197,17 @@ def test_console_lines_are_short_and_human():
     log.warning("job_poll_failed", job_id="j2", error="connection refused " * 20, error_count=3,
                 job={"whole": "record", "with": ["many", "fields"]})
     log.info("other_event", job={"a": 1}, count=5)
-    log.info("notice", sink="log", job_id="j3", kind="transition", from_state=None, to_state="Failed",
-             job={"job_id": "j3", "operation": {"workflow_ids": ["w1"]}})  # the log sink's copy of a notice
+    log.warning("notice", sink="log", job_id="j3", kind="transition", from_state=None, to_state="Failed",
+                job={"job_id": "j3", "operation": {"workflow_ids": ["w1"]}})  # the log sink's copy of a notice
+    log.info("notice", sink="log", job_id="j3", kind="transition", to_state="Failed")  # echo: dropped at info
+    log.info("notice_delivered", notice="x", sink="log")  # echo: dropped at info
     first, second, third, fourth = buf.getvalue().splitlines()
     assert first.endswith("j1  Submitted -> Running") and len(first) < 40
     assert "{" not in buf.getvalue() and "\x1b[" not in buf.getvalue()  # no dicts; not a terminal: no colour
     assert second.split("  ", 1)[1].startswith("warning: j2  poll failed (3x): connection refused")
     assert len(second) <= 140 and second.endswith("refused…")  # cut at a word, never mid-word
     assert third.endswith("other_event  count=5")
-    assert fourth.endswith("j3  notice (transition): - -> Failed")
+    assert fourth.endswith("warning: j3  notice (transition): - -> Failed")
 
 
 def test_colour_only_on_a_terminal_without_no_color():

@@ -226,6 +226,16 @@ class HumanRenderer:
         return line if len(line) <= 160 else shorten(line, 160)
 
 
+_ECHOES = frozenset({"notice", "notice_delivered"})
+
+
+def _drop_echoes(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Drop the info lines that repeat a transition already shown (three lines per change become one)."""
+    if event_dict.get("event") in _ECHOES and method == "info":
+        raise structlog.DropEvent
+    return event_dict
+
+
 def _state_colour(state: Any) -> str:
     colour = {"Success": "\x1b[32m", "Failed": "\x1b[31m", "Cancel": "\x1b[33m", "Vanished": "\x1b[33m"}.get(
         str(state))
@@ -295,8 +305,11 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             return
         renderer = _renderer(resolved, out)
         writer = LineWriter(out)
+        # A person at a terminal gets the change once: the log sink's copy of each notice and its delivery
+        # receipt are for CLS (and for a terminal at debug level).
+        quiet = [_drop_echoes] if resolved == "console" and LEVELS[level] > logging.DEBUG else []
         structlog.configure(
-            processors=[*shared_processors(), renderer],
+            processors=[*shared_processors(), *quiet, renderer],
             wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
             logger_factory=lambda *args: _LineLogger(writer),
             context_class=dict,
