@@ -257,3 +257,19 @@ def test_a_span_busy_with_jobs_not_due_is_learnt_and_queried_one_by_one_next_tim
     second = engine.tick()  # now the rule knows: 5 pages for 10 jobs is not worth it (min_saving 3)
     assert second.listed == 0 and second.requests == 10 and second.buckets[f"{TEST_REGION}/{TEST_BUCKET}"]["path"] == "single"
     engine.close()
+
+
+def test_a_listing_older_than_the_recorded_answer_is_not_applied(emulator, emulator_clock, client, stores):
+    """Another poller (its clock 100 s ahead) recorded answers later than this poller's listing was asked for:
+    the listing is not applied to those jobs; they are queried instead."""
+    store = stores[0]
+    ids, keys, engine = _watched(emulator, emulator_clock, client, store, 8, state="Running")
+    ahead = type(emulator_clock)(start=emulator_clock.now() + timedelta(seconds=100))
+    other = _engine(store, client, ahead)
+    assert other.tick(keys=keys[:3]).listed == 3  # recorded with last_seen 100 s after this poller's now
+    mark = len(emulator.request_log)
+    res = engine.tick(keys=keys)
+    assert res.polled == 8 and res.listed == 5
+    assert sorted(r.job_id for r in _single_gets(emulator, mark)) == sorted(ids[:3])
+    engine.close()
+    other.close()
