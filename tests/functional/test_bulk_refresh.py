@@ -273,3 +273,29 @@ def test_a_listing_older_than_the_recorded_answer_is_not_applied(emulator, emula
     assert sorted(r.job_id for r in _single_gets(emulator, mark)) == sorted(ids[:3])
     engine.close()
     other.close()
+
+
+def test_claims_grow_only_once_listing_pays(emulator, emulator_clock, client, stores, monkeypatch):
+    """A claim left mostly to single queries stays batch-sized (other instances can take the rest); once a claim
+    was mostly listed, the next ones are list-sized."""
+    store = stores[0]
+    limits: list[int] = []
+    claim = store.claim_due
+
+    def spy(owner, now, lease, limit, *a, **kw):
+        limits.append(limit)
+        return claim(owner, now, lease, limit, *a, **kw)
+
+    monkeypatch.setattr(store, "claim_due", spy)
+    ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", state="Running",
+                               created_at=TEST_START - timedelta(seconds=i)) for i in range(30)]
+    store.track([JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids], emulator_clock.now())
+    engine = _engine(store, client, emulator_clock, batch_size=5, list_batch_size=100)
+    assert engine.tick().polled == 30  # first sight: nothing to list
+    assert set(limits) == {5}
+    limits.clear()
+    emulator_clock.advance(10)
+    res = engine.tick()
+    assert res.polled == 30 and res.listed == 30
+    assert limits[0] == 5 and set(limits[1:]) == {100}
+    engine.close()

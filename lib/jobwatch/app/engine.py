@@ -281,6 +281,7 @@ class Engine:
         self._batch: Dispatcher | None = None
         # Bulk refresh (issue 17): due ticks claim larger batches and list what is cheaper to list.
         self.refresher = refresher
+        self._listing_pays = False  # learnt per instance: see tick()
         self.list_batch_size = max(batch_size, list_batch_size)
         self._pool: ThreadPoolExecutor | None = None  # the refresher's page requests
 
@@ -330,10 +331,12 @@ class Engine:
                 result.budget_exhausted = True
                 break
             lease = self._lease_for(deadline)
-            # Named keys (a fan-out shard, a register) are claimed as before, due ticks in larger batches; both go
-            # through the bulk refresh when it is on.
+            # Named keys (a fan-out shard, a register) are claimed as before; a due tick claims larger batches once
+            # listing has paid (most of the last bulk claim was listed): a claim mostly left to single queries
+            # would hold thousands of leases that other instances could be polling (scale-out).
             bulk = self.refresher is not None
-            limit = self.list_batch_size if bulk and remaining_keys is None else self._claim_size(lease)
+            big = bulk and remaining_keys is None and self._listing_pays
+            limit = self.list_batch_size if big else self._claim_size(lease)
             if remaining_keys is not None:
                 limit = min(limit, len(remaining_keys))
             chunk = None if remaining_keys is None else remaining_keys[:limit]
@@ -347,7 +350,9 @@ class Engine:
             last_start = claimed_at + timedelta(seconds=lease - self.poll_worst_case)
             any_claimed = bool(claimed)
             if claimed and bulk:
+                n_claimed = len(claimed)
                 claimed = self._refresh(claimed, deadline, result)
+                self._listing_pays = len(claimed) * 2 < n_claimed
             # The jobs left for one query each go in batches of batch_size, as before bulk refresh claimed more.
             for i in range(0, len(claimed), self.batch_size):
                 polled = self._poll_batch(claimed[i:i + self.batch_size], deadline, last_start)
