@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from jobwatch.core.errors import StoreError, StoreUnavailable
 from jobwatch.core.redact import Secret
 from jobwatch.store.children_sql import MYSQL_SCHEMA
-from jobwatch.store.sql import _CLAIM, _UPDATE_STEADY, JOB_COLUMNS, OUTBOX_COLUMNS, SqlStore
+from jobwatch.store.sql import JOB_COLUMNS, OUTBOX_COLUMNS, SqlStore
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS jw_meta (k VARCHAR(64) PRIMARY KEY, v VARCHAR(255) NOT NULL) ENGINE=InnoDB",
@@ -142,45 +142,6 @@ class MysqlStore(SqlStore):
             except Exception:
                 pass
             self._conn = None
-
-    def _update_rows(self, cur: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
-        """PyMySQL sends an UPDATE's ``executemany`` one row per round trip: the claim's lease and the steady
-        poll (thousands of rows per tick with bulk refresh) go instead as one statement per bucket and 500 rows,
-        the per-row values picked by ``CASE job_id``; the version guard stays per row."""
-        if sql is _CLAIM:  # (owner, expires, region, bucket, job_id, version)
-            head, fixed, per_row = ("UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=version+1", 2, 0)
-        elif sql is _UPDATE_STEADY:  # (last_seen, next_poll_at, poll_interval, region, bucket, job_id, owner, version)
-            head, fixed, per_row = ("UPDATE jw_jobs SET lease_owner=NULL, lease_expires=NULL, version=version+1, "
-                                    "polls=polls+1", 0, 3)
-        else:
-            return self._exec_many(cur, sql, rows)
-        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-        for row in rows:
-            region, bucket = row[fixed + per_row], row[fixed + per_row + 1]
-            owner = row[-2] if per_row else None
-            groups.setdefault((row[:fixed], region, bucket, owner), []).append(row)
-        changed = 0
-        for (fixed_vals, region, bucket, owner), group in groups.items():
-            for i in range(0, len(group), 500):
-                chunk = group[i:i + 500]
-                case = " ".join("WHEN ? THEN ?" for _ in chunk)
-                sets = "".join(f", {col}=CASE job_id {case} END"
-                               for col in ("last_seen", "next_poll_at", "poll_interval")[:per_row])
-                params: list[Any] = list(fixed_vals)
-                for k in range(per_row):
-                    for r in chunk:
-                        params += (r[fixed + per_row + 2], r[k])
-                params += (region, bucket)
-                if owner is not None:
-                    params.append(owner)
-                params += [r[fixed + per_row + 2] for r in chunk]
-                for r in chunk:
-                    params += (r[fixed + per_row + 2], r[-1])
-                where = ("WHERE region=? AND bucket=?" + (" AND lease_owner=?" if owner is not None else "")
-                         + f" AND job_id IN ({','.join('?' * len(chunk))}) AND version=CASE job_id {case} END")
-                self._exec(cur, f"{head}{sets} {where}", params)
-                changed += max(cur.rowcount, 0)
-        return changed
 
     def _insert_ignore(self, table: str, columns: str, n: int) -> str:
         return f"INSERT IGNORE INTO {table} ({columns}) VALUES ({','.join(['?'] * n)})"
