@@ -23,7 +23,9 @@ def test_four_backlogged_ticks_deliver_every_queued_notice(sqlite_url):
     env = {"JOBWATCH_STORE_URL": sqlite_url, "JOBWATCH_CI_ENDPOINT": emulator.url, "JOBWATCH_SECRET_ID": SECRET_ID,
            "JOBWATCH_SECRET_KEY": SECRET_KEY, "JOBWATCH_HTTP_MAX_ATTEMPTS": "1", "JOBWATCH_CONCURRENCY": "4",
            "JOBWATCH_POLL_MIN_SECONDS": "10", "JOBWATCH_POLL_JITTER": "0", "JOBWATCH_NOTIFY": receiver.spec(),
-           "JOBWATCH_NOTIFY_TIMEOUT": "0.5", "JOBWATCH_SAFETY_MARGIN_SECONDS": "1",
+           # a send that takes longer than this on a loaded machine fails and waits for its backoff: 2 s is far above a
+           # loopback answer and still leaves most of each 10 s invocation to polling
+           "JOBWATCH_NOTIFY_TIMEOUT": "2", "JOBWATCH_SAFETY_MARGIN_SECONDS": "1",
            "JOBWATCH_DEFAULT_REGION": REGION,
            # one query per job: listing would clear 300 jobs in a second, and the backlog is the premise here
            "JOBWATCH_BULK_REFRESH": "false"}
