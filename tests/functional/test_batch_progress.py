@@ -341,3 +341,14 @@ def test_a_burst_of_callbacks_costs_one_refresh(harness):
         lists.append(sum(1 for r in h.emulator.request_log if r.path == "/jobs") - before)
     assert lists[0] > 0 and sum(lists[1:]) == 0, lists
     assert h.store.known_children(key, [c.child_id for c in done]) == {c.child_id: "Success" for c in done}
+
+
+def test_a_batch_tracked_after_it_ended_gets_one_notice_with_its_failures(harness):
+    h = harness
+    batch = h.emulator.create_job(TEST_BUCKET, type="Job", children=100, child_failure_rate=0.1)
+    h.clock.advance(5 + 60 + 1)  # ended before anyone watched it
+    h.invoke({"action": "track", "job_ids": [batch]})
+    notices = [e.notice for e in h.store.list_outbox(limit=100)]
+    assert [(n.kind.value, n.to_state) for n in notices] == [("transition", "Success")]
+    assert notices[0].payload()["progress"]["failed"] == 10 and len(notices[0].payload()["failed_sample"]) == 10
+    assert [e.status for e in h.store.list_outbox(limit=100)] == ["done"]  # counted and sent in that invocation

@@ -516,8 +516,9 @@ class ChildrenRefresher:
         return {"progress": b.progress.counts(), "failed_sample": self._sample(b, changed)}
 
     def _failed_notices(self, b: _Batch, changed: Sequence[ChildJob], now: datetime) -> list[Notice]:
+        """``children_failed`` while the batch runs; once it ended, its final notice carries the failures."""
         p = b.progress
-        if not p.failed:
+        if not p.failed or (not b.work.batch_active and b.work.batch_state in FINAL_BATCH_STATES):
             return []
         over = (self.failed_threshold > 0 and p.done >= MIN_DONE_FOR_SHARE
                 and 100.0 * p.failed_share() > self.failed_threshold)
