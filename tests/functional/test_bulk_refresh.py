@@ -101,10 +101,11 @@ def test_listing_and_single_paths_record_the_same_states_and_notices(emulator, e
 
 def test_a_job_deleted_between_ticks_is_still_confirmed_vanished(emulator, emulator_clock, client, stores):
     store = stores[0]
+    emulator.jobs.lifecycle = Lifecycle(submitted_seconds=5, running_seconds=3600)  # the others run on meanwhile
     ids, keys, engine = _watched(emulator, emulator_clock, client, store, 7, state="Running")
     gone = ids[3]
     emulator.delete_job(TEST_BUCKET, gone)
-    for _ in range(2):
+    for _ in range(POLICY.confirmations_for("Vanished")):  # NonExist answers spanning vanish_seconds
         emulator_clock.advance(10)
         mark = len(emulator.request_log)
         res = engine.tick()

@@ -97,9 +97,10 @@ def test_vanished_job_is_confirmed_then_final(emulator, emulator_clock, client, 
     engine = _engine(store, client, emulator_clock)
     engine.tick()
     emulator.delete_job(TEST_BUCKET, jid)
-    emulator_clock.advance(10)
-    engine.tick()
-    assert store.get(k).active and store.get(k).pending_state == "Vanished"
+    for _ in range(POLICY.confirmations_for("Vanished") - 1):  # NonExist for 60 s, re-checked every 10 s
+        emulator_clock.advance(10)
+        engine.tick()
+        assert store.get(k).active and store.get(k).pending_state == "Vanished"
     emulator_clock.advance(10)
     engine.tick()
     tj = store.get(k)

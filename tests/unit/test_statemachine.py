@@ -83,12 +83,23 @@ def test_stale_read_is_not_a_transition_until_confirmed():
 
 
 def test_vanished_needs_confirmation_then_is_final_and_notified():
+    """NonExistJobIds must hold for vanish_seconds (60 s: re-checked every 30 s, so three answers in a row), not
+    only ``confirmations`` answers: two NonExist answers 10 s apart, each just after a state change (a replica
+    not yet updated), made the fault soak record a false Vanished (issue 19)."""
+    assert POLICY.confirmations_for(VANISHED) == 3
     running = step(fresh(), Observation.seen(job("Running"))).after
     d1 = step(running, Observation.missing())
     assert d1.transitions == () and d1.after.active
     d2 = step(d1.after, Observation.missing())
-    assert d2.after.state == VANISHED and not d2.after.active
-    assert [n.kind for n in d2.notices] == [NoticeKind.VANISHED]
+    assert d2.transitions == () and d2.after.active and d2.after.pending_count == 2
+    seen = step(d2.after, Observation.seen(job("Running")))  # the job is back: the count starts over
+    assert seen.after.pending_state is None and seen.after.state == "Running"
+    d = seen.after
+    for _ in range(3):
+        last = step(d, Observation.missing())
+        d = last.after
+    assert d.state == VANISHED and not d.active
+    assert [n.kind for n in last.notices] == [NoticeKind.VANISHED]
 
 
 def test_unknown_new_state_is_recorded_and_polling_goes_on():

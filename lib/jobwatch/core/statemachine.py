@@ -5,7 +5,8 @@ Rules, as data where they can be:
 - Success, Failed, Cancel (and our own Vanished) are final: polling stops, the record stays.
 - A state the API added after this code is recorded and kept polling, never dropped.
 - A move "backwards" (a stale read: Running -> Submitted, or out of a final state) is only recorded after the
-  same observation was made ``confirmations`` times in a row; so is a job vanishing (``NonExistJobIds``).
+  same observation was made ``confirmations`` times in a row; so is a job vanishing (``NonExistJobIds``),
+  which must moreover hold for ``vanish_seconds``.
 - Each transition, the first sight of a job included, gets one history row and one notice with a stable
   idempotency key (job + sequence + new state).
 """
@@ -13,6 +14,7 @@ Rules, as data where they can be:
 from __future__ import annotations
 
 import enum
+import math
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -81,9 +83,23 @@ class PollPolicy:
     error_max_seconds: float = 1800.0
     confirmations: int = 2
     confirm_seconds: float | None = None  # delay before re-checking an unconfirmed observation; default: floor
+    # A vanish is final and loses the job's real end, so NonExistJobIds must hold this long too (re-checked every
+    # confirm delay): a replica that has not yet seen a new or just-changed job answers NonExist for seconds.
+    vanish_seconds: float = 60.0
     # A batch's final notice waits (at most this long) for the final count of its children, which fills in its
     # progress and releases it; 0 sends it at once, without waiting.
     final_hold_seconds: float = 0.0
+
+    @property
+    def confirm_delay(self) -> float:
+        return self.confirm_seconds if self.confirm_seconds is not None else self.min_seconds
+
+    def confirmations_for(self, state: str) -> int:
+        """Consecutive observations that make ``state`` trusted when it needs confirmation: ``confirmations``,
+        and for a vanish enough re-checks to span ``vanish_seconds``."""
+        if state != VANISHED or self.vanish_seconds <= 0:
+            return self.confirmations
+        return max(self.confirmations, 1 + math.ceil(self.vanish_seconds / max(self.confirm_delay, 1e-9)))
 
     def next_delay(self, previous: float, changed: bool, rand: Callable[[], float]) -> float:
         base = self.min_seconds if changed or previous <= 0 else min(self.max_seconds, previous * self.backoff)
@@ -153,10 +169,9 @@ def decide(
     needs_confirmation = new_state == VANISHED or (old_state is not None and rank(new_state) < rank(old_state))
     if needs_confirmation:
         count = tj.pending_count + 1 if tj.pending_state == new_state else 1
-        if count < policy.confirmations:
-            confirm = policy.confirm_seconds if policy.confirm_seconds is not None else policy.min_seconds
+        if count < policy.confirmations_for(new_state):
             after = base.evolve(job=tj.job, pending_state=new_state, pending_count=count,
-                                next_poll_at=now + timedelta(seconds=confirm))
+                                next_poll_at=now + timedelta(seconds=policy.confirm_delay))
             return Decision(after, (), ())
 
     seq = tj.transitions + 1
