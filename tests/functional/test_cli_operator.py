@@ -406,6 +406,8 @@ def test_output_formats_wide_json_yaml(env, emulator, capsys):
     assert y.startswith("- ") and f'job_id: "{jid}"' in y
     assert main(["history", jid, "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["to"] == "Running"
+    assert main(["job", "show", jid, "--bucket", TEST_BUCKET, "--region", TEST_REGION, "-o", "yaml"]) == 0
+    assert f'job_id: "{jid}"' in capsys.readouterr().out
 
 
 # -- 10. validation ------------------------------------------------------------------------------------------------
@@ -453,6 +455,11 @@ def test_every_option_has_help_text():
                 missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
 
     walk(build_parser(), "jobwatch")
+    from jobwatch.emulator.cli import add_arguments  # `jobwatch emulator` parses its own options
+
+    emulator = argparse.ArgumentParser(prog="jobwatch emulator")
+    add_arguments(emulator)
+    walk(emulator, "jobwatch emulator")
     assert missing == []
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from jobwatch.cli.common import EXIT_NOT_FOUND, EXIT_OK, err as _err
+from jobwatch.cli.output import add_output_option, emit
 from jobwatch.core.errors import ValidationError
 from jobwatch.core.models import JobKey
 
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     common.add_argument("--endpoint", default=None,
                         help="connect here instead of <bucket>.ci.<region>.myqcloud.com (default: "
                              "$JOBWATCH_CI_ENDPOINT), e.g. http://127.0.0.1:8787 for the emulator")
-    common.add_argument("--json", action="store_true", help="print the job record(s) as JSON")
+    add_output_option(common, wide=False)
 
     s = sub.add_parser("show", parents=[common], help="show one job",
                        description="Show one job. Exit 3 if the service does not know it.")
@@ -88,8 +88,8 @@ def _cmd_job_show(args: argparse.Namespace) -> int:
         _err(f"job {args.job_id} does not exist in {args.bucket} ({args.region}); request id "
              f"{result.request_id or '-'}")
         return EXIT_NOT_FOUND
-    if args.json:
-        print(json.dumps(job.to_json(), ensure_ascii=False, indent=2, default=str))
+    if args.output in ("json", "yaml"):
+        emit(job.to_json(), args.output)
     else:
         print(_human(job))
     return EXIT_OK
@@ -114,8 +114,8 @@ def _cmd_job_list(args: argparse.Namespace) -> int:
             jobs.append(job)
             if len(jobs) >= args.limit:
                 break
-    if args.json:
-        print(json.dumps([j.to_json() for j in jobs], ensure_ascii=False, indent=2, default=str))
+    if args.output in ("json", "yaml"):
+        emit([j.to_json() for j in jobs], args.output)
     else:
         from jobwatch.cli.output import Column, render_table, state_colour, stdout_colour
 
