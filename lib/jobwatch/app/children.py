@@ -227,8 +227,8 @@ class ChildrenRefresher:
             self.store.request_children_refresh(list(targets), now)
             progress = self.store.progress_of(list(targets))
             cutoff = now - timedelta(seconds=self.callback_min_seconds)
-            now_keys = [k for k in targets if progress.get(k) is None or progress[k].refreshed_at is None
-                        or progress[k].refreshed_at <= cutoff]
+            last = {k: p.refreshed_at for k, p in progress.items()}
+            now_keys = [k for k in targets if (at := last.get(k)) is None or at <= cutoff]
             result = self.refresh(deadline, keys=now_keys) if now_keys else result
         for item in out:
             states = [self.store.known_children(JobKey.parse(k), [item["child_id"]]).get(item["child_id"])

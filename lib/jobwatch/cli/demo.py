@@ -74,7 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             if not pending:
                 break
             RUN.interrupted.wait(args.interval)
-        records = [app.job(k) for k in keys]
+        records = [tj for tj in (app.job(k) for k in keys) if tj is not None]
         progress = app.progress_of(keys)
         print()
         print(render_status_table(records, app.clock(), progress=progress, color=color))

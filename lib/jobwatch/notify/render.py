@@ -67,7 +67,7 @@ def progress_text(notice: Notice) -> str:
     p = (notice.detail or {}).get("progress")
     if not isinstance(p, dict) or not isinstance(p.get("total"), int) or not p["total"]:
         return ""
-    n = {k: p.get(k) if isinstance(p.get(k), int) else 0 for k in ("succeeded", "failed", "cancelled")}
+    n: dict[str, int] = {k: v if isinstance(v := p.get(k), int) else 0 for k in ("succeeded", "failed", "cancelled")}
     out = f"{n['succeeded'] + n['failed'] + n['cancelled']:,} / {p['total']:,} done"
     if n["failed"]:
         out += f", {n['failed']:,} failed"

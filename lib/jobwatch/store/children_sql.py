@@ -40,11 +40,18 @@ def _dt(v: Any) -> datetime | None:
 class ChildrenSqlMixin:
     """The children half of :class:`~jobwatch.store.base.Store`, shared by SQLite and MySQL."""
 
-    # provided by SqlStore
-    def _tx(self, write: bool = True) -> Any: ...  # pragma: no cover
-    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any: ...  # pragma: no cover
-    def _exec_many(self, cur: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> int: ...  # pragma: no cover
-    def _insert_ignore(self, table: str, columns: str, n: int) -> str: ...  # pragma: no cover
+    # provided by SqlStore (which comes first in its own MRO)
+    def _tx(self, write: bool = True) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def _exec_many(self, cur: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:  # pragma: no cover
+        raise NotImplementedError
+
+    def _insert_ignore(self, table: str, columns: str, n: int) -> str:  # pragma: no cover
+        raise NotImplementedError
 
     # -- claiming --------------------------------------------------------------------------------------------
     def claim_children(self, owner: str, now: datetime, lease_seconds: float, limit: int,
@@ -134,7 +141,8 @@ class ChildrenSqlMixin:
             if update.notices:
                 self._insert_notices(cur, [(nt, now) for nt in update.notices])  # type: ignore[attr-defined]
             if update.final_detail is not None or update.release_final:
-                sets, params = [], []
+                sets: list[str] = []
+                params: list[Any] = []
                 if update.final_detail is not None:
                     sets.append("detail_json=?")
                     params.append(json.dumps(update.final_detail, sort_keys=True))

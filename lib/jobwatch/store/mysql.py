@@ -15,7 +15,7 @@ from jobwatch.core.redact import Secret
 from jobwatch.store.children_sql import MYSQL_SCHEMA
 from jobwatch.store.sql import JOB_COLUMNS, OUTBOX_COLUMNS, SqlStore
 
-_SCHEMA = (
+_SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS jw_meta (k VARCHAR(64) PRIMARY KEY, v VARCHAR(255) NOT NULL) ENGINE=InnoDB",
     """CREATE TABLE IF NOT EXISTS jw_jobs (
         region VARCHAR(32) NOT NULL, bucket VARCHAR(64) NOT NULL, job_id VARCHAR(128) NOT NULL,

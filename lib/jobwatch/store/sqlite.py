@@ -16,7 +16,7 @@ from jobwatch.core.errors import StoreError, StoreUnavailable
 from jobwatch.store.children_sql import SQLITE_SCHEMA
 from jobwatch.store.sql import SqlStore
 
-_SCHEMA = (
+_SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS jw_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS jw_jobs (
         region TEXT NOT NULL, bucket TEXT NOT NULL, job_id TEXT NOT NULL,

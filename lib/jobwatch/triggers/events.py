@@ -435,7 +435,7 @@ def _task_finish(d: Mapping[str, Any], explicit: Defaults, fallback: Defaults) -
     inp = inp if isinstance(inp, dict) else {}
     wf = _ci_get(d, "Workflow")
     wf = wf if isinstance(wf, dict) else {}
-    child_id = _ident(_ci_get(d, "JobId"), "JobId", required=True)
+    child_id = _required_ident(_ci_get(d, "JobId"), "JobId")
     tag = _ident(_ci_get(d, "Tag"), "Tag")
     bucket, region = _place_of(explicit, fallback, _ci_get(inp, "BucketId"), _ci_get(inp, "Region"), child_id)
     return ChildCallback(
@@ -448,7 +448,7 @@ def _task_finish(d: Mapping[str, Any], explicit: Defaults, fallback: Defaults) -
 
 
 def _workflow_finish(d: Mapping[str, Any], explicit: Defaults, fallback: Defaults) -> ChildCallback:
-    run_id = _ident(_ci_get(d, "RunId"), "RunId", required=True)
+    run_id = _required_ident(_ci_get(d, "RunId"), "RunId")
     bucket, region = _place_of(explicit, fallback, _ci_get(d, "BucketId"), None, run_id)
     return ChildCallback(
         "WorkflowFinish", run_id, ChildKind.WORKFLOW, bucket, region, state=_state(_ci_get(d, "State")),
@@ -467,10 +467,16 @@ def _place_of(explicit: Defaults, fallback: Defaults, body_bucket: Any, body_reg
     return validate_bucket(bucket), (validate_region(region) if region is not None else None)
 
 
-def _ident(value: Any, name: str, *, required: bool = False) -> str | None:
+def _required_ident(value: Any, name: str) -> str:
     if value in (None, ""):
-        if required:
-            raise EventError(f"callback has no {name}", field=name)
+        raise EventError(f"callback has no {name}", field=name)
+    ident = _ident(value, name)
+    assert ident is not None
+    return ident
+
+
+def _ident(value: Any, name: str) -> str | None:
+    if value in (None, ""):
         return None
     if not isinstance(value, str) or not _IDENT_RE.match(value):
         raise EventError(f"callback {name} = {_short(value)!r}: expected letters, digits, '-' or '_' (1-128)",
