@@ -185,6 +185,7 @@ def test_everything_from_ci_and_users_is_escaped(site):
                clock=clock)
     _no_markup_from_data(job.body)
     assert "&lt;script&gt;alert(3)&lt;/script&gt; connection reset" in job.body
+    assert job.body.count('<g class="poll-error">') == 4 and "<h2>Failed polls</h2>" in job.body
 
 
 def test_every_response_carries_a_strict_csp_and_no_secret(site):

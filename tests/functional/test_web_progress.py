@@ -43,3 +43,34 @@ def test_progress_and_failed_objects_of_a_counted_batch(harness):
     shown = re.findall(r'<td class="obj">([^<]*)</td>', page)
     assert sorted(shown) == failed  # fewer than 100: every failed object is listed
     assert app.job(JobKey(TEST_REGION, TEST_BUCKET, batch)).state == "Success"
+
+
+def test_failed_polls_are_kept_and_drawn_on_the_timeline(harness):
+    """The emulator answers 500 to two polls of a job: each failed poll is recorded with its time and the
+    job page draws a red mark per failed poll and lists them, after the job has recovered."""
+    from fixtures.emulator import TEST_BUCKET as B
+    from test_handler import load_event
+
+    from jobwatch.emulator import FaultRule
+
+    h = harness
+    (job_id,) = h.create(1)
+    key = JobKey(TEST_REGION, B, job_id)
+    h.invoke({"action": "track", "job_ids": [job_id], "poll": False})
+    h.emulator.set_faults([FaultRule("status", path="/inventorytriggerjob/*", status=500, code="InternalError",
+                                     message="<script>alert(4)</script> backend down", times=2)])
+    for _ in range(2):
+        h.invoke(load_event("timer.json"))
+        h.clock.advance(120)
+    h.invoke(load_event("timer.json"))  # the fault is spent: this poll succeeds
+    tj = h.app.job(key)
+    assert tj.error_count == 0 and tj.state is not None
+    errors = h.app.job_detail(key).poll_errors
+    assert len(errors) == 2 and errors[0].at < errors[1].at
+    assert all("InternalError" in e.message for e in errors)
+
+    login = handle(h.app, WebRequest("POST", "/ui/login", body=urlencode({"api_key": API_KEY}).encode()))
+    page = _get(h.app, login.headers["Set-Cookie"].split(";")[0], f"/ui/jobs/{job_id}", region=TEST_REGION,
+                bucket=B)
+    assert page.count('<g class="poll-error">') == 2 and "<h2>Failed polls</h2>" in page
+    assert "<script>alert(4)" not in page and "&lt;script&gt;alert(4)&lt;/script&gt;" in page

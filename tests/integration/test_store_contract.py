@@ -185,7 +185,7 @@ def _one_final_one_running_notices_done(store):
 def test_purge_removes_old_final_jobs_history_and_done_notices(store):
     _one_final_one_running_notices_done(store)
     counts = store.purge(T0 + timedelta(days=1))
-    assert counts == {"jobs": 1, "history": 1, "outbox": 2}
+    assert counts == {"jobs": 1, "history": 1, "outbox": 2, "poll_errors": 0}
     assert store.get(K1) is None and store.get(K2) is not None and len(store.history(K2)) == 1
 
 
@@ -222,7 +222,7 @@ def test_purge_in_batches_reports_progress(store):
         store.record_polls("a", [PollRecord(tj, after, [Transition(tj.key, 1, None, "Cancel", T0)], [])])
     seen = []
     counts = store.purge(T0 + timedelta(days=1), batch=3, progress=seen.append)
-    assert counts == {"jobs": 7, "history": 7, "outbox": 0}
+    assert counts == {"jobs": 7, "history": 7, "outbox": 0, "poll_errors": 0}
     assert [c["jobs"] for c in seen] == [3, 6, 7]
     assert store.list_jobs() == []
 
@@ -261,9 +261,10 @@ def test_list_jobs_pages_by_key_and_counts(store):
 
 def test_purge_dry_run_counts_and_deletes_nothing(store):
     _one_final_one_running_notices_done(store)
-    assert store.purge(T0 + timedelta(days=1), dry_run=True) == {"jobs": 1, "history": 1, "outbox": 2}
+    assert store.purge(T0 + timedelta(days=1), dry_run=True) == {"jobs": 1, "history": 1, "outbox": 2,
+                                                                 "poll_errors": 0}
     assert store.get(K1) is not None and len(store.list_outbox()) == 2
-    assert store.purge(T0 + timedelta(days=1)) == {"jobs": 1, "history": 1, "outbox": 2}
+    assert store.purge(T0 + timedelta(days=1)) == {"jobs": 1, "history": 1, "outbox": 2, "poll_errors": 0}
 
 
 def test_open_store_refuses_unknown_query_options(tmp_path):
@@ -530,3 +531,32 @@ def test_lease_holders_name_who_holds_live_leases(store):
     assert store.lease_holders(T0 + timedelta(seconds=45)) == [("a", 2, T0 + timedelta(seconds=60))]
     store.untrack([K1, K2])
     assert store.lease_holders(T0) == [("b", 1, T0 + timedelta(seconds=30))]
+
+
+def test_failed_polls_are_kept_per_job_latest_first_limited_and_purged_by_age(store):
+    from jobwatch.core.records import PollError
+
+    store.track([K1, K2], T0)
+    for i in range(5):  # five failed polls of K1, one minute apart, and one of K2
+        at = T0 + timedelta(minutes=i)
+        claimed = {tj.key: tj for tj in store.claim_due("a", at + timedelta(days=1), 60, 10, keys=[K1, K2])}
+        recs = [PollRecord(claimed[K1], claimed[K1].evolve(error_count=i + 1, last_error=f"boom {i}"), (), (),
+                           [PollError(K1, at, f"boom {i}")])]
+        if i == 0:
+            recs.append(PollRecord(claimed[K2], claimed[K2].evolve(error_count=1), (), (),
+                                   [PollError(K2, at, "other")]))
+        assert store.record_polls("a", recs) == [True] * len(recs)
+        store.release([claimed[K2]], "a")
+    errors = store.poll_errors(K1)
+    assert [(e.at, e.message) for e in errors] == [(T0 + timedelta(minutes=i), f"boom {i}") for i in range(5)]
+    assert [e.message for e in store.poll_errors(K1, limit=2)] == ["boom 3", "boom 4"]  # the latest, in order
+    assert [e.message for e in store.poll_errors(K2)] == ["other"] and store.poll_errors(K3) == []
+    assert store.purge(T0 + timedelta(minutes=2), dry_run=True)["poll_errors"] == 3
+    assert store.purge(T0 + timedelta(minutes=2))["poll_errors"] == 3  # K1's first two and K2's
+    assert [e.message for e in store.poll_errors(K1)] == ["boom 2", "boom 3", "boom 4"]
+    # a batch whose lease was lost writes nothing of it, its failed polls included
+    (tj,) = store.claim_due("a", T0 + timedelta(days=2), 60, 10, keys=[K1])
+    stale = tj.evolve(version=tj.version - 1)
+    assert store.record_polls("a", [PollRecord(stale, tj.evolve(error_count=9), (), (),
+                                               [PollError(K1, T0 + timedelta(hours=1), "lost")])]) == [False]
+    assert "lost" not in [e.message for e in store.poll_errors(K1)]

@@ -178,3 +178,11 @@ def test_evolve_copies_and_refuses_unknown_fields():
     assert after == tj.evolve(state="Running", polls=3) and after != tj
     with pytest.raises(TypeError, match="no field"):
         tj.evolve(sate="Running")
+
+
+def test_a_failed_poll_is_recorded_with_its_time_and_a_scrubbed_message():
+    running = step(fresh(), Observation.seen(job("Running"))).after
+    assert step(running, Observation.seen(job("Running"))).errors == ()  # a good poll records none
+    d = step(running, Observation.failed(CIError("InternalError", "oops", status=500, retryable=True)))
+    (e,) = d.errors
+    assert e.key == running.key and e.at == T0 and e.message == d.after.last_error and "InternalError" in e.message

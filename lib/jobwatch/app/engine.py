@@ -223,7 +223,7 @@ class WriteBuffer:
         items, self._items = self._items, []
         if not items:
             return []
-        written = self.store.record_polls(self.owner, [PollRecord(tj, d.after, d.transitions, d.notices)
+        written = self.store.record_polls(self.owner, [PollRecord(tj, d.after, d.transitions, d.notices, d.errors)
                                                        for tj, d in items])
         return [(tj, d, ok) for (tj, d), ok in zip(items, written)]
 

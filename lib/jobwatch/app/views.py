@@ -10,11 +10,12 @@ from typing import Callable
 from jobwatch.core.children import ChildJob
 from jobwatch.core.models import JobKey
 from jobwatch.core.progress import Progress
-from jobwatch.core.records import JobQuery, OutboxEntry, TrackedJob, Transition
+from jobwatch.core.records import JobQuery, OutboxEntry, PollError, TrackedJob, Transition
 from jobwatch.store import Store
 
 MAX_PAGE = 500  # rows per overview page; more is never asked of the store at once
 DEAD_LETTERS_SHOWN = 50
+POLL_ERRORS_SHOWN = 200  # the latest failed polls drawn on a job's timeline
 FAILED_CHILDREN_SHOWN = 100  # the rest: `jobwatch children JOB_ID --failed` or GET /jobs/{jobId}/children
 
 
@@ -45,6 +46,7 @@ class JobDetail:
     now: datetime
     progress: Progress | None = None
     failed_children: list[ChildJob] = field(default_factory=list)
+    poll_errors: list[PollError] = field(default_factory=list)
 
 
 def overview(store: Store, clock: Callable[[], datetime], query: JobQuery) -> Overview:
@@ -72,4 +74,5 @@ def job_detail(store: Store, clock: Callable[[], datetime], key: JobKey) -> JobD
     progress = store.get_progress(key)
     failed = store.list_children(key, failed_only=True, limit=FAILED_CHILDREN_SHOWN) \
         if progress is not None and progress.failed else []
-    return JobDetail(tj, store.history(key), store.job_notices(key), clock(), progress, failed)
+    return JobDetail(tj, store.history(key), store.job_notices(key), clock(), progress, failed,
+                     store.poll_errors(key, POLL_ERRORS_SHOWN))

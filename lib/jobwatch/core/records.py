@@ -101,6 +101,16 @@ class Transition:
 
 
 @dataclass(frozen=True)
+class PollError:
+    """One poll of a job that failed (the service or the network did not answer usefully), kept so the status
+    page's timeline can show when a job's polls failed, not only the current run of failures."""
+
+    key: JobKey
+    at: datetime
+    message: str
+
+
+@dataclass(frozen=True)
 class PollRecord:
     """What one poll decided, to be written atomically: the record as claimed and as it is now."""
 
@@ -108,6 +118,7 @@ class PollRecord:
     after: TrackedJob
     transitions: Sequence[Transition] = ()
     notices: Sequence[Notice] = ()
+    errors: Sequence[PollError] = ()
 
 
 @dataclass(frozen=True)

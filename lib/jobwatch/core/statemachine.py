@@ -24,7 +24,7 @@ from jobwatch.core.errors import JobwatchError
 from jobwatch.core.models import Job, JobState, Notice, NoticeKind
 from jobwatch.core.redact import scrub
 from jobwatch.core.stall import StallDecision
-from jobwatch.core.records import VANISHED, TrackedJob, Transition, is_final
+from jobwatch.core.records import VANISHED, PollError, TrackedJob, Transition, is_final
 
 # Progress rank: a move to a lower rank is "backwards" and needs confirmation. Pause and Running are peers
 # (a queue can be paused and resumed). States we do not know rank with the running ones.
@@ -123,6 +123,7 @@ class Decision:
     after: TrackedJob
     transitions: Sequence[Transition]
     notices: Sequence[Notice]
+    errors: Sequence[PollError] = ()  # this poll failed: when and why (kept for the status page's timeline)
 
     @property
     def changed(self) -> bool:
@@ -149,7 +150,7 @@ def decide(
         text = scrub(str(err) if isinstance(err, JobwatchError) else f"{type(err).__name__}: {err}")[:500]
         after = tj.evolve(error_count=count, last_error=text,
                           next_poll_at=now + timedelta(seconds=policy.error_delay(count, rand)))
-        return Decision(after, (), ())
+        return Decision(after, (), (), (PollError(tj.key, now, text),))
 
     if obs.kind is ObservationKind.MISSING:
         new_state, job = VANISHED, tj.job

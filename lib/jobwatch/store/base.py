@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 from jobwatch.core.children import ChildJob, ChildKind
 from jobwatch.core.models import Job, JobKey, Notice
 from jobwatch.core.progress import ChildrenUpdate, ChildrenWork, Progress
-from jobwatch.core.records import JobPage, JobQuery, OutboxEntry, PollRecord, TrackedJob, Transition
+from jobwatch.core.records import JobPage, JobQuery, OutboxEntry, PollError, PollRecord, TrackedJob, Transition
 
 
 class Store(abc.ABC):
@@ -108,6 +108,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def job_facets(self, limit: int = 500) -> dict[str, list[str]]:
         """The values a status display can filter on: ``{"buckets": [...], "tags": ["name=value", ...]}``."""
+
+    @abc.abstractmethod
+    def poll_errors(self, key: JobKey, limit: int = 200) -> list[PollError]:
+        """The job's latest ``limit`` failed polls, oldest first (written by :meth:`record_polls`)."""
 
     @abc.abstractmethod
     def job_notices(self, key: JobKey, limit: int = 200) -> list[OutboxEntry]:

@@ -28,6 +28,12 @@ _SCHEMA: tuple[str, ...] = (
         transitions INT NOT NULL DEFAULT 0, polls INT NOT NULL DEFAULT 0,
         PRIMARY KEY (region, bucket, job_id), KEY jw_jobs_due (active, next_poll_at)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    # failed polls, for the status page's timeline (created on every migrate: older stores gain it in place)
+    """CREATE TABLE IF NOT EXISTS jw_poll_errors (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY, region VARCHAR(32) NOT NULL, bucket VARCHAR(64) NOT NULL,
+        job_id VARCHAR(128) NOT NULL, at DOUBLE NOT NULL, message TEXT,
+        KEY jw_poll_errors_job (region, bucket, job_id, at)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     """CREATE TABLE IF NOT EXISTS jw_history (
         id BIGINT AUTO_INCREMENT PRIMARY KEY,
         region VARCHAR(32) NOT NULL, bucket VARCHAR(64) NOT NULL, job_id VARCHAR(128) NOT NULL, seq INT NOT NULL,

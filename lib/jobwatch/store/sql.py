@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from jobwatch.core.errors import StoreError
 from jobwatch.core.models import Job, JobKey, JobState, Notice, NoticeKind, from_iso
-from jobwatch.core.records import (Delivery, JobPage, JobQuery, OutboxEntry, PollRecord, TrackedJob, Transition,
-                                   is_final)
+from jobwatch.core.records import (Delivery, JobPage, JobQuery, OutboxEntry, PollError, PollRecord, TrackedJob,
+                                   Transition, is_final)
 from jobwatch.store.base import Store
 from jobwatch.store.children_sql import ChildrenSqlMixin
 
@@ -344,6 +344,7 @@ class SqlStore(ChildrenSqlMixin, Store):
                                 [_history_row(r.after.key, tr) for r in records for tr in r.transitions])
                 self._insert_notices(cur, [(nt, r.after.last_seen or r.after.first_seen)
                                            for r in records for nt in r.notices])
+                self._exec_many(cur, _INSERT_POLL_ERROR, [_poll_error_row(e) for r in records for e in r.errors])
                 return [True] * len(records)
             self._exec(cur, "ROLLBACK TO SAVEPOINT jw_record")
             return [self._record_one(cur, rec, row) for rec, row in zip(records, rows)]
@@ -378,6 +379,7 @@ class SqlStore(ChildrenSqlMixin, Store):
         for tr in rec.transitions:
             self._exec(cur, _INSERT_HISTORY, _history_row(rec.after.key, tr))
         self._insert_notices(cur, [(nt, rec.after.last_seen or rec.after.first_seen) for nt in rec.notices])
+        self._exec_many(cur, _INSERT_POLL_ERROR, [_poll_error_row(e) for e in rec.errors])
         return True
 
     def _insert_notices(self, cur: Any, notices: Sequence[tuple[Notice, datetime]]) -> int:
@@ -455,6 +457,13 @@ class SqlStore(ChildrenSqlMixin, Store):
                 except (ValueError, AttributeError):
                     continue
         return {"buckets": buckets, "tags": sorted(tags)[:limit]}
+
+    def poll_errors(self, key: JobKey, limit: int = 200) -> list[PollError]:
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT at, message FROM jw_poll_errors WHERE region=? AND bucket=? AND job_id=? "
+                       f"ORDER BY at DESC, id DESC LIMIT {int(limit)}", (key.region, key.bucket, key.job_id))
+            rows = cur.fetchall()
+        return [PollError(key, dt(at), msg or "") for at, msg in reversed(rows)]  # type: ignore[arg-type]
 
     def job_notices(self, key: JobKey, limit: int = 200) -> list[OutboxEntry]:
         with self._tx(write=False) as cur:
@@ -564,7 +573,7 @@ class SqlStore(ChildrenSqlMixin, Store):
         if dry_run:
             return self._purgeable(before)
         t = ts(before)
-        counts = {"jobs": 0, "history": 0, "outbox": 0}
+        counts = {"jobs": 0, "history": 0, "outbox": 0, "poll_errors": 0}
         while True:
             with self._tx() as cur:
                 self._exec(cur, "SELECT region, bucket, job_id FROM jw_jobs WHERE active=0 AND "
@@ -582,6 +591,9 @@ class SqlStore(ChildrenSqlMixin, Store):
                 progress(dict(counts))
             if len(keys) < batch:
                 break
+        with self._tx() as cur:  # small rows, at most one per failed poll: one statement
+            self._exec(cur, "DELETE FROM jw_poll_errors WHERE at<?", (t,))
+            counts["poll_errors"] = max(cur.rowcount, 0)
         while True:
             with self._tx() as cur:
                 self._exec(cur, "SELECT id FROM jw_outbox WHERE status IN ('done', 'dead') AND created_at<? "
@@ -611,7 +623,9 @@ class SqlStore(ChildrenSqlMixin, Store):
             history = int(cur.fetchone()[0])
             self._exec(cur, "SELECT COUNT(*) FROM jw_outbox WHERE status IN ('done', 'dead') AND created_at<?", (t,))
             outbox = int(cur.fetchone()[0])
-        return {"jobs": jobs, "history": history, "outbox": outbox}
+            self._exec(cur, "SELECT COUNT(*) FROM jw_poll_errors WHERE at<?", (t,))
+            poll_errors = int(cur.fetchone()[0])
+        return {"jobs": jobs, "history": history, "outbox": outbox, "poll_errors": poll_errors}
 
 
 _CLAIM = ("UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=version+1 "
@@ -661,6 +675,13 @@ _INSERT_HISTORY = (
     "INSERT INTO jw_history (region, bucket, job_id, seq, from_state, to_state, observed_at, service_time, code, "
     "message) VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
+
+
+_INSERT_POLL_ERROR = "INSERT INTO jw_poll_errors (region, bucket, job_id, at, message) VALUES (?,?,?,?,?)"
+
+
+def _poll_error_row(e: PollError) -> tuple[Any, ...]:
+    return (e.key.region, e.key.bucket, e.key.job_id, ts(e.at), e.message)
 
 
 def _history_row(k: JobKey, tr: Transition) -> tuple[Any, ...]:

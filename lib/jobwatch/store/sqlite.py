@@ -29,6 +29,11 @@ _SCHEMA: tuple[str, ...] = (
         transitions INTEGER NOT NULL DEFAULT 0, polls INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (region, bucket, job_id))""",
     "CREATE INDEX IF NOT EXISTS jw_jobs_due ON jw_jobs (active, next_poll_at)",
+    # failed polls, for the status page's timeline (created on every migrate: older stores gain it in place)
+    """CREATE TABLE IF NOT EXISTS jw_poll_errors (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, region TEXT NOT NULL, bucket TEXT NOT NULL, job_id TEXT NOT NULL,
+        at REAL NOT NULL, message TEXT)""",
+    "CREATE INDEX IF NOT EXISTS jw_poll_errors_job ON jw_poll_errors (region, bucket, job_id, at)",
     """CREATE TABLE IF NOT EXISTS jw_history (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         region TEXT NOT NULL, bucket TEXT NOT NULL, job_id TEXT NOT NULL, seq INTEGER NOT NULL,

@@ -287,12 +287,20 @@ def job(d: JobDetail, root: str, csrf: str) -> str:
                     f'<td>{_retry_form(n, root, csrf, back) if n.status == "dead" else ""}</td></tr>'
                     for n in d.notices) or '<tr><td colspan="7" class="empty">No notice raised.</td></tr>'
     children = _children(d)
+    failed_polls = ""
+    if d.poll_errors:
+        latest = list(reversed(d.poll_errors))[:20]
+        rows = "".join(f'<tr><td>{e(when(p.at))}</td><td class="err">{e(p.message)}</td></tr>' for p in latest)
+        failed_polls = (f'<section><h2>Failed polls</h2><p class="muted">{len(d.poll_errors):,} recorded'
+                        f'{"" if len(latest) == len(d.poll_errors) else ", the latest 20 listed"}; each is a red mark '
+                        'on the timeline.</p><table class="polls"><thead><tr><th>When</th><th>Error</th></tr></thead>'
+                        f'<tbody>{rows}</tbody></table></section>')
     return (f'<p class="crumbs"><a href="{root}ui">← all jobs</a></p>'
             f'<section class="jobhead"><h1>{badge(tj.state)} {e(name) or e(tj.key.job_id)}</h1>{actions}'
             f'<div class="tags">{_tags(tj.tags)}</div></section>'
-            f'<section><h2>Timeline</h2>{timeline.render(tj, d.history, d.notices, d.now)}</section>'
+            f'<section><h2>Timeline</h2>{timeline.render(tj, d.history, d.notices, d.now, d.poll_errors)}</section>'
             f'{children}'
-            f'<section class="facts"><dl>{dl}</dl></section>'
+            f'<section class="facts"><dl>{dl}</dl></section>{failed_polls}'
             '<section><h2>Transitions</h2><table class="history"><thead><tr><th>#</th><th>Observed</th>'
             f'<th>Change</th><th>Code</th><th>Message</th></tr></thead><tbody>{hist}</tbody></table></section>'
             '<section><h2>Notices</h2><table class="notices"><thead><tr><th>Notice</th><th>What</th><th>Raised</th>'

@@ -1,5 +1,5 @@
-"""One job's life as an SVG drawn on the server: its states as coloured spans, each transition as a dot, the
-notices raised for it on a second lane (coloured by delivery outcome), and the current run of failed polls.
+"""One job's life as an SVG drawn on the server: its states as coloured spans, each transition as a dot, each
+failed poll as a red mark, and the notices raised for it on a second lane (coloured by delivery outcome).
 
 Only attributes and classes, no ``style`` attributes, so it lives under a Content-Security-Policy without
 ``'unsafe-inline'``; every text from CI or users is escaped.
@@ -11,7 +11,7 @@ from datetime import datetime
 from html import escape
 from typing import Sequence
 
-from jobwatch.core.records import OutboxEntry, TrackedJob, Transition
+from jobwatch.core.records import OutboxEntry, PollError, TrackedJob, Transition
 
 WIDTH, HEIGHT = 960, 150
 LEFT, RIGHT = 16, 16
@@ -30,10 +30,10 @@ def _fmt(t: datetime) -> str:
 
 
 def render(job: TrackedJob, history: Sequence[Transition], notices: Sequence[OutboxEntry],
-           now: datetime) -> str:
+           now: datetime, errors: Sequence[PollError] = ()) -> str:
     start = job.first_seen
     ends = [now if job.active else (job.last_change or job.last_seen or job.first_seen)]
-    ends += [t.observed_at for t in history] + [n.notice.observed_at for n in notices]
+    ends += [t.observed_at for t in history] + [n.notice.observed_at for n in notices] + [p.at for p in errors]
     if job.last_seen:
         ends.append(job.last_seen)
     end = max(ends)
@@ -75,10 +75,13 @@ def render(job: TrackedJob, history: Sequence[Transition], notices: Sequence[Out
                 break
         out.append(f'<g class="transition"><circle class="dot s-{state_class(t.to_state)}" cx="{cx}" cy="{STATE_Y}" '
                    f'r="6"><title>{escape(detail)}</title></circle>{text}</g>')
-    if job.error_count and job.last_error:
-        at = job.last_seen or end
-        cx = x(at)
-        out.append(f'<g class="poll-error"><path d="M{cx - 7},{STATE_Y + 20} l7,-12 l7,12 z"/>'
+    for p in errors:  # each failed poll: a red mark under the states
+        cx = x(p.at)
+        out.append(f'<g class="poll-error"><path d="M{cx - 6},{STATE_Y + 22} l6,-10 l6,10 z"/>'
+                   f'<title>poll failed at {escape(_fmt(p.at))}: {escape(p.message)}</title></g>')
+    if not errors and job.error_count and job.last_error:  # a store from before failed polls were kept
+        cx = x(job.last_seen or end)
+        out.append(f'<g class="poll-error"><path d="M{cx - 6},{STATE_Y + 22} l6,-10 l6,10 z"/>'
                    f'<title>{job.error_count} failed poll(s) in a row, last: {escape(job.last_error)}</title></g>')
     for n in notices:
         cx = x(n.notice.observed_at)
