@@ -219,13 +219,19 @@ class WriteBuffer:
                                       or now - self._oldest >= self.max_age)
 
     def flush(self) -> list[tuple[TrackedJob, Decision, bool]]:
-        """Write what is buffered; per item whether it was written (False: the lease was lost)."""
-        items, self._items = self._items, []
+        """Write what is buffered; per item whether it was written (False: the lease was lost). On a store fault
+        the items stay buffered (nothing of them was written): :meth:`jobs` names them."""
+        items = self._items
         if not items:
             return []
         written = self.store.record_polls(self.owner, [PollRecord(tj, d.after, d.transitions, d.notices, d.errors)
                                                        for tj, d in items])
+        self._items = []
         return [(tj, d, ok) for (tj, d), ok in zip(items, written)]
+
+    def jobs(self) -> list[TrackedJob]:
+        return [tj for tj, _ in self._items]
+
 
 class Engine:
     """Polls tracked jobs. Every collaborator is passed in; nothing here reads config or the environment."""
@@ -425,8 +431,9 @@ class Engine:
             self._tally(writes.flush(), result)
             self._release(abandoned, result)
         except BaseException:
-            batch.halt()  # after a store fault (or any failure here) not one more request is sent
-            batch.abandon()
+            # After a store fault (or any failure here) not one more request is sent, and the leases of the jobs
+            # not written are given back if the store still answers (a deadlock passes; an outage does not).
+            self._release_quietly(batch.halt() + batch.abandon() + writes.jobs())
             raise
         finally:
             self._batch = None
@@ -475,6 +482,13 @@ class Engine:
                 result.errors += 1
                 if len(result.error_samples) < 10:
                     result.error_samples.append({"job": str(tj.key), "error": decision.after.last_error or ""})
+
+    def _release_quietly(self, jobs: list[TrackedJob]) -> None:
+        try:
+            if jobs:
+                self.store.release(jobs, self.owner)
+        except StoreError as exc:  # the fault being raised says enough; the leases expire
+            log.warning("lease_release_failed", jobs=len(jobs), error=str(exc)[:300])
 
     def _release(self, jobs: list[TrackedJob], result: TickResult) -> None:
         if jobs:
