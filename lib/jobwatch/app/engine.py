@@ -431,9 +431,12 @@ class Engine:
             self._tally(writes.flush(), result)
             self._release(abandoned, result)
         except BaseException:
-            # After a store fault (or any failure here) not one more request is sent, and the leases of the jobs
-            # not written are given back if the store still answers (a deadlock passes; an outage does not).
-            self._release_quietly(batch.halt() + batch.abandon() + writes.jobs())
+            # After a store fault (or any failure here) not one more request is sent. The leases of the jobs not
+            # written are given back if the store still answers (a deadlock passes; an outage does not), but only
+            # once no request about them runs: one still running after the grace keeps its lease until it expires.
+            unstarted = batch.halt()
+            self._release_quietly(unstarted + writes.jobs() + self._await_in_flight(batch))
+            batch.abandon()
             raise
         finally:
             self._batch = None
@@ -482,6 +485,14 @@ class Engine:
                 result.errors += 1
                 if len(result.error_samples) < 10:
                     result.error_samples.append({"job": str(tj.key), "error": decision.after.last_error or ""})
+
+    def _await_in_flight(self, batch: Dispatcher) -> list[TrackedJob]:
+        """Wait up to ``abandon_after`` for the requests in flight; the jobs whose answers came back (dropped)."""
+        end = self.monotonic() + self.abandon_after
+        back: list[TrackedJob] = []
+        while batch.busy() and self.monotonic() < end:
+            back += [tj for tj, _ in batch.answers(max(0.0, end - self.monotonic()))]
+        return back + [tj for tj, _ in batch.answers(0.0)]
 
     def _release_quietly(self, jobs: list[TrackedJob]) -> None:
         try:
