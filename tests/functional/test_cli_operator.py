@@ -485,16 +485,19 @@ def test_db_purge_dry_run_and_confirmation_on_a_terminal(env, capsys):
 def test_emulator_banner_prints_the_export_lines(env, tmp_path):
     proc = subprocess.Popen([JOBWATCH, "emulator", "--port", "0"], env=_child_env(env), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
-        lines = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not any("JOBWATCH_SECRET_KEY" in ln for ln in lines):
-            lines.append(proc.stdout.readline())
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        reader.join(5)
     exports = dict(re.findall(r"^export (JOBWATCH_\w+)=(\S+)$", "".join(lines), re.M))
-    assert set(exports) >= {"JOBWATCH_CI_ENDPOINT", "JOBWATCH_SECRET_ID", "JOBWATCH_SECRET_KEY"}
+    assert set(exports) >= {"JOBWATCH_CI_ENDPOINT", "JOBWATCH_SECRET_ID", "JOBWATCH_SECRET_KEY"}, lines
     assert exports["JOBWATCH_CI_ENDPOINT"].startswith("http://127.0.0.1:")
 
 
