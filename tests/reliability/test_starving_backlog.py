@@ -24,7 +24,7 @@ def test_four_backlogged_ticks_deliver_every_queued_notice(sqlite_url):
            "JOBWATCH_SECRET_KEY": SECRET_KEY, "JOBWATCH_HTTP_MAX_ATTEMPTS": "1", "JOBWATCH_CONCURRENCY": "4",
            "JOBWATCH_POLL_MIN_SECONDS": "10", "JOBWATCH_POLL_JITTER": "0", "JOBWATCH_NOTIFY": receiver.spec(),
            # a send that takes longer than this on a loaded machine fails and waits for its backoff: 2 s is far above a
-           # loopback answer and still leaves most of each 10 s invocation to polling
+           # loopback answer and still leaves about half of each 14 s invocation to polling
            "JOBWATCH_NOTIFY_TIMEOUT": "2", "JOBWATCH_SAFETY_MARGIN_SECONDS": "1",
            "JOBWATCH_DEFAULT_REGION": REGION,
            # one query per job: listing would clear 300 jobs in a second, and the backlog is the premise here
@@ -34,8 +34,10 @@ def test_four_backlogged_ticks_deliver_every_queued_notice(sqlite_url):
         app.migrate()
         create_jobs(emulator, app.store, JOBS, clock.now())
         for n in range(4):
-            # a 10 s timer invocation: at this latency the engine could poll ~20 jobs a second until its end
-            summary = app.tick(Budget.of(app.monotonic(), 10.0, 1.0), discover=False)
+            # a 14 s timer invocation: at this latency the engine could poll ~20 jobs a second until its end. The
+            # drain needs its 2 s margin + two 2 s send timeouts + the engine's 2 s grace: 8 s, capped at half
+            # the 13 s left; a 10 s invocation left it one claim of 8 notices under load.
+            summary = app.tick(Budget.of(app.monotonic(), 14.0, 1.0), discover=False)
             queued = {e.notice.idempotency_key for e in app.outbox_entries(limit=100000)}
             assert summary.tick.left > 0, f"tick {n}: no backlog left, the test proves nothing"
             assert queued, f"tick {n}: nothing queued"
