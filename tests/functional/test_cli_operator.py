@@ -243,11 +243,13 @@ def test_poll_logs_one_human_line_per_transition_on_a_terminal_and_json_in_a_pip
     assert main(["track", *jids, "--bucket", TEST_BUCKET, "--region", TEST_REGION, "--no-poll"]) == 0
     r = run_pty(["poll", "--no-discover"], env, JOBWATCH_LOG_LEVEL="info")
     assert r.rc == 0, r.out
-    logged = [ln for ln in r.out.splitlines() if re.match(r"\d\d:\d\d:\d\d  ", ln)]
+    lines = [ANSI.sub("", ln).split("\r")[-1] for ln in r.out.splitlines()]  # as the terminal shows them
+    logged = [ln for ln in lines if re.match(r"\d\d:\d\d:\d\d  ", ln)]
     assert len(logged) == 3, r.out  # one line per transition: not the notice's copy nor its receipt
-    assert all(ln.endswith("-> Running") and len(ANSI.sub("", ln)) < 80 for ln in logged), r.out
+    assert all(ln.endswith("-> Running") and len(ln) < 80 for ln in logged), r.out
     assert "{" not in r.out and "polled 3" in r.out
-    assert f"polling [{'#' * 30}] 3/3" in r.out  # the progress bar, on stderr, on a terminal only
+    assert f"polling [{'#' * 30}] 3/3" in r.out  # the progress bar, on stderr, on a terminal only ...
+    assert not any("polling [" in ln and re.search(r"\d\d:\d\d:\d\d  ", ln) for ln in lines)  # ... erased by a log line
     for jid in jids:
         emulator.set_state(TEST_BUCKET, jid, "Pause")
     time.sleep(1.5)  # due again (JOBWATCH_POLL_MIN_SECONDS=1)

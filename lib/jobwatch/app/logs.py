@@ -190,8 +190,9 @@ class HumanRenderer:
                        "next_poll_at", "seq", "region", "bucket"})
     _COLOURS = {"warning": "\x1b[33m", "error": "\x1b[31m", "critical": "\x1b[31m"}
 
-    def __init__(self, colors: bool) -> None:
+    def __init__(self, colors: bool, tty: bool = False) -> None:
         self.colors = colors
+        self.tty = tty  # each line first erases the terminal's line: a progress bar may be drawn there
 
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
         ev = dict(event_dict)
@@ -204,6 +205,8 @@ class HumanRenderer:
                 text = f"{self._COLOURS[level]}{text}\x1b[0m"
         exc = ev.get("exception")
         line = f"{when}  {text}" if when else text
+        if self.tty:
+            line = "\r\x1b[2K" + line
         return f"{line}\n{exc}" if exc else line
 
     def _sentence(self, ev: dict[str, Any]) -> str:
@@ -226,7 +229,9 @@ class HumanRenderer:
         return line if len(line) <= 160 else shorten(line, 160)
 
 
-_ECHOES = frozenset({"notice", "notice_delivered"})
+# Info lines a person at a terminal does not need: copies of a change already shown (the log sink's notice, its
+# delivery receipt) and a batch's children counts on every tick (`status` and `children` show them).
+_ECHOES = frozenset({"notice", "notice_delivered", "children_counted"})
 
 
 def _drop_echoes(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -264,7 +269,7 @@ def colours_wanted(stream: Any, environ: Any = None) -> bool:
 
 def _renderer(fmt: str, stream: TextIO) -> Processor:
     if fmt == "console":
-        return HumanRenderer(colors=colours_wanted(stream))
+        return HumanRenderer(colors=colours_wanted(stream), tty=_isatty(stream))
     return structlog.processors.JSONRenderer(
         serializer=functools.partial(json.dumps, ensure_ascii=False, default=str))
 
