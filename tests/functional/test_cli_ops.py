@@ -128,3 +128,26 @@ def test_progress_shows_only_on_a_terminal():
     assert tty.getvalue() == ("\r\x1b[2Ktracked: 100\r\x1b[2K"
                               f"\r\x1b[2Kpurged [{'#' * 7}{'.' * 23}] 50/200\r\x1b[2K")
     assert pipe.getvalue() == ""
+
+
+def test_package_steps_are_a_bar_on_a_terminal_and_lines_in_a_pipe(capsys):
+    """Issue 16 item 7: `jobwatch package` (minutes of wheel installs) shows its step on a bar at a terminal."""
+    import io
+
+    from jobwatch.cli.output import Progress
+    from jobwatch.cli.package import _step
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    bar = Progress("packaging", stream=tty)
+    for message in ("[1/5] preparing build/package", "[2/5] installing for CPython 3.10", "[3/5] copying"):
+        _step(bar, message)
+    bar.done()
+    assert "packaging [######" in tty.getvalue() and "1/5  installing for CPython 3.10" in tty.getvalue()
+    assert capsys.readouterr().err == ""  # nothing but the bar
+    pipe = Progress("packaging", stream=io.StringIO())
+    _step(pipe, "[1/5] preparing build/package")
+    assert capsys.readouterr().err == "[1/5] preparing build/package\n"

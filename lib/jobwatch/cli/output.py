@@ -122,22 +122,26 @@ class Progress:
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
         self.shown = False
         self._last = 0.0
+        self._note = ""
 
-    def __call__(self, count: int, total: int | None = None) -> None:
+    def __call__(self, count: int, total: int | None = None, note: str = "") -> None:
         if not self.live:
             return
         if total is not None:
             self.total = total
         now = time.monotonic()
-        if self.shown and now - self._last < 0.1 and (self.total is None or count < self.total):
+        if self.shown and now - self._last < 0.1 and note == self._note and (self.total is None or
+                                                                           count < self.total):
             return
-        self._last = now
+        self._last, self._note = now, note
         if self.total:
             done = min(count, self.total)
             filled = int(30 * done / self.total)
             line = f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}"
         else:
             line = f"{self.label}: {count}"
+        if note:
+            line += f"  {cut(note, 60)}"
         self.stream.write(f"\r\x1b[2K{line}")
         self.stream.flush()
         self.shown = True

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from jobwatch.cli.output import Progress
 from jobwatch.packaging.build import (DEFAULT_OUT, DEFAULT_PLATFORM, DEFAULT_PYTHON, DEFAULT_ZIP, SIZE_BUDGET_BYTES,
                                       PackageError, PackageOptions, build_package, configured_extras,
                                       deploy_variables, find_root)
+
+
+def _step(bar: Progress, message: str) -> None:
+    """A build step (``[2/5] installing ...``): a progress bar on a terminal, the line itself elsewhere."""
+    m = re.match(r"\[(\d+)/(\d+)\] (.*)", message)
+    if m and bar.live:
+        bar(int(m.group(1)) - 1, int(m.group(2)), note=m.group(3))  # the step named is under way
+    else:
+        bar.done()
+        print(message, file=sys.stderr)
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
@@ -30,7 +42,9 @@ def _cmd_package(args: argparse.Namespace) -> int:
         opts = PackageOptions(root=root, out=out, zip_path=zip_path, python_version=args.python_version,
                               platform=args.platform, extras=extras, compile=not args.no_compile,
                               compile_python=args.compile_python)
-        result = build_package(opts, log=lambda m: print(m, file=sys.stderr))
+        bar = Progress("packaging")
+        result = build_package(opts, log=lambda m: _step(bar, m))
+        bar.done()
     except PackageError as exc:
         print(f"package: {exc}", file=sys.stderr)
         return 1
