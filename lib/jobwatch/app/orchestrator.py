@@ -422,10 +422,17 @@ class App:
         keys = list(dict.fromkeys(keys))
         missing: list[JobKey] = []
         if not force:
-            for k in keys:
-                if self.store.get(k) is None and not any(j.job_id == k.job_id for j in self.remote_job(k).jobs):
-                    missing.append(k)
-        summary = self.register([k for k in keys if k not in missing], tags=tags, poll=poll, budget=budget)
+            new = [k for k in keys if self.store.get(k) is None]
+            if new:  # one query per new job, as many at once as a tick would send
+                from concurrent.futures import ThreadPoolExecutor
+
+                def exists(k: JobKey) -> bool:
+                    return any(j.job_id == k.job_id for j in self.remote_job(k).jobs)
+
+                with ThreadPoolExecutor(max_workers=max(1, min(self.settings.concurrency, len(new)))) as pool:
+                    missing = [k for k, ok in zip(new, pool.map(exists, new)) if not ok]
+        missing_set = set(missing)
+        summary = self.register([k for k in keys if k not in missing_set], tags=tags, poll=poll, budget=budget)
         summary.not_found = missing
         return summary
 
