@@ -106,3 +106,20 @@ def test_a_second_ctrl_c_exits_at_once(env, hanging):
     assert "Traceback" not in err
 
 
+
+
+def test_ctrl_c_stops_a_command_that_is_not_a_poll_at_once(env, hanging):
+    """`job list` has no work to give back: the first Ctrl-C stops it (its App's cancel would not)."""
+    proc = subprocess.Popen([JOBWATCH, "job", "list", "--bucket", TEST_BUCKET, "--region", TEST_REGION],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_child_env(env, JOBWATCH_CI_ENDPOINT=hanging.url, JOBWATCH_HTTP_READ_TIMEOUT=30,
+                                           JOBWATCH_HTTP_MAX_ATTEMPTS=1))
+    deadline = time.monotonic() + 30
+    while not hanging.accepted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hanging.accepted, "the command never reached the endpoint"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.monotonic() - sent < 2.0, err
+    assert "Traceback" not in err and "interrupted" in err

@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version (0) or a usage error (2, already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
-    RUN.reset(args.log_format)
+    RUN.reset(args.log_format, cooperative=bool(getattr(args, "cooperative", False)))
     previous = signal.getsignal(signal.SIGINT)
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:

@@ -37,9 +37,11 @@ class _Run:
         self.apps: list[App] = []
         self.interrupted = threading.Event()
         self.sigints = 0
+        self.cooperative = False  # the command stops by itself once its App is cancelled
 
-    def reset(self, log_format: str | None) -> None:
+    def reset(self, log_format: str | None, cooperative: bool = False) -> None:
         self.log_format = log_format
+        self.cooperative = cooperative
         self.apps.clear()
         self.interrupted.clear()
         self.sigints = 0
@@ -65,15 +67,16 @@ def build_app(environ: Mapping[str, str] | None = None, **overrides: Any) -> App
 
 
 def on_sigint(signum: int, frame: Any) -> None:
-    """First Ctrl-C: stop starting work, give back what is not started, let in-flight work end (the App's
-    ``cancel``); a command without an App to cancel is stopped by KeyboardInterrupt. Second: exit at once."""
+    """First Ctrl-C: a cooperative command (poll, discover, track, demo, status -w, outbox --deliver) has its App
+    cancelled: no new work starts, what is not started is given back, in-flight requests end or are abandoned;
+    any other command is stopped by KeyboardInterrupt (its store transaction rolls back). Second: exit at once."""
     RUN.sigints += 1
     if RUN.sigints > 1:
         os.write(2, b"\njobwatch: interrupted again: exiting now\n")
         os._exit(EXIT_INTERRUPTED)
     RUN.interrupted.set()
     os.write(2, b"\njobwatch: interrupted: stopping (Ctrl-C again to quit at once)\n")
-    cancellable = [app for app in RUN.apps if hasattr(app, "cancel")]
+    cancellable = [app for app in RUN.apps if hasattr(app, "cancel")] if RUN.cooperative else []
     for app in cancellable:
         app.cancel()
     if not cancellable:

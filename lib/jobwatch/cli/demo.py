@@ -111,4 +111,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("--children", type=int, default=200, help="objects (children) per batch job")
     p.add_argument("--child-failure-rate", type=float, default=0.05, help="share of the children that fail")
     p.add_argument("--store", default=None, help="store URL (default: a new temporary SQLite file)")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_demo, cooperative=True)

@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
                    help="with --deliver: stop after this many seconds")
     p.add_argument("--limit", type=positive_int, default=100, metavar="N", help="show at most N notices (default 100)")
     add_output_option(p)
-    p.set_defaults(func=_cmd_outbox)
+    p.set_defaults(func=_cmd_outbox, cooperative=True)
 
     p = subparsers.add_parser("notify", help="notification sinks", description="Check the notification sinks.")
     sub = p.add_subparsers(dest="notify_command", metavar="{test}")

@@ -72,7 +72,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-discover", action="store_true", help="skip discovery")
     p.add_argument("--no-deliver", action="store_true", help="leave the outbox for the next run")
     p.add_argument("--json", action="store_true", help="print the summary the function returns")
-    p.set_defaults(func=_cmd_poll)
+    p.set_defaults(func=_cmd_poll, cooperative=True)
 
     p = subparsers.add_parser("discover", help="track the jobs of a bucket (new since the last run)",
                               description="List the bucket's jobs (first run: those still under way; later runs: "
@@ -82,4 +82,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("--region", default=None, help="the bucket's region, e.g. ap-guangzhou")
     p.add_argument("--budget", type=non_negative, default=None, metavar="SECONDS",
                    help="stop listing after this many seconds (default: no limit)")
-    p.set_defaults(func=_cmd_discover)
+    p.set_defaults(func=_cmd_discover, cooperative=True)

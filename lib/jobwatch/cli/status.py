@@ -180,7 +180,7 @@ def register(subparsers: Any) -> None:
                    help="refresh until Ctrl-C (in place on a terminal; each change once in a pipe)")
     p.add_argument("--interval", type=non_negative, default=2.0, metavar="SECONDS",
                    help="seconds between refreshes with --watch (default 2)")
-    p.set_defaults(func=_cmd_status)
+    p.set_defaults(func=_cmd_status, cooperative=True)
 
     p = subparsers.add_parser("history", parents=[job_key_options(nargs=1)], help="a job's recorded transitions",
                               description="A tracked job's transitions, oldest first. A bare job ID is looked up "

@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-poll", action="store_true", help="only register; the next tick polls them")
     p.add_argument("--force", action="store_true", help="track even a job the service does not know (yet)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=_cmd_track)
+    p.set_defaults(func=_cmd_track, cooperative=True)
 
     p = subparsers.add_parser("untrack", parents=[keys], help="stop watching jobs (history is kept)",
                               description="Stop polling jobs; their record and history are kept, and discovery "
