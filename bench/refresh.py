@@ -42,8 +42,8 @@ def prime(store_url: str, emu_url: str, buckets: Sequence[str]) -> int:
     from jobwatch.ci.credentials import StaticProvider
     from jobwatch.store import open_store
 
-    now = datetime.now(timezone.utc)
-    later = now + timedelta(hours=1)
+    start = datetime.now(timezone.utc)
+    later = start + timedelta(hours=1)
     store = open_store(store_url)
     client = CIClient(StaticProvider(SECRET_ID, SECRET_KEY), endpoint=emu_url)
     n = 0
@@ -53,11 +53,11 @@ def prime(store_url: str, emu_url: str, buckets: Sequence[str]) -> int:
             page: list[Any] = []
             for job in client.list_jobs(bucket, REGION, size=100):
                 page.append(job)
-                if len(page) == 100:
-                    n += _record(store, bucket, page, now, later)
+                if len(page) == 100:  # tracked a page at a time, a moment apart, as discovery tracks them
+                    n += _record(store, bucket, page, start + timedelta(milliseconds=n), later)
                     page = []
             if page:
-                n += _record(store, bucket, page, now, later)
+                n += _record(store, bucket, page, start + timedelta(milliseconds=n), later)
     finally:
         client.close()
         store.close()

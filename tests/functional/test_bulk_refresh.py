@@ -290,7 +290,8 @@ def test_claims_grow_only_once_listing_pays(emulator, emulator_clock, client, st
     monkeypatch.setattr(store, "claim_due", spy)
     ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", state="Running",
                                created_at=TEST_START - timedelta(seconds=i)) for i in range(30)]
-    store.track([JobKey(TEST_REGION, TEST_BUCKET, i) for i in ids], emulator_clock.now())
+    for n, jid in enumerate(ids):  # tracked one after the other, as discovery does
+        store.track([JobKey(TEST_REGION, TEST_BUCKET, jid)], emulator_clock.now() - timedelta(seconds=60 - n))
     engine = _engine(store, client, emulator_clock, batch_size=5, list_batch_size=100)
     assert engine.tick().polled == 30  # first sight: nothing to list
     assert set(limits) == {5}

@@ -75,7 +75,9 @@ class Store(abc.ABC):
         """Atomically lease up to ``limit`` active jobs whose next poll is due (all of ``keys`` that are active
         and not leased, due or not, when keys are given; only the due ones with ``due_only``), earliest first.
         ``light``: each record's ``job`` is a stub (ID, name, type, state, creation time) and its stored JSON is
-        kept undecoded in ``job_json`` (:meth:`TrackedJob.hydrated` decodes it): a steady refresh needs no more."""
+        kept undecoded in ``job_json`` (:meth:`TrackedJob.hydrated` decodes it): a steady refresh needs no more.
+        A light claim of due jobs takes them by bucket in the order they were tracked (near their creation order),
+        not by due time, so that a bulk refresh lists dense windows."""
 
     @abc.abstractmethod
     def release(self, claimed: Iterable[TrackedJob], owner: str) -> None:

@@ -152,8 +152,8 @@ class MysqlStore(SqlStore):
     def _insert_ignore(self, table: str, columns: str, n: int) -> str:
         return f"INSERT IGNORE INTO {table} ({columns}) VALUES ({','.join(['?'] * n)})"
 
-    def _select_due_for_claim(self, where: str, limit: int) -> str:
-        return (f"SELECT {JOB_COLUMNS} FROM jw_jobs WHERE {where} ORDER BY next_poll_at LIMIT {int(limit)} "
+    def _select_due_for_claim(self, where: str, limit: int, order: str = "next_poll_at") -> str:
+        return (f"SELECT {JOB_COLUMNS} FROM jw_jobs WHERE {where} ORDER BY {order} LIMIT {int(limit)} "
                 "FOR UPDATE SKIP LOCKED")
 
     def _select_outbox_for_claim(self, limit: int) -> str:

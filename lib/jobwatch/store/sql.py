@@ -69,9 +69,9 @@ class SqlStore(ChildrenSqlMixin, Store):
     def _insert_ignore(self, table: str, columns: str, n: int) -> str:
         raise NotImplementedError
 
-    def _select_due_for_claim(self, where: str, limit: int) -> str:
+    def _select_due_for_claim(self, where: str, limit: int, order: str = "next_poll_at") -> str:
         """The statement that picks claimable rows; MySQL adds FOR UPDATE SKIP LOCKED."""
-        return f"SELECT {JOB_COLUMNS} FROM jw_jobs WHERE {where} ORDER BY next_poll_at LIMIT {int(limit)}"
+        return f"SELECT {JOB_COLUMNS} FROM jw_jobs WHERE {where} ORDER BY {order} LIMIT {int(limit)}"
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _q(self, sql: str) -> str:
@@ -297,7 +297,12 @@ class SqlStore(ChildrenSqlMixin, Store):
                 params.extend((k.region, k.bucket, k.job_id))
         claimed: list[TrackedJob] = []
         with self._tx() as cur:
-            self._exec(cur, self._select_due_for_claim(where, limit), params)
+            # A light (bulk refresh) claim takes a bucket's due jobs in the order they were tracked, which follows
+            # their creation (discovery tracks them oldest first, a callback when they start): listing windows
+            # over creation time then hold mostly claimed jobs. By due time, a backlog larger than one claim
+            # would be scattered over the whole span (measured on MariaDB: listing stopped paying).
+            order = "region, bucket, first_seen, job_id" if light else "next_poll_at"
+            self._exec(cur, self._select_due_for_claim(where, limit, order), params)
             found = [self._row_to_job(row, light) for row in cur.fetchall()]
             # The rows are ours until commit (SQLite: BEGIN IMMEDIATE; MySQL: FOR UPDATE), so one statement for
             # all of them; the version guard stays, and a short count falls back to asking row by row.
