@@ -54,10 +54,12 @@ def prime(store_url: str, emu_url: str, buckets: Sequence[str]) -> int:
             for job in client.list_jobs(bucket, REGION, size=100):
                 page.append(job)
                 if len(page) == 100:  # tracked a page at a time, a moment apart, as discovery tracks them
-                    n += _record(store, bucket, page, start + timedelta(milliseconds=n), later)
+                    n += _record(store, bucket, page, start - timedelta(seconds=1) + timedelta(microseconds=n),
+                                 start, later)
                     page = []
             if page:
-                n += _record(store, bucket, page, start + timedelta(milliseconds=n), later)
+                n += _record(store, bucket, page, start - timedelta(seconds=1) + timedelta(microseconds=n), start,
+                             later)
     finally:
         client.close()
         store.close()
@@ -77,13 +79,13 @@ def make_due(store_url: str) -> None:
         store.close()
 
 
-def _record(store: Any, bucket: str, jobs: list[Any], now: datetime, later: datetime) -> int:
+def _record(store: Any, bucket: str, jobs: list[Any], tracked: datetime, now: datetime, later: datetime) -> int:
     from jobwatch.core.models import JobKey
     from jobwatch.core.records import PollRecord
 
     by_id = {j.job_id: j for j in jobs}
     keys = [JobKey(REGION, bucket, j.job_id) for j in jobs]
-    store.track(keys, now)
+    store.track(keys, tracked)
     claimed = store.claim_due("bench-prime", now, 600, len(keys), keys=keys)
     recs = [PollRecord(tj, tj.evolve(state=by_id[tj.key.job_id].state_raw, job=by_id[tj.key.job_id], last_seen=now,
                                      last_change=now, next_poll_at=later, poll_interval=3600.0, transitions=1))
