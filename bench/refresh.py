@@ -240,7 +240,7 @@ def run(quick: bool) -> Result:
     body += ["", f"The fastest of {runs} alternating tick(s) per path counts. The per-job path sends one request per job; bulk refresh lists each bucket's due jobs in windows "
              f"of creation time per type, paged in parallel. With {n_spread // n_buckets} due jobs per bucket the "
              "cost rule queries them one by one (path `single`), so that row compares the same work."]
-    zero_rows = [p for p in pairs if "0 ms" in p["label"]]
+    zero_rows = [p for p in pairs if ", 0 ms" in p["label"]]
     if not quick and any(p["single"]["tick_s"] / p["list"]["tick_s"] < 5.0 for p in zero_rows):
         cpu = "; ".join(f"{p['label'].split(', ')[-1]}: per-job {p['single']['cpu_s'] * 1e3 / p['n']:.2f} ms, bulk "
                         f"{p['list']['cpu_s'] * 1e3 / p['n']:.2f} ms (tick {p['list']['tick_s']:.2f} s, "
@@ -248,10 +248,9 @@ def run(quick: bool) -> Result:
         body += ["", "Closing note on the 0 ms rows: without latency both ticks are CPU-bound on the one core they "
                  f"run on; CPU per job, {cpu}. What bulk refresh removes is the per-job HTTP round trip (signing, "
                  "requests, one small parse); what stays per job is parsing it out of a 100-job page, the light "
-                 "claim, the decision and the steady write. MariaDB's extra requests: its claims of 5,000 come in "
-                 "index order (job ID) among equal due times, so each claim is scattered over the whole creation "
-                 "span and every window also lists the other claim's jobs (SQLite's ties fall in insertion order). "
-                 "With real due times (jittered) a backlog larger than one claim scatters the same way. "
+                 "claim, the decision and the steady write. On MariaDB the claim and the steady write are one UPDATE "
+                 "per row (a round trip each: PyMySQL runs an UPDATE's executemany row by row; one UPDATE per 500 "
+                 "rows was a third faster but deadlocked concurrent pollers, so it was taken out). "
                  "Issue 17 measured the per-job path at about 15 s (SQLite) and 31 s (MariaDB) for 10,000 jobs; "
                  "it has become faster since (this run: "
                  + ", ".join(f"{p['single']['tick_s']:.1f} s" for p in zero_rows) + "), which is what the ratio "
