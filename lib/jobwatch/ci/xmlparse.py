@@ -211,12 +211,7 @@ def parse_job(el: etree._Element) -> Job:
 
 def parse_response(body: bytes, *, status: int | None = None, request_id: str | None = None) -> QueryResult:
     """A ``<Response>`` of the query, list or create API."""
-    root = parse_document(body, status=status, request_id=request_id)
-    if root.tag == "Error":
-        raise parse_error_element(root, status=status or 0, request_id=request_id)
-    if root.tag != "Response":
-        raise BadResponseError(f"root element is <{root.tag}>, expected <Response>", status=status,
-                               request_id=request_id)
+    root = _response_root(body, status, request_id)
     jobs: list[Job] = []
     non_exist: list[str] = []
     first: dict[str, str] = {}
@@ -319,13 +314,19 @@ def _error_field(text: str | None, state: str) -> str | None:
     return value
 
 
-def _root(body: bytes, status: int | None, request_id: str | None) -> tuple[etree._Element, str | None]:
+def _response_root(body: bytes, status: int | None, request_id: str | None) -> etree._Element:
+    """The parsed ``<Response>``; an ``<Error>`` document raises the service's error, any other root is bad."""
     root = parse_document(body, status=status, request_id=request_id)
     if root.tag == "Error":
         raise parse_error_element(root, status=status or 0, request_id=request_id)
     if root.tag != "Response":
         raise BadResponseError(f"root element is <{root.tag}>, expected <Response>", status=status,
                                request_id=request_id)
+    return root
+
+
+def _root(body: bytes, status: int | None, request_id: str | None) -> tuple[etree._Element, str | None]:
+    root = _response_root(body, status, request_id)
     return root, _opt(_text(root, "RequestId")) or request_id
 
 
