@@ -508,16 +508,32 @@ class Engine:
 
     def _refresh(self, claimed: list[TrackedJob], deadline: float | None, result: TickResult) -> list[TrackedJob]:
         """Bulk refresh hook: apply what listings returned (the same decision as a query's answer, written in
-        the same batches) and return the jobs left for one query each."""
+        batches of at least 500, one transaction each) as each window's listing ends, while the other windows
+        are still listing, and return the jobs left for one query each."""
         assert self.refresher is not None
-        out = self.refresher.split(claimed, pool=self._executor(), limit=self.limit,
-                                   out_of_time=lambda: self._cancelled or self._out_of_time(deadline))
+        listed = TickResult()
+        writes = WriteBuffer(self.store, self.owner, max(self.write_batch, 500), self.write_interval)
+
+        def emit(pairs: list[tuple[TrackedJob, Observation]]) -> None:
+            now = self.monotonic()
+            self._take(pairs, writes, listed, now, adapt=False)
+            if writes.due(now, more_coming=True):
+                self._tally(writes.flush(), listed)
+
+        try:
+            out = self.refresher.split(claimed, pool=self._executor(), limit=self.limit,
+                                       out_of_time=lambda: self._cancelled or self._out_of_time(deadline), emit=emit)
+            self._tally(writes.flush(), listed)
+        except BaseException:
+            # A store fault: the leases of what was decided but not written are given back if the store answers.
+            self._release_quietly(writes.jobs())
+            raise
         result.requests += out.pages
         result.throttled += out.throttled
         for rep in out.buckets:
             result.add_bucket(f"{rep.region}/{rep.bucket}", rep.as_dict())
-        result.merge(self.record_observations(out.listed, batch=max(self.write_batch, 500)))  # all at once
-        result.listed += len(out.listed)
+        result.merge(listed)
+        result.listed += listed.polled
         return out.leftovers
 
     def _adapt(self, obs: Observation, result: TickResult) -> None:

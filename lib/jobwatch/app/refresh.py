@@ -15,6 +15,7 @@ queried ones: the confirmation rule covers listed answers too.
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,9 @@ class PageLister(Protocol):
     """What a bulk refresh needs of the CI client."""
 
     def list_page(self, bucket: str, region: str, **filters: Any) -> QueryResult: ...
+
+
+Emit = Callable[[list[tuple[TrackedJob, Observation]]], None]
 
 
 @dataclass
@@ -95,8 +99,15 @@ class Refresher:
         return max([1.0] + [d for (r, b, _), d in self._density.items() if (r, b) == (region, bucket)])
 
     def split(self, claimed: Sequence[TrackedJob], *, pool: Executor, limit: AdaptiveLimit,
-              out_of_time: Callable[[], bool] = lambda: False) -> RefreshOutcome:
+              out_of_time: Callable[[], bool] = lambda: False, emit: Emit | None = None) -> RefreshOutcome:
+        """List what the rule says to list. ``emit``, when given, receives the listed observations of each window
+        as soon as that window is done, on the calling thread, so that deciding and writing them overlaps the
+        listing of the other windows (``RefreshOutcome.listed`` then stays empty); without it they are
+        collected in ``RefreshOutcome.listed``. An exception from ``emit`` stops the listing: no further page
+        is asked for, the windows under way are waited for, and it propagates."""
         out = RefreshOutcome()
+        if emit is None:
+            emit = out.listed.extend
         by_bucket: dict[tuple[str, str], list[TrackedJob]] = {}
         for tj in claimed:
             by_bucket.setdefault((tj.key.region, tj.key.bucket), []).append(tj)
@@ -120,29 +131,37 @@ class Refresher:
                     wanted.setdefault(d.type, {})[tj.key.job_id] = tj  # type: ignore[index]
             for w in plan.windows:
                 work.append((rb, w, wanted[w.type]))
-        results = self._run(work, pool, limit, out_of_time, out)
+        applied: dict[tuple[str, str], set[str]] = {rb: set() for rb in by_bucket}
+
+        def window_done(i: int, res: _WindowResult) -> None:
+            rb, w, wanted = work[i]
+            rep = reports[rb]
+            self._learn(rb, w.type, res)
+            rep.pages += res.pages
+            rep.failed_pages += 1 if res.error is not None else 0
+            seen = applied[rb]
+            pairs: list[tuple[TrackedJob, Observation]] = []
+            for job_id, (job, asked_at) in res.found.items():
+                tj = wanted[job_id]
+                # A listed answer asked for before the recorded one was made is older: query instead.
+                if job_id not in seen and (tj.last_seen is None or asked_at >= tj.last_seen):
+                    seen.add(job_id)
+                    pairs.append((tj, Observation.seen(job)))
+            rep.listed += len(pairs)
+            if pairs:
+                emit(pairs)
+
+        self._run(work, pool, limit, out_of_time, out, window_done)
         for rb, jobs in by_bucket.items():
             rep = reports[rb]
             if plans[rb].path is RefreshPath.SINGLE:
                 out.leftovers.extend(tj.hydrated() for tj in jobs)
                 rep.single = len(jobs)
             else:
-                found: dict[str, tuple[Job, datetime]] = {}
-                for (wrb, w, _), res in zip(work, results):
-                    if wrb == rb and res is not None:
-                        self._learn(rb, w.type, res)
-                        found.update(res.found)
-                        rep.pages += res.pages
-                        rep.failed_pages += 1 if res.error is not None else 0
-                for tj in jobs:
-                    hit = found.get(tj.key.job_id)
-                    # A listed answer asked for before the recorded one was made is older: query instead.
-                    if hit is not None and (tj.last_seen is None or hit[1] >= tj.last_seen):
-                        out.listed.append((tj, Observation.seen(hit[0])))
-                        rep.listed += 1
-                    else:
-                        out.leftovers.append(tj.hydrated())
-                        rep.single += 1
+                seen = applied[rb]
+                left = [tj.hydrated() for tj in jobs if tj.key.job_id not in seen]
+                out.leftovers.extend(left)
+                rep.single = len(left)
             out.pages += rep.pages
             out.buckets.append(rep)
             # One line per listed bucket; a bucket queried job by job (the usual few due jobs) only at debug.
@@ -161,37 +180,45 @@ class Refresher:
         self._density[key] = observed if old is None else (old + observed) / 2
 
     def _run(self, work: list[tuple[tuple[str, str], Window, dict[str, TrackedJob]]], pool: Executor,
-             limit: AdaptiveLimit, out_of_time: Callable[[], bool], out: RefreshOutcome) -> list[_WindowResult | None]:
-        """Page every window, at most ``limit.allowed`` at once; a window not started in time stays ``None``."""
-        results: list[_WindowResult | None] = [None] * len(work)
+             limit: AdaptiveLimit, out_of_time: Callable[[], bool], out: RefreshOutcome,
+             done_cb: Callable[[int, _WindowResult], None]) -> None:
+        """Page every window, at most ``limit.allowed`` at once, handing each finished window to ``done_cb`` (on
+        this thread); a window not started in time is never handed over."""
         running: dict[Future[_WindowResult], int] = {}
+        stop = threading.Event()
         nxt = 0
-        while nxt < len(work) or running:
-            while nxt < len(work) and len(running) < max(1, limit.allowed) and not out_of_time():
-                (region, bucket), w, wanted = work[nxt]
-                fut = pool.submit(contextvars.copy_context().run, self._page_window, region, bucket, w, wanted)
-                running[fut] = nxt
-                nxt += 1
-            if not running:
-                break  # out of time: the rest is left for the query path (and released there)
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                i = running.pop(fut)
-                res = fut.result()
-                results[i] = res
-                err = res.error
-                if err is None:
-                    limit.succeeded()
-                elif isinstance(err, CIError) and is_throttling(err.status or 0, err.code):
-                    out.throttled += 1
-                    if limit.throttled():
-                        log.warning("ci_throttled", in_flight=limit.allowed, code=err.code, status=err.status)
-        return results
+        try:
+            while nxt < len(work) or running:
+                while nxt < len(work) and len(running) < max(1, limit.allowed) and not out_of_time():
+                    (region, bucket), w, wanted = work[nxt]
+                    fut = pool.submit(contextvars.copy_context().run, self._page_window, region, bucket, w, wanted,
+                                      stop)
+                    running[fut] = nxt
+                    nxt += 1
+                if not running:
+                    break  # out of time: the rest is left for the query path (and released there)
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = running.pop(fut)
+                    res = fut.result()
+                    err = res.error
+                    if err is None:
+                        limit.succeeded()
+                    elif isinstance(err, CIError) and is_throttling(err.status or 0, err.code):
+                        out.throttled += 1
+                        if limit.throttled():
+                            log.warning("ci_throttled", in_flight=limit.allowed, code=err.code, status=err.status)
+                    done_cb(i, res)
+        except BaseException:
+            stop.set()  # no further page; the pages under way end before the fault propagates
+            wait(running)
+            raise
 
-    def _page_window(self, region: str, bucket: str, w: Window, wanted: dict[str, TrackedJob]) -> _WindowResult:
+    def _page_window(self, region: str, bucket: str, w: Window, wanted: dict[str, TrackedJob],
+                     stop: threading.Event | None = None) -> _WindowResult:
         res = _WindowResult()
         token: str | None = None
-        while res.pages < w.page_budget:
+        while res.pages < w.page_budget and not (stop is not None and stop.is_set()):
             asked_at = self.clock()
             try:
                 page = self.client.list_page(bucket, region, type=w.type, order_by_time="Asc",
@@ -220,4 +247,4 @@ def _due(tj: TrackedJob) -> DueJob:
     return DueJob(tj.key.job_id, j.type if j is not None else None, j.created_at if j is not None else None)
 
 
-__all__ = ["BucketReport", "PageLister", "RefreshOutcome", "Refresher"]
+__all__ = ["BucketReport", "Emit", "PageLister", "RefreshOutcome", "Refresher"]
