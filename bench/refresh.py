@@ -7,6 +7,7 @@ list API waits as long as a query does.
 
     .venv/bin/python bench/refresh.py            full run, writes the "## Bulk refresh" section of BENCHMARKS.md
     .venv/bin/python bench/refresh.py --quick    CI-sized (also run by ``bench/run --quick``)
+    .venv/bin/python bench/refresh.py --zero-only    only the 0 ms rows (SQLite, MariaDB); writes nothing
 """
 
 from __future__ import annotations
@@ -182,6 +183,26 @@ def _carry_on(emu: Emulator, n: int, tmp: Path, me: int | None, budget: float) -
     return {"full": full, "runs": runs, "polls": polls}
 
 
+def run_zero(runs: int = 2) -> Result:
+    """Only the 0 ms rows (SQLite and MariaDB), for iterating on the CPU cost of a bulk tick; writes nothing."""
+    me, emu_core = core_split()
+    t_start = time.perf_counter()
+    n = 10_000
+    with tempfile.TemporaryDirectory(prefix="jobwatch-refresh-") as tmpdir:
+        tmp = Path(tmpdir)
+        with ActiveEmulator(n, 0.0, core=emu_core) as emu:
+            pairs = [_pair(emu, n, "sqlite", tmp, me, f"{n:,} jobs, 1 bucket, 0 ms, SQLite", runs),
+                     _pair(emu, n, "mysql", tmp, me, f"{n:,} jobs, 1 bucket, 0 ms, MariaDB", runs)]
+    body = ["| scenario | per-job tick | requests | bulk tick | requests | bulk path | speed-up | fewer requests |",
+            "|---|---|---|---|---|---|---|---|"] + [_row(p) for p in pairs]
+    body += ["", "CPU per job: " + "; ".join(f"{p['label']}: per-job {p['single']['cpu_s'] * 1e3 / n:.3f} ms, bulk "
+                                           f"{p['list']['cpu_s'] * 1e3 / n:.3f} ms" for p in pairs)]
+    checks = [Check(f"bulk vs per-job time, {p['label']}", p["single"]["tick_s"] / p["list"]["tick_s"], ">=", 5.0)
+              for p in pairs]
+    return Result("Bulk refresh vs per-job path, 0 ms only", ".venv/bin/python bench/refresh.py --zero-only",
+                  "\n".join(body) + "\n", checks, time.perf_counter() - t_start)
+
+
 def run(quick: bool) -> Result:
     me, emu_core = core_split()
     conc = default_concurrency()
@@ -284,11 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench/refresh.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--zero-only", action="store_true",
+                    help="only the 0 ms rows (SQLite, MariaDB), 2 ticks per path; writes nothing")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    res = run(args.quick)
+    res = run_zero() if args.zero_only else run(args.quick)
     print(res.markdown())
-    if not args.quick and not args.no_write:
+    if not args.quick and not args.no_write and not args.zero_only:
         write_section(res, time.perf_counter() - t0)
     missed = [c for c in res.checks if not c.ok]
     for c in res.checks:
