@@ -399,15 +399,26 @@ def test_the_serve_command_prints_the_page_and_a_key_for_the_run(tmp_path):
 def test_a_bare_job_id_finds_its_job_when_only_one_bucket_has_it(site):
     app, data, clock = site
     cookie = login(app, clock)
-    k = data.keys[4]
+    k = next(k for k in data.keys if app.job(k).active)  # two active records with one ID: truly ambiguous
     r = call(app, "GET", f"/ui/jobs/{k.job_id}", cookie=cookie, clock=clock)
     assert r.status == 200 and f"<dd>{k.bucket}</dd>" in r.body
     other = type(k)(k.region, "other-1250000009", k.job_id)
     app.store.track([other], data.now)
     r = call(app, "GET", f"/ui/jobs/{k.job_id}", cookie=cookie, clock=clock)
-    assert r.status == 400 and "2 tracked jobs have this ID" in r.body
+    assert r.status == 409 and "more than one bucket" in r.body  # ambiguous: both candidates, as links
+    for cand in (k, other):
+        assert f'?region={cand.region}&amp;bucket={cand.bucket}"' in r.body and str(cand) in r.body
+    app.untrack([k])  # one of the two is still watched: that one is meant
+    r = call(app, "GET", f"/ui/jobs/{k.job_id}", cookie=cookie, clock=clock)
+    assert r.status == 200 and f"<dd>{other.bucket}</dd>" in r.body
+
+
+def test_an_unknown_bare_job_id_is_404_not_an_invalid_bucket(site):
+    """QA: GET /ui/jobs/<unknown id> answered 400 "invalid bucket None"."""
+    app, data, clock = site
+    cookie = login(app, clock)
     r = call(app, "GET", "/ui/jobs/bnot0tracked", cookie=cookie, clock=clock)
-    assert r.status == 400 and "no tracked job has this ID" in r.body
+    assert r.status == 404 and "no tracked job has this ID" in r.body and "invalid bucket" not in r.body
 
 
 def test_serve_answers_500_on_a_corrupt_row_and_keeps_serving(tmp_path, capsys):

@@ -31,7 +31,7 @@ from jobwatch.app.outbox import DrainResult, Outbox
 from jobwatch.core.clock import utcnow
 from jobwatch.core.children import ChildJob
 from jobwatch.core.errors import JobwatchError, NotFoundError, RetryableError, ValidationError
-from jobwatch.core.models import Job, JobInput, JobKey, JobOperation, QueryResult, validate_ci_region
+from jobwatch.core.models import Job, JobInput, JobKey, JobOperation, QueryResult, validate_bucket, validate_ci_region
 from jobwatch.core.progress import ChildCallback, Progress
 from jobwatch.core.records import JobQuery, OutboxEntry, TrackedJob, Transition
 from jobwatch.core.redact import Secret, scrub
@@ -343,12 +343,25 @@ class App:
     def resolve(self, ids: Sequence[str], region: str | None = None, bucket: str | None = None, *,
                 tracked: bool = False) -> list[JobKey]:
         """Job keys from what an operator typed: ``region/bucket/job_id``, or a bare job ID placed by the given
-        region and bucket, else by the one key in the store with that ID (a job ID is unique in practice), else
-        by the configured defaults. An ID tracked in two buckets is refused, naming both; with ``tracked`` (the
-        job must be in the store) an ID found nowhere is :class:`NotFoundError`."""
+        region and bucket (one of them alone is completed from the configured default, else refused naming the
+        missing one), else by the one key in the store with that ID (a job ID is unique in practice; of several,
+        the one still watched), else by the configured defaults. An ID found in several buckets with no single
+        active record is refused, naming them; with ``tracked`` (the job must be in the store) an ID found
+        nowhere is :class:`NotFoundError`."""
         if region is not None:
             validate_ci_region(region, "--region")
-        placed = region is not None and bucket is not None  # the operator named the bucket and region
+        if bucket is not None:
+            try:
+                validate_bucket(bucket)
+            except ValidationError as exc:
+                raise ValidationError("--bucket", bucket, exc.reason) from None
+        placed = region is not None or bucket is not None  # the operator named where the job is
+        if placed and (region or self.settings.default_region) is None:
+            raise ValidationError("--region", None, f"--bucket {bucket} needs a region: give --region (or set "
+                                  "JOBWATCH_DEFAULT_REGION)")
+        if placed and (bucket or self.settings.default_bucket) is None:
+            raise ValidationError("--bucket", None, f"--region {region} needs a bucket: give --bucket (or set "
+                                  "JOBWATCH_DEFAULT_BUCKET)")
         region = region or self.settings.default_region
         bucket = bucket or self.settings.default_bucket
         out: list[JobKey] = []
@@ -357,7 +370,7 @@ class App:
                 out.append(JobKey.parse(text))
                 continue
             if not placed:
-                found = [] if self.missing_store() else self.find_jobs(text)
+                found = [] if self.missing_store() else self.locate(text)
                 if len(found) > 1:
                     raise ValidationError("job_id", text, "tracked in more than one bucket: "
                                           + ", ".join(str(k) for k in found) + "; name one as region/bucket/job_id")
@@ -371,6 +384,16 @@ class App:
                                       "or set JOBWATCH_DEFAULT_BUCKET and JOBWATCH_DEFAULT_REGION")
             out.append(JobKey(region, bucket, text))
         return out
+
+    def locate(self, job_id: str) -> list[JobKey]:
+        """Where a bare job ID is tracked: every record with it, or only the one still watched when exactly one
+        is (untracking a copy in another bucket must not make the ID ambiguous for good)."""
+        found = self.find_jobs(job_id)
+        if len(found) > 1:
+            active = [k for k in found if (tj := self.job(k)) is not None and tj.active]
+            if len(active) == 1:
+                return active
+        return found
 
     def budget(self, seconds: float | None = None) -> Budget:
         """A budget of ``seconds`` from now (None: no limit), for front doors that are not SCF invocations."""

@@ -99,6 +99,14 @@ def message_page(root: str, title: str, text: str) -> str:
                        f'<p><a href="{root}ui">Back to the overview</a></p></section>', root)
 
 
+def candidates_page(root: str, job_id: str, keys: Iterable[JobKey]) -> str:
+    """A bare job ID tracked in several buckets: which one? (each a link to its page)."""
+    items = "".join(f'<li><a href="{e(job_href(root, k))}">{e(str(k))}</a></li>' for k in keys)
+    return page(job_id, f'<section class="message"><h1>Which job {e(job_id)}?</h1><p>{e(job_id)} is tracked in '
+                        f'more than one bucket:</p><ul>{items}</ul>'
+                        f'<p><a href="{root}ui">Back to the overview</a></p></section>', root)
+
+
 # --- overview ---------------------------------------------------------------------------------------------------
 
 def _query_string(params: Mapping[str, Any]) -> str:

@@ -130,6 +130,11 @@ def handle(app: "App", req: WebRequest, *, clock: Callable[[], float] | None = N
             return WebResponse(405, pages.message_page(root, "Not allowed", f"{method} is not allowed here"),
                                headers={"Allow": "GET, POST"})
         return _get(app, req, sub, root, csrf)
+    except _Unplaced as exc:
+        if not exc.candidates:
+            return WebResponse(404, pages.message_page(root, "Not tracked",
+                                                       f"job {exc.job_id}: no tracked job has this ID"))
+        return WebResponse(409, pages.candidates_page(root, exc.job_id, exc.candidates))
     except ValidationError as exc:  # a bad job ID, bucket or region in the URL
         return WebResponse(400, pages.message_page(root, "Bad request", str(exc)))
     except RetryableError as exc:
@@ -169,6 +174,15 @@ def _overview_query(q: Mapping[str, str]) -> JobQuery:
                     offset=(page - 1) * per, limit=per)
 
 
+class _Unplaced(Exception):
+    """A bare job ID in the URL that names no tracked job (404) or several (409, listing them)."""
+
+    def __init__(self, job_id: str, candidates: list[JobKey]) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+        self.candidates = candidates
+
+
 def _job_key(app: "App", job_id: str, q: Mapping[str, str]) -> JobKey:
     from urllib.parse import unquote
 
@@ -176,13 +190,11 @@ def _job_key(app: "App", job_id: str, q: Mapping[str, str]) -> JobKey:
     job_id = validate_job_id(unquote(job_id))
     region = q.get("region") or s.default_region
     bucket = q.get("bucket") or s.default_bucket
-    if not region or not bucket:  # a bare job ID: fine while one tracked job has it
-        found = app.find_jobs(job_id)
+    if not region or not bucket:  # a bare job ID: fine while one tracked job (or one active one) has it
+        found = app.locate(job_id)
         if len(found) == 1:
             return found[0]
-        raise ValidationError("bucket" if not bucket else "region", None,
-                              "name it in the query (?region=...&bucket=...): "
-                              + (f"{len(found)} tracked jobs have this ID" if found else "no tracked job has this ID"))
+        raise _Unplaced(job_id, found)
     return JobKey(validate_region(region), validate_bucket(bucket), job_id)
 
 
