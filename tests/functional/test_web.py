@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from http.cookiejar import CookieJar
@@ -448,3 +449,60 @@ def test_serve_answers_500_on_a_corrupt_row_and_keeps_serving(tmp_path, capsys):
         server.shutdown()
         server.server_close()
         app.close()
+
+
+def _raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except socket.timeout:
+            pass
+        return b"".join(chunks)
+
+
+def test_serve_answers_while_another_connection_sits_idle(site):
+    """QA: one idle TCP connection (a browser preconnect) blocked every other request of `jobwatch serve`."""
+    import socket
+
+    from jobwatch.cli.serve import make_server, serve_in_thread
+
+    app, data, clock = site
+    server = make_server(app, "127.0.0.1", 0, clock=clock, timeout=1.0)
+    serve_in_thread(server)
+    port = server.server_address[1]
+    idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/static/app.css", timeout=5) as r:
+            assert r.status == 200
+        assert time.monotonic() - started < 0.9  # not after the idle one timed out: beside it
+        assert idle.recv(1) == b""  # and the idle one is closed after its timeout, not held forever
+    finally:
+        idle.close()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("length", ["-5", "abc"])
+def test_serve_answers_400_to_a_bad_content_length(site, capsys, length):
+    from jobwatch.cli.serve import make_server, serve_in_thread
+
+    app, data, clock = site
+    server = make_server(app, "127.0.0.1", 0, clock=clock)
+    serve_in_thread(server)
+    try:
+        answer = _raw(server.server_address[1], f"POST /ui/login HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+                                                f"Connection: close\r\n\r\napi_key=x".encode())
+        assert answer.startswith(b"HTTP/1.0 400 "), answer[:200]
+        assert "Traceback" not in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()

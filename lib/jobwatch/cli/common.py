@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import threading
@@ -110,13 +111,21 @@ def job_key_options(nargs: str | int = "+") -> argparse.ArgumentParser:
     return keys
 
 
-def _number(text: str, convert: Any, minimum: float, kind: str) -> Any:
+def _number(text: str, convert: Any, minimum: float, kind: str, maximum: float | None = None,
+            above: bool = False) -> Any:
+    """``text`` as a finite number from ``minimum`` (excluded when ``above``) to ``maximum``: inf, 1e308 and nan
+    would reach timers and sleeps as overflows or never-ending waits."""
     try:
         value = convert(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-    if not value >= minimum:  # NaN too
-        raise argparse.ArgumentTypeError(f"expected {minimum:g} or more, got {text!r}")
+    if not math.isfinite(value) or value >= 1e9 and maximum is None:
+        raise argparse.ArgumentTypeError(f"expected a finite {kind} below 1e9, got {text!r}")
+    if not (value > minimum if above else value >= minimum):
+        raise argparse.ArgumentTypeError(f"expected {'more than' if above else 'at least'} {minimum:g}, "
+                                         f"got {text!r}")
+    if maximum is not None and value > maximum:
+        raise argparse.ArgumentTypeError(f"expected {minimum:g} to {maximum:g}, got {text!r}")
     return value
 
 
@@ -125,9 +134,28 @@ def non_negative(text: str) -> float:
     return float(_number(text, float, 0, "a number"))
 
 
+def positive(text: str) -> float:
+    """argparse type for rates and speeds: a number above 0."""
+    return float(_number(text, float, 0, "a number", above=True))
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts and limits: a whole number, 1 or more."""
     return int(_number(text, int, 1, "a whole number"))
+
+
+def int_range(low: int, high: int) -> Any:
+    """argparse type for a whole number from ``low`` to ``high`` (argparse names the option and the value)."""
+    def convert(text: str) -> int:
+        return int(_number(text, int, low, "a whole number", maximum=high))
+
+    convert.__name__ = f"whole number {low}-{high}"
+    return convert
+
+
+def port(text: str) -> int:
+    """argparse type for a TCP port: 0 (any free one) to 65535."""
+    return int(_number(text, int, 0, "a port number", maximum=65535))
 
 
 def print_json(data: Any) -> None:

@@ -14,26 +14,39 @@ import os
 import secrets
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 DEFAULT_PORT = 8765
 MAX_BODY = 64 * 1024
+CONNECTION_TIMEOUT = 15.0  # seconds a connection may sit idle or half-sent before it is closed
 
 
 def make_server(app: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, secure_cookie: bool = False,
-                clock: Callable[[], float] | None = None) -> HTTPServer:
-    """An HTTP server answering the status page from ``app`` (one request at a time: the store is shared)."""
+                clock: Callable[[], float] | None = None, timeout: float = CONNECTION_TIMEOUT) -> HTTPServer:
+    """An HTTP server answering the status page from ``app``: a thread per connection (a browser's idle
+    preconnect must not hold up every other request), each timed out after ``timeout`` seconds; the pages
+    themselves are answered one at a time, as the App and its store are shared."""
     from jobwatch.web import WebRequest, WebResponse, handle
+
+    app_lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "jobwatch"
         sys_version = ""
 
+        def setup(self) -> None:
+            self.timeout = timeout  # StreamRequestHandler puts it on the socket
+            super().setup()
+
         def _serve(self) -> None:
             parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
+            raw_length = (self.headers.get("Content-Length") or "0").strip()
+            if not raw_length.isdigit():  # negative, not a number: never guess how much to read
+                self.send_error(400, f"bad Content-Length {raw_length[:40]!r}")
+                return
+            length = int(raw_length)
             if length > MAX_BODY:
                 self.send_error(413, "request body too large")
                 return
@@ -48,7 +61,8 @@ def make_server(app: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, 
                 self.end_headers()
                 return
             try:
-                resp = handle(app, req, **({"clock": clock} if clock else {}))
+                with app_lock:
+                    resp = handle(app, req, **({"clock": clock} if clock else {}))
             except Exception as exc:  # a bug or a store fault: answer 500 and keep serving
                 from jobwatch.core.redact import scrub
 
@@ -70,7 +84,9 @@ def make_server(app: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, 
             if os.environ.get("JOBWATCH_SERVE_ACCESS_LOG"):
                 sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
-    return HTTPServer((host, port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True  # a stuck connection never keeps the process from exiting
+    return server
 
 
 def serve_in_thread(server: HTTPServer) -> threading.Thread:
@@ -111,8 +127,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
+    from jobwatch.cli.common import port
+
     p = subparsers.add_parser("serve", help="the status page on this machine (http://127.0.0.1:8765/ui)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
+    p.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--secure-cookie", action="store_true",
                    help="mark the session cookie Secure (when a TLS proxy is in front)")
