@@ -509,3 +509,94 @@ def test_status_watch_refreshes_in_place(env, emulator, capsys):
     r = run_pty(["status", "--watch", "--interval", "0.3"], env, timeout=30, interrupt_after=2.0)
     assert r.rc == 130 and "Traceback" not in r.out
     assert r.out.count("\x1b[H\x1b[2J") >= 3 and r.out.count(jid) >= 3
+
+
+# -- QA pass: clear errors instead of tracebacks, bare IDs, empty machine output ---------------------------------
+@pytest.mark.parametrize("args,field,value", [
+    (["poll", "--budget", "inf"], "--budget", "inf"),
+    (["poll", "--budget", "1e308"], "--budget", "1e308"),
+    (["poll", "--budget", "nan"], "--budget", "nan"),
+    (["serve", "--port", "99999"], "--port", "99999"),
+    (["emulator", "--port", "99999"], "--port", "99999"),
+    (["demo", "--speed", "0"], "--speed", "0"),
+    (["demo", "--interval", "-1"], "--interval", "-1"),
+    (["children", "j1", "--limit", "0"], "--limit", "0"),
+    (["children", "j1", "--limit", "-5"], "--limit", "-5"),
+    (["children", "j1", "--limit", "5000"], "--limit", "5000"),
+    (["track", "j1", "--bucket", "Bad_Bucket", "--region", TEST_REGION], "--bucket", "Bad_Bucket"),
+])
+def test_out_of_range_values_exit_2_naming_the_option(env, capsys, args, field, value):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert field in err and value in err and "Traceback" not in err
+
+
+def test_bucket_alone_is_used_with_the_default_region(env, emulator, monkeypatch, capsys):
+    """QA: `track JOB --bucket X` without --region ignored --bucket: the ID tracked elsewhere was taken instead."""
+    jid = emulator.create_job(TEST_BUCKET, state="Running")
+    elsewhere = JobKey(TEST_REGION, OTHER_BUCKET, jid)
+    store = _store(env)
+    store.track([elsewhere], datetime.now(timezone.utc))
+    store.close()
+    monkeypatch.setenv("JOBWATCH_DEFAULT_REGION", TEST_REGION)
+    assert main(["track", jid, "--bucket", TEST_BUCKET]) == 0
+    assert "tracking 1 new" in capsys.readouterr().out
+    store = _store(env)
+    try:
+        assert store.find_keys(jid) == sorted([elsewhere, JobKey(TEST_REGION, TEST_BUCKET, jid)],
+                                              key=lambda k: (k.region, k.bucket))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("args,missing", [(["--bucket", TEST_BUCKET], "--region"),
+                                          (["--region", TEST_REGION], "--bucket")])
+def test_one_half_of_bucket_and_region_without_a_default_is_refused(env, capsys, args, missing):
+    assert main(["track", "j1", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"invalid {missing} " in err and "Traceback" not in err
+
+
+def test_a_bare_id_untracked_in_one_bucket_means_the_active_one(env, capsys):
+    """QA: after untracking region/bucketA/ID, `history ID` still said "tracked in more than one bucket"."""
+    a, b = JobKey(TEST_REGION, TEST_BUCKET, "j1"), JobKey("ap-beijing", OTHER_BUCKET, "j1")
+    store = _store(env)
+    store.track([a, b], datetime.now(timezone.utc))
+    store.close()
+    assert main(["untrack", str(a)]) == 0
+    capsys.readouterr()
+    assert main(["history", "j1"]) == 0
+    assert main(["children", "j1"]) == 0
+    assert str(b) in capsys.readouterr().out
+    assert main(["untrack", str(b)]) == 0  # none active, two exist: ambiguous again, both named
+    capsys.readouterr()
+    assert main(["history", "j1"]) == 2
+    err = capsys.readouterr().err
+    assert str(a) in err and str(b) in err
+
+
+@pytest.mark.parametrize("args,expected", [(["status", "--json"], "[]"), (["status", "-o", "yaml"], "[]"),
+                                           (["outbox", "--json"], "[]")])
+def test_machine_output_on_a_missing_store_is_an_empty_list(env, tmp_path, monkeypatch, capsys, args, expected):
+    path = tmp_path / "none" / "jobwatch.db"
+    monkeypatch.setenv("JOBWATCH_STORE_URL", f"sqlite:///{path}")
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == expected and f"no store yet at {path}" in err
+
+
+def test_status_into_a_closed_pipe_prints_no_traceback(env):
+    """QA: `jobwatch status | head -1` printed a BrokenPipeError traceback."""
+    store = _store(env)
+    for i in range(3):
+        _record(store, JobKey(TEST_REGION, TEST_BUCKET, f"pipe{i}"), "Running")
+    store.close()
+    r, w = os.pipe()
+    os.close(r)  # the reader has gone before jobwatch writes a byte
+    try:
+        p = subprocess.run([JOBWATCH, "status"], env=_child_env(env), stdout=w, stderr=subprocess.PIPE, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(w)
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+    assert p.returncode == 141

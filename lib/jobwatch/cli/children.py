@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from jobwatch.cli.common import EXIT_NOT_FOUND, build_app, job_key_options, job_keys, no_store, print_json
+from jobwatch.cli.common import EXIT_NOT_FOUND, build_app, int_range, job_key_options, job_keys, no_store, print_json
 from jobwatch.cli.output import Column, cut, render_table, state_colour, stdout_colour
 
 
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("children", parents=[job_key_options(nargs=1)],
                               help="a batch job's children: progress, failed objects")
     p.add_argument("--failed", action="store_true", help="only the failed children")
-    p.add_argument("--limit", type=int, default=100, help="children per page (1-1000, default 100)")
+    p.add_argument("--limit", type=int_range(1, 1000), default=100, help="children per page (1-1000, default 100)")
     p.add_argument("--cursor", default=None, help="the cursor a previous page printed, for the next page")
     p.add_argument("--json", action="store_true", help="a JSON list of children")
     p.set_defaults(func=_cmd_children)

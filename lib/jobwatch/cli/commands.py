@@ -10,6 +10,7 @@ does not exist or is not tracked, 130 interrupted (Ctrl-C: the first stops work 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -83,6 +84,19 @@ def _global_options_everywhere(subparsers: Any) -> None:
         sub._jobwatch_globals = True
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush does not print a second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (a test's capture)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -104,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, on_sigint)
     try:
         code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return EXIT_INTERRUPTED if RUN.interrupted.is_set() else code
+    except BrokenPipeError:  # `jobwatch status | head -1`: the reader has gone; exit quietly, as other CLIs do
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except ValidationError as exc:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from jobwatch.app.config import sqlite_url
-from jobwatch.cli.common import RUN, build_app, positive_int
+from jobwatch.cli.common import RUN, build_app, non_negative, positive, positive_int
 from jobwatch.cli.output import state_colour, stdout_colour
 from jobwatch.cli.status import render_status_table
 from jobwatch.core.models import JobKey
@@ -104,10 +104,10 @@ def register(subparsers: Any) -> None:
                                           "poll until every one is final. Uses its own store (a new temporary "
                                           "SQLite file), never yours, unless --store.")
     p.add_argument("--jobs", type=positive_int, default=6, help="jobs to create (default 6)")
-    p.add_argument("--speed", type=float, default=40.0, help="emulated time runs this many times faster")
+    p.add_argument("--speed", type=positive, default=40.0, help="emulated time runs this many times faster")
     p.add_argument("--seed", type=int, default=7, help="the emulator's random seed (which jobs fail)")
-    p.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")
-    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    p.add_argument("--interval", type=non_negative, default=0.5, help="seconds between ticks")
+    p.add_argument("--timeout", type=non_negative, default=120.0, help="give up after this many seconds")
     p.add_argument("--children", type=int, default=200, help="objects (children) per batch job")
     p.add_argument("--child-failure-rate", type=float, default=0.05, help="share of the children that fail")
     p.add_argument("--store", default=None, help="store URL (default: a new temporary SQLite file)")

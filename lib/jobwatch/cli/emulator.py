@@ -27,4 +27,8 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     parser = argparse.ArgumentParser(prog="jobwatch emulator", description="The local CI batch-job API emulator.")
     emu.add_arguments(parser)
-    return int(emu.run(parser.parse_args(args.extra_args)) or 0)
+    try:
+        options = parser.parse_args(args.extra_args)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    return int(emu.run(options) or 0)

@@ -15,6 +15,8 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
     with build_app() as app:
         if args.retry is not None or not args.deliver:
             if no_store(app):
+                if args.retry is None and args.output in ("json", "yaml"):
+                    emit([], args.output)  # an empty list, so `| jq` still works
                 return EXIT_NOT_FOUND if args.retry is not None else 0
         if args.retry is not None:
             ok = app.retry_notice(args.retry)

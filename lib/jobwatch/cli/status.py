@@ -116,6 +116,8 @@ def _render(app: Any, args: argparse.Namespace, color: bool) -> str:
 def _cmd_status(args: argparse.Namespace) -> int:
     with build_app() as app:
         if no_store(app):
+            if args.output in ("json", "yaml"):
+                emit([], args.output)  # an empty list, so `| jq` still works
             return 0
         color = stdout_colour() and args.output in ("table", "wide")
         if not args.watch:

@@ -24,9 +24,20 @@ DEFAULT_BUCKET = "examplebucket-1250000000"
 DEFAULT_REGION = "ap-guangzhou"
 
 
+def _port(text: str) -> int:
+    """argparse type for a TCP port, 0 (any free one) to 65535: a bigger one fails deep in socket.bind."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected 0 to 65535, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8787, help="port (0 picks a free one; default 8787)")
+    parser.add_argument("--port", type=_port, default=8787, help="port (0 picks a free one; default 8787)")
     parser.add_argument("--secret-id", help=f"SecretId to accept (default the demo value {DEMO_SECRET_ID})")
     parser.add_argument("--secret-key", help="SecretKey of --secret-id (default the demo value, printed)")
     parser.add_argument("--seed", type=int, default=0, help="seed of job fates, IDs and faults (default 0)")
