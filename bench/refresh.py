@@ -267,7 +267,8 @@ def run(quick: bool) -> Result:
                         f"{p['list']['cpu_s'] * 1e3 / p['n']:.2f} ms (tick {p['list']['tick_s']:.2f} s, "
                         f"{p['list']['requests']} requests)" for p in zero_rows)
         body += ["", "Closing note on the 0 ms rows: without latency both ticks are CPU-bound on the one core they "
-                 f"run on; CPU per job, {cpu}. What bulk refresh removes is the per-job HTTP round trip (signing, "
+                 "run on, except the MariaDB bulk tick, which also waits for the server (its CPU per job times N is "
+                 f"well under its tick); CPU per job, {cpu}. What bulk refresh removes is the per-job HTTP round trip (signing, "
                  "requests, one small parse); what stays per job is parsing it out of a 100-job page, the light "
                  "claim, the decision and the steady write. On MariaDB the claim and the steady write are one UPDATE "
                  "per 500 rows (a derived table of the rows joined to jw_jobs by primary key, rows sorted by it: "
