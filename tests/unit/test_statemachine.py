@@ -95,11 +95,25 @@ def test_vanished_needs_confirmation_then_is_final_and_notified():
     seen = step(d2.after, Observation.seen(job("Running")))  # the job is back: the count starts over
     assert seen.after.pending_state is None and seen.after.state == "Running"
     d = seen.after
-    for _ in range(3):
-        last = step(d, Observation.missing())
+    for i in range(1, 4):  # re-checked every confirm delay (30 s): unseen for 90 s by the third answer
+        last = step(d, Observation.missing(), T0 + timedelta(seconds=30 * i))
         d = last.after
     assert d.state == VANISHED and not d.active
     assert [n.kind for n in last.notices] == [NoticeKind.VANISHED]
+
+
+def test_forced_polls_close_together_do_not_confirm_a_vanish():
+    """Polls forced seconds apart (track, a queue message, POST /jobs each poll at once) used to count as the
+    vanish rule's re-checks: three NonExist answers within 2 s recorded Vanished and alerted. The job must also
+    have been unseen for vanish_seconds."""
+    running = step(fresh(), Observation.seen(job("Running"))).after
+    d = running
+    for i in range(1, 6):
+        d = step(d, Observation.missing(), T0 + timedelta(seconds=0.5 * i)).after
+    assert d.state == "Running" and d.active and d.pending_state == VANISHED
+    assert d.last_seen == T0  # a NonExist answer is not a sighting
+    late = step(d, Observation.missing(), T0 + timedelta(seconds=61))
+    assert late.after.state == VANISHED and [n.kind for n in late.notices] == [NoticeKind.VANISHED]
 
 
 def test_unknown_new_state_is_recorded_and_polling_goes_on():

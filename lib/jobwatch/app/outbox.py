@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the sinks' module brings requests: not at cold start
 
 log = structlog.get_logger("jobwatch.app.outbox")
 
+MIN_SEND_SECONDS = 0.3  # below this a send to a remote receiver is not worth starting
+
 
 class Sink(Protocol):
     """What the outbox needs of a sink (jobwatch.notify's sinks are these)."""
@@ -80,13 +82,24 @@ class Outbox:
         sends, and one wave before it."""
         return self.safety_margin + 2 * self.timeout
 
-    def _claim_size(self, deadline: float | None) -> int:
+    def _send_timeout(self, deadline: float | None) -> float | None:
+        """How long one wave of sends may take now: the notify timeout, cut to what is left before the deadline
+        less the margin (a quarter of what is left, when that is less). None when too little is left to send at
+        all. A short invocation (SCF's default is 3 s) still delivers, with shorter sends, instead of never
+        starting a drain that would need the whole notify timeout."""
+        if deadline is None:
+            return self.timeout
+        left = deadline - self.monotonic()
+        window = min(self.timeout, left - min(self.safety_margin, left / 4))
+        return window if window >= MIN_SEND_SECONDS else None
+
+    def _claim_size(self, deadline: float | None, timeout: float) -> int:
         """Notices whose sends, in waves of ``max_workers`` each up to ``timeout`` long, end within the lease and
         before the deadline: a longer claim would let another drain re-send them while ours still runs."""
         window = self.lease_seconds - self.safety_margin
         if deadline is not None:
             window = min(window, deadline - self.safety_margin - self.monotonic())
-        waves = max(1, int(window // self.timeout))
+        waves = max(1, int(window // timeout))
         return max(1, min(self.batch, waves * self.max_workers // max(1, len(self.sinks))))
 
     def drain(self, deadline: float | None = None) -> DrainResult:
@@ -95,11 +108,12 @@ class Outbox:
         result = DrainResult()
         seen: set[int] = set()
         while not self.cancelled:
-            if deadline is not None and self.monotonic() >= deadline - self.safety_margin - self.timeout:
+            timeout = self._send_timeout(deadline)
+            if timeout is None:
                 result.budget_exhausted = True
                 break
             entries = [e for e in self.store.claim_notices(self.owner, self.clock(), self.lease_seconds,
-                                                           self._claim_size(deadline))
+                                                           self._claim_size(deadline, timeout))
                        if e.notice.id not in seen]
             if not entries:
                 break
@@ -114,7 +128,7 @@ class Outbox:
                 if not routed:
                     result.unrouted += 1
                 pairs.extend((e.notice, s) for s in todo)
-            outcomes = send_concurrently(pairs, timeout=self.timeout, max_workers=self.max_workers) if pairs else []
+            outcomes = send_concurrently(pairs, timeout=timeout, max_workers=self.max_workers) if pairs else []
             by_notice: dict[str, list[DeliveryResult]] = {}
             for r in outcomes:
                 by_notice.setdefault(r.notice_key, []).append(r)

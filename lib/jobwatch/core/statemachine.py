@@ -165,12 +165,20 @@ def decide(
                           pending_count=0, poll_interval=delay, next_poll_at=now + timedelta(seconds=delay))
         return _with_stall(after, now, (), [], stall_check, tj)
 
-    base = tj.evolve(job=job, last_seen=now, error_count=0, last_error=None)
+    vanishing = new_state == VANISHED
+    # A NonExist answer is not a sighting: last_seen keeps the last time the service knew the job, which is what
+    # the vanish rule measures from.
+    base = tj.evolve(job=job, error_count=0, last_error=None) if vanishing else \
+        tj.evolve(job=job, last_seen=now, error_count=0, last_error=None)
 
-    needs_confirmation = new_state == VANISHED or (old_state is not None and rank(new_state) < rank(old_state))
+    needs_confirmation = vanishing or (old_state is not None and rank(new_state) < rank(old_state))
     if needs_confirmation:
         count = tj.pending_count + 1 if tj.pending_state == new_state else 1
-        if count < policy.confirmations_for(new_state):
+        # A vanish needs time as well as answers: polls forced close together (track, a queue message, POST
+        # /jobs) would otherwise confirm it within seconds of a replica's first NonExist.
+        unseen = now - (tj.last_seen or tj.first_seen)
+        too_soon = vanishing and unseen < timedelta(seconds=policy.vanish_seconds)
+        if count < policy.confirmations_for(new_state) or too_soon:
             after = base.evolve(job=tj.job, pending_state=new_state, pending_count=count,
                                 next_poll_at=now + timedelta(seconds=policy.confirm_delay))
             return Decision(after, (), ())
@@ -185,8 +193,8 @@ def decide(
     final = is_final(new_state)
     delay = policy.next_delay(tj.poll_interval, True, rand)
     after = base.evolve(
-        state=new_state, active=not final, last_change=now, pending_state=None, pending_count=0, transitions=seq,
-        poll_interval=delay, next_poll_at=now + timedelta(seconds=delay),
+        state=new_state, active=not final, last_seen=now, last_change=now, pending_state=None, pending_count=0,
+        transitions=seq, poll_interval=delay, next_poll_at=now + timedelta(seconds=delay),
     )
     # Every history row has exactly one notice (the first sight too: from_state None says "now watched");
     # sinks that want only outcomes filter by them.
