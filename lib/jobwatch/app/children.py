@@ -32,7 +32,7 @@ from typing import Any, Callable, Protocol, Sequence
 import structlog
 
 from jobwatch.core.children import ChildJob, ChildKind, ChildPage, is_final_child_state
-from jobwatch.core.errors import CIError, JobwatchError
+from jobwatch.core.errors import CIError, JobwatchError, LockConflict
 from jobwatch.core.models import Job, JobKey, Notice, NoticeKind
 from jobwatch.core.progress import PIC_TAGS, ChildCallback, ChildrenUpdate, ChildrenWork, FailedChild, Progress
 from jobwatch.core.redact import scrub
@@ -183,8 +183,10 @@ class ChildrenRefresher:
         if self._out_of_time(deadline):
             result.budget_exhausted = True
             return result
-        works = self.store.claim_children(self.owner, self.clock(), self._lease_for(deadline), self.batch_limit,
-                                          keys=list(keys) if keys is not None else None)
+        works = self._claim(deadline, keys)
+        if works is None:
+            result.errors += 1
+            return result
         for i, w in enumerate(works):
             if self._out_of_time(deadline):
                 self.store.release_children([x.key for x in works[i:]], self.owner)
@@ -193,6 +195,17 @@ class ChildrenRefresher:
             result.batches += 1
             self._refresh_one(w, deadline, result)
         return result
+
+    def _claim(self, deadline: float | None, keys: Sequence[JobKey] | None) -> list[ChildrenWork] | None:
+        """Lease the due batches. A claim that kept losing lock races (the store already ran it again) leaves
+        this invocation's children work to the next one instead of failing the invocation, which a timer would
+        retry whole, polls included; nothing was taken, the store rolled the claim back."""
+        try:
+            return self.store.claim_children(self.owner, self.clock(), self._lease_for(deadline),
+                                             self.batch_limit, keys=list(keys) if keys is not None else None)
+        except LockConflict as exc:
+            log.warning("children_claim_skipped", error=scrub(str(exc))[:300])
+            return None
 
     def on_callbacks(self, callbacks: Sequence[ChildCallback], deadline: float | None = None) \
             -> tuple[list[dict[str, Any]], ChildrenResult]:

@@ -104,6 +104,11 @@ class StoreUnavailable(StoreError, RetryableError):
     """The store cannot be reached or answered with a transient fault; the whole tick should be retried."""
 
 
+class LockConflict(StoreUnavailable):
+    """Another transaction held the rows (a deadlock, a lock wait timeout): the store rolled this one back whole,
+    so running the same transaction again is safe."""
+
+
 class NotifyError(JobwatchError):
     """A sink refused or failed a delivery. ``retryable`` is set per instance."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
-from jobwatch.core.errors import StoreError, StoreUnavailable
+from jobwatch.core.errors import StoreError, LockConflict, StoreUnavailable
 from jobwatch.core.redact import Secret
 from jobwatch.store.children_sql import MYSQL_SCHEMA
 from jobwatch.store.sql import _CLAIM, _UPDATE_STEADY, JOB_COLUMNS, OUTBOX_COLUMNS, SqlStore
@@ -108,6 +108,7 @@ _JOINED: dict[str, _Joined] = {
 }
 
 _TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+_LOCK_CONFLICTS = {1205, 1213}  # lock wait timeout, deadlock: the transaction was rolled back
 
 
 class MysqlStore(SqlStore):
@@ -151,6 +152,8 @@ class MysqlStore(SqlStore):
         where = f"mysql store {self.host}:{self.port}/{self.database}"
         text = str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
         text = text.replace(self._password.reveal(), "***") if self._password.reveal() else text
+        if code in _LOCK_CONFLICTS:
+            return LockConflict(f"{where}: error {code}: {text}")
         if code in _TRANSIENT or code is None:
             return StoreUnavailable(f"{where}: error {code}: {text}")
         return StoreError(f"{where}: error {code}: {text}")
