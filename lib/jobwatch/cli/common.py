@@ -120,7 +120,7 @@ def _number(text: str, convert: Any, minimum: float, kind: str, maximum: float |
     except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
     if not math.isfinite(value) or value >= 1e9 and maximum is None:
-        raise argparse.ArgumentTypeError(f"expected a finite {kind} below 1e9, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {kind}, finite and below 1e9, got {text!r}")
     if not (value > minimum if above else value >= minimum):
         raise argparse.ArgumentTypeError(f"expected {'more than' if above else 'at least'} {minimum:g}, "
                                          f"got {text!r}")
