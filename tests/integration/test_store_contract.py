@@ -560,7 +560,7 @@ def test_failed_polls_are_kept_per_job_latest_first_limited_and_purged_by_age(st
     assert store.record_polls("a", [PollRecord(stale, tj.evolve(error_count=9), (), (),
                                                [PollError(K1, T0 + timedelta(hours=1), "lost")])]) == [False]
     assert "lost" not in [e.message for e in store.poll_errors(K1)]
-def test_light_claim_takes_a_buckets_jobs_in_the_order_they_were_tracked(store):
+def test_a_claim_by_creation_takes_a_buckets_jobs_in_the_order_they_were_tracked(store):
     keys = [JobKey("ap-guangzhou", "examplebucket-1250000000", f"j{i:02d}") for i in range(6)]
     order = [3, 0, 5, 1, 4, 2]
     for n, i in enumerate(order):  # tracked one after the other, each due at a different time
@@ -570,8 +570,10 @@ def test_light_claim_takes_a_buckets_jobs_in_the_order_they_were_tracked(store):
             store._exec(cur, "UPDATE jw_jobs SET next_poll_at=? WHERE job_id=?",
                         ((T0 + timedelta(seconds=20 - i)).timestamp(), k.job_id))
     t = T0 + timedelta(seconds=30)
-    assert [tj.key for tj in store.claim_due("a", t, 60, 4, light=True)] == [keys[i] for i in order[:4]]
-    assert [tj.key for tj in store.claim_due("b", t, 60, 4)] == [keys[4], keys[2]]  # by due time otherwise
+    assert [tj.key for tj in store.claim_due("a", t, 60, 4, light=True, by_creation=True)] == \
+        [keys[i] for i in order[:4]]
+    assert [tj.key for tj in store.claim_due("b", t, 60, 4, light=True)] == [keys[4], keys[2]]  # by due time
+    # otherwise, light or not
 
 
 def test_steady_batch_with_a_lost_lease_writes_exactly_the_records_whose_lease_holds(store):

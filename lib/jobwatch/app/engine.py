@@ -348,7 +348,7 @@ class Engine:
             chunk = None if remaining_keys is None else remaining_keys[:limit]
             claimed_at = self.clock()
             claimed = self.store.claim_due(self.owner, claimed_at, lease, limit, keys=chunk, due_only=due_only,
-                                           **({"light": True} if bulk else {}))
+                                           **({"light": True, "by_creation": big} if bulk else {}))
             if remaining_keys is not None:
                 remaining_keys = remaining_keys[limit:]
             # No request starts unless its worst case ends inside the lease, so another poller never takes over

@@ -276,7 +276,7 @@ class SqlStore(ChildrenSqlMixin, Store):
 
     def claim_due(self, owner: str, now: datetime, lease_seconds: float, limit: int,
                   keys: Sequence[JobKey] | None = None, *, due_only: bool = False,
-                  light: bool = False) -> list[TrackedJob]:
+                  light: bool = False, by_creation: bool = False) -> list[TrackedJob]:
         if limit <= 0 or (keys is not None and not keys):
             return []
         if lease_seconds <= 0:
@@ -302,7 +302,7 @@ class SqlStore(ChildrenSqlMixin, Store):
             # their creation (discovery tracks them oldest first, a callback when they start): listing windows
             # over creation time then hold mostly claimed jobs. By due time, a backlog larger than one claim
             # would be scattered over the whole span (measured on MariaDB: listing stopped paying).
-            order = "region, bucket, first_seen, job_id" if light else "next_poll_at"
+            order = "region, bucket, first_seen, job_id" if by_creation else "next_poll_at"
             self._exec(cur, self._select_due_for_claim(where, limit, order), params)
             found = [self._row_to_job(row, light) for row in cur.fetchall()]
             # The rows are ours until commit (SQLite: BEGIN IMMEDIATE; MySQL: FOR UPDATE), so one statement for
