@@ -524,6 +524,10 @@ def test_status_watch_refreshes_in_place(env, emulator, capsys):
     (["children", "j1", "--limit", "-5"], "--limit", "-5"),
     (["children", "j1", "--limit", "5000"], "--limit", "5000"),
     (["track", "j1", "--bucket", "Bad_Bucket", "--region", TEST_REGION], "--bucket", "Bad_Bucket"),
+    (["status", "-w", "--interval", "0"], "--interval", "0"),  # QA 2: 0 redrew as fast as the CPU allowed
+    (["status", "-w", "--interval", "-2"], "--interval", "-2"),
+    (["status", "-w", "--interval", "inf"], "--interval", "inf"),
+    (["status", "-w", "--interval", "nan"], "--interval", "nan"),
 ])
 def test_out_of_range_values_exit_2_naming_the_option(env, capsys, args, field, value):
     assert main(args) == 2

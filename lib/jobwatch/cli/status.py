@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 from jobwatch.cli.common import (EXIT_NOT_FOUND, RUN, ago, build_app, err, job_key_options, job_keys, no_store,
-                                 non_negative, positive_int)
+                                 positive, positive_int)
 from jobwatch.cli.output import Column, add_output_option, cut, emit, render_table, state_colour, stdout_colour
 from jobwatch.core.models import JobKey
 from jobwatch.core.records import FINAL_STATES, TrackedJob
@@ -180,8 +180,8 @@ def register(subparsers: Any) -> None:
     add_output_option(p)
     p.add_argument("-w", "--watch", action="store_true",
                    help="refresh until Ctrl-C (in place on a terminal; each change once in a pipe)")
-    p.add_argument("--interval", type=non_negative, default=2.0, metavar="SECONDS",
-                   help="seconds between refreshes with --watch (default 2)")
+    p.add_argument("--interval", type=positive, default=2.0, metavar="SECONDS",
+                   help="seconds between refreshes with --watch, more than 0 (default 2)")
     p.set_defaults(func=_cmd_status, cooperative=True)
 
     p = subparsers.add_parser("history", parents=[job_key_options(nargs=1)], help="a job's recorded transitions",
