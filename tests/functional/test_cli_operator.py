@@ -604,3 +604,13 @@ def test_status_into_a_closed_pipe_prints_no_traceback(env):
         os.close(w)
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
     assert p.returncode == 141
+
+
+# -- QA pass 2: readable cuts, display width, an empty NO_COLOR, read-only commands on MySQL -----------------------
+def test_an_empty_no_color_does_not_turn_colour_off(env):
+    """QA 2: no-color.org: only a NO_COLOR that is set and not empty turns colour off; `NO_COLOR=` did too."""
+    store = _store(env)
+    _record(store, JobKey(TEST_REGION, TEST_BUCKET, "ok1"), "Success")
+    store.close()
+    assert "\x1b[32mSuccess" in run_pty(["status"], env, NO_COLOR="").out
+    assert "\x1b[" not in run_pty(["status"], env, NO_COLOR="1").out

@@ -216,6 +216,7 @@ def test_colour_only_on_a_terminal_without_no_color():
         with open(slave, "w", closefd=False) as tty:
             assert logs.colours_wanted(tty, {"TERM": "xterm"})
             assert not logs.colours_wanted(tty, {"TERM": "xterm", "NO_COLOR": "1"})
+            assert logs.colours_wanted(tty, {"TERM": "xterm", "NO_COLOR": ""})  # no-color.org: empty is unset
             assert not logs.colours_wanted(tty, {"TERM": "dumb"})
         assert not logs.colours_wanted(io.StringIO(), {})
     finally:

@@ -182,7 +182,7 @@ class HumanRenderer:
 
     The JSON form carries every field for CLS; a person watching a poll of 1,500 jobs wants the change, not the
     record. Known events get a sentence; others their name and a few short ``key=value`` pairs (no nested
-    records, long values cut at a word). Colour only on a terminal and never when ``NO_COLOR`` is set
+    records, long values cut at a word). Colour only on a terminal and never when ``NO_COLOR`` is set and not empty
     (https://no-color.org) or ``TERM=dumb``.
     """
 
@@ -260,11 +260,12 @@ def shorten(text: str, width: int) -> str:
 
 
 def colours_wanted(stream: Any, environ: Any = None) -> bool:
-    """Colour on a terminal, unless ``NO_COLOR`` is set (any value) or ``TERM=dumb``."""
+    """Colour on a terminal, unless ``NO_COLOR`` is set to a non-empty value (https://no-color.org: an empty one
+    does not count) or ``TERM=dumb``."""
     import os
 
     env = os.environ if environ is None else environ
-    return _isatty(stream) and "NO_COLOR" not in env and env.get("TERM") != "dumb"
+    return _isatty(stream) and not env.get("NO_COLOR") and env.get("TERM") != "dumb"
 
 
 def _renderer(fmt: str, stream: TextIO) -> Processor:

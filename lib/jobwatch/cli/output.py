@@ -1,5 +1,5 @@
 """How the CLI prints: tables with headers, ``-o table|wide|json|yaml`` (kubectl's convention), colour only for a
-person at a terminal (never with ``NO_COLOR`` or in a pipe), and a progress bar on stderr for long work.
+person at a terminal (never with a non-empty ``NO_COLOR`` or in a pipe), and a progress bar on stderr for long work.
 
 A table is a list of :class:`Column` (header, how to get the cell, whether only ``-o wide`` shows it): adding a
 column is one entry. Machine formats (json, yaml) go to stdout alone; logs and progress go to stderr.
