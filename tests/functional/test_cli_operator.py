@@ -116,12 +116,12 @@ def run_pty(args, env, timeout=60, answer: bytes | None = None, interrupt_after:
     return Ran(rc, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n"))
 
 
-def _record(store, key, state, *, error=None, name="nightly-transcode"):
+def _record(store, key, state, *, error=None, name="nightly-transcode", tags=None):
     """Put one observed job in the store the way a poll would (for states the emulator cannot produce)."""
     from jobwatch.core.models import Job, JobState
 
     now = datetime.now(timezone.utc)
-    store.track([key], now)
+    store.track([key], now, tags)
     (tj,) = store.claim_due("test", now, 60, 1, [key])
     job = Job(job_id=key.job_id, name=name, type="Workflow", state=JobState.parse(state), state_raw=state,
               created_at=now - timedelta(days=3))
@@ -614,3 +614,85 @@ def test_an_empty_no_color_does_not_turn_colour_off(env):
     store.close()
     assert "\x1b[32mSuccess" in run_pty(["status"], env, NO_COLOR="").out
     assert "\x1b[" not in run_pty(["status"], env, NO_COLOR="1").out
+
+
+URL_ERROR = ("transport error: GET https://examplebucket-1250000000.ci.ap-guangzhou.myqcloud.com/inventorytriggerjob/"
+             "j0123456789abcdef0123456789abcdef timed out after 30s (attempt 3 of 3)")
+
+
+def _display_width(text: str) -> int:
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _columns_line_up(lines: list[str], headers: list[str]) -> None:
+    """Each header's first display column is where every row's cell starts (two spaces before it)."""
+    def cells(line: str) -> list[str]:  # one slot per display column
+        out: list[str] = []
+        for c in line:
+            w = _display_width(c)
+            out.extend([c] + ["\0"] * (w - 1) if w else [])
+            if not w and out:
+                out[-1] += c
+        return out
+
+    head = cells(lines[0])
+    starts = [_display_width(lines[0][:lines[0].index(h)]) for h in headers]
+    for line in lines[1:]:
+        row = cells(line)
+        for h, col in zip(headers, starts):
+            assert row[col - 2:col] == [" ", " "] and row[col] not in (" ", "\0"), (h, line, lines[0])
+    assert head  # the header itself was read
+
+
+def test_status_errors_shorten_a_long_url_between_words_and_keep_one_line_per_job(env, capsys):
+    """QA 2: a URL in an error was cut mid-token (`...ci.ap-gu…`), losing what happened to it; a newline, tab or
+    escape sequence in an error broke the table (wide: its own LAST ERROR column)."""
+    store = _store(env)
+    _record(store, JobKey(TEST_REGION, TEST_BUCKET, "u1"), "Running", error=URL_ERROR)
+    _record(store, JobKey(TEST_REGION, TEST_BUCKET, "u2"), "Running",
+            error="first line\nsecond\tline \x1b[2Jcleared \x07bell")
+    store.close()
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("\n\n")[0].splitlines()
+    assert len(table) == 3 and "\x1b" not in out and "\x07" not in out, out
+    header = table[0]
+    shown = {ln.split()[0].rsplit("/", 1)[1]: ln[header.index("ERRORS"):] for ln in table[1:]}
+    cell = shown["u1"]
+    assert cell.startswith("1 (") and cell.endswith(")") and _display_width(cell[3:-1]) <= 60, cell
+    words = URL_ERROR.split()
+    for word in cell[3:-1].split():
+        if word in words:
+            continue
+        head, marker, tail = word.partition("…")
+        assert marker, f"{word!r} is not a word of the error: {cell!r}"
+        if tail:  # a long token shortened in its middle: its start and its end, both whole
+            assert any(w.startswith(head) and w.endswith(tail) for w in words), cell
+        else:  # the cut itself: after a whole word
+            assert head.rstrip(",;:") in [w.rstrip(",;:") for w in words], f"cut mid-word: {cell!r}"
+    assert "https://exampl" in cell and "abcdef" in cell and "timed out" in cell, cell
+    assert main(["status", "-o", "wide"]) == 0
+    wide = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert len(wide) == 3 and "first line second line" in wide[-1] and "\x1b" not in wide[-1], wide
+
+
+def test_tables_line_up_wide_and_combining_characters(env, capsys):
+    """QA 2: columns were padded by code points, so a CJK name (two columns per character) pushed its row right."""
+    store = _store(env)
+    _record(store, JobKey(TEST_REGION, TEST_BUCKET, "c1"), "Running", name="夜间转码-全量任务",
+            tags={"团队": "媒体处理"})
+    _record(store, JobKey(TEST_REGION, TEST_BUCKET, "c2"), "Success", name="nightly", tags={"team": "media"})
+    _record(store, JobKey(TEST_REGION, TEST_BUCKET, "c3"), "Failed", name="re\u0301sume\u0301-export")
+    _record(store, JobKey(TEST_REGION, TEST_BUCKET, "c4"), "Running", name="很长的作业名称" * 4)
+    store.close()
+    assert main(["status"]) == 0
+    table = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    _columns_line_up(table, ["NAME", "STATE", "PROGRESS", "AGE", "LAST CHANGE", "NEXT POLL", "ERRORS"])
+    long_name = next(ln for ln in table if "很长" in ln)
+    name = long_name[table[0].index("NAME"):].split("  ")[0]
+    assert "…" in name and 28 <= _display_width(name) <= 30, name  # cut to 30 columns, not 30 characters
+    assert main(["status", "-o", "wide"]) == 0
+    table = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    _columns_line_up(table, ["NAME", "STATE", "AGE", "TRACKED", "POLLS", "LEASE", "TAGS", "LAST ERROR"])

@@ -2,7 +2,9 @@
 person at a terminal (never with a non-empty ``NO_COLOR`` or in a pipe), and a progress bar on stderr for long work.
 
 A table is a list of :class:`Column` (header, how to get the cell, whether only ``-o wide`` shows it): adding a
-column is one entry. Machine formats (json, yaml) go to stdout alone; logs and progress go to stderr.
+column is one entry. Widths are terminal columns (:func:`display_width`: a CJK character takes two), and a cell
+is always one line (control characters never reach the terminal). Machine formats (json, yaml) go to stdout
+alone; logs and progress go to stderr.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import json
 import re
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
-from jobwatch.app.logs import colours_wanted, shorten
+from jobwatch.app.logs import colours_wanted
 
 FORMATS = ("table", "wide", "json", "yaml")
 _SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _STATE_COLOURS = {"Success": "32", "Failed": "31", "Cancel": "33", "Vanished": "33", "Pause": "33",
                   "Running": "36", "STALLED": "31"}
 
@@ -42,17 +46,40 @@ class Column:
 def render_table(columns: Sequence[Column], rows: Iterable[Any], *, wide: bool = False, color: bool = False) -> str:
     """Left-aligned columns two spaces apart, a header on top (also over no rows)."""
     cols = [c for c in columns if wide or not c.wide_only]
-    cells = [[c.header for c in cols]] + [[c.cell(r) for c in cols] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    cells = [[c.header for c in cols]] + [[one_line(c.cell(r)) for c in cols] for r in rows]
+    sizes = [[display_width(value) for value in row] for row in cells]
+    widths = [max(row[i] for row in sizes) for i in range(len(cols))]
     lines = []
-    for n, row in enumerate(cells):
+    for n, (row, size) in enumerate(zip(cells, sizes)):
         parts = []
-        for c, value, w in zip(cols, row, widths):
-            padded = value.ljust(w)
+        for c, value, used, w in zip(cols, row, size, widths):
+            pad = " " * (w - used)
             code = c.colour(value) if (color and n and c.colour) else None
-            parts.append(f"\x1b[{code}m{value}\x1b[0m{padded[len(value):]}" if code else padded)
+            parts.append(f"\x1b[{code}m{value}\x1b[0m{pad}" if code else value + pad)
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
+
+
+def display_width(text: str) -> int:
+    """The terminal columns ``text`` takes: East Asian wide and fullwidth characters two, combining marks and
+    other zero-width characters none, the rest one."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(ch) for ch in text)
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def one_line(text: str) -> str:
+    """``text`` safe in a table cell: line breaks and tabs as spaces, other control characters (an escape
+    sequence in an error message) as U+FFFD."""
+    if text.isprintable():
+        return text
+    return _CONTROL.sub(lambda m: " " if m.group() in "\t\n\r\x0b\x0c" else "\ufffd", text)
 
 
 def state_colour(value: str) -> str | None:
@@ -108,7 +135,50 @@ def to_yaml(data: Any, indent: int = 0) -> str:
 
 
 def cut(text: str | None, width: int) -> str:
-    return shorten(text or "", width)
+    """``text`` on one line in at most ``width`` columns, cut between words with an ellipsis. A token too long to
+    leave room for the rest (a URL, a path) is shortened in its middle (``https://examplebuc…/j0123``), so its
+    start, its end and the words after it stay readable; a cut never falls inside a word unmarked."""
+    text = " ".join(one_line(text or "").split())
+    if display_width(text) <= width:
+        return text
+    words = text.split(" ")
+    if len(words) == 1:
+        return _middle(text, width)
+    longest = max(16, width * 2 // 5)
+    for limit in range(width - 1, longest - 1, -1):  # long tokens shortened only as much as it takes
+        shortened = " ".join(_middle(w, limit) for w in words)
+        if display_width(shortened) <= width:
+            return shortened
+    words = [_middle(w, longest) for w in words]
+    kept: list[str] = []
+    used = 0
+    for word in words:
+        need = display_width(word) + (1 if kept else 0)
+        if used + need > width - 1:
+            break
+        kept.append(word)
+        used += need
+    return " ".join(kept).rstrip(" ,;:") + "…"
+
+
+def _middle(word: str, width: int) -> str:
+    """``word`` in at most ``width`` columns: its start, "…", its end."""
+    if display_width(word) <= width:
+        return word
+    room = width - 1
+    head = _fit(word, room - room * 2 // 5)
+    tail = _fit(word[::-1], room - display_width(head))[::-1]
+    return f"{head}…{tail}"
+
+
+def _fit(text: str, width: int) -> str:
+    """The longest start of ``text`` within ``width`` columns."""
+    used = 0
+    for i, ch in enumerate(text):
+        used += _char_width(ch)
+        if used > width:
+            return text[:i]
+    return text
 
 
 class Progress:
