@@ -298,3 +298,22 @@ def test_package_command_is_discoverable(capsys):
     out = capsys.readouterr().out
     for opt in ("--out", "--zip", "--python-version", "--platform", "--extras", "--serverless", "--compile-python"):
         assert opt in out
+
+
+@pytest.mark.parametrize("platform", ["windows", "macos", "x86_64-pc-windows-msvc", "aarch64-apple-darwin",
+                                      "win_amd64", "x86_64-unknown-linux-musl", "manylinux2014_i686"])
+def test_package_refuses_a_platform_scf_does_not_run(platform, tmp_path, capsys):
+    """QA 2: `--platform windows` was handed to uv, which built a package SCF (Linux, glibc) cannot load."""
+    out = tmp_path / "package"
+    assert cli_main(["package", "--platform", platform, "--out", str(out), "--no-zip", "--serverless", ""]) == 2
+    err = capsys.readouterr().err
+    assert f"--platform: {platform!r}" in err and "x86_64-manylinux2014" in err and "Traceback" not in err, err
+    assert not out.exists()
+    with pytest.raises(PackageError, match=platform):  # the library refuses it too
+        build_package(PackageOptions(root=ROOT, out=out, zip_path=None, platform=platform))
+
+
+@pytest.mark.parametrize("platform", ["x86_64-manylinux2014", "aarch64-manylinux_2_28", "manylinux2014_x86_64",
+                                      "manylinux_2_17_aarch64"])
+def test_package_takes_manylinux_platforms_in_either_spelling(platform):
+    assert packaging.check_platform(platform) == platform

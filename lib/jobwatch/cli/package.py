@@ -11,8 +11,8 @@ from typing import Any
 
 from jobwatch.cli.output import Progress
 from jobwatch.packaging.build import (DEFAULT_OUT, DEFAULT_PLATFORM, DEFAULT_PYTHON, DEFAULT_ZIP, SIZE_BUDGET_BYTES,
-                                      PackageError, PackageOptions, build_package, configured_extras,
-                                      deploy_variables, find_root)
+                                      PackageError, PackageOptions, build_package, check_platform,
+                                      configured_extras, deploy_variables, find_root)
 
 
 def _step(bar: Progress, message: str) -> None:
@@ -23,6 +23,14 @@ def _step(bar: Progress, message: str) -> None:
     else:
         bar.done()
         print(message, file=sys.stderr)
+
+
+def _platform(text: str) -> str:
+    """argparse type for ``--platform``: a Linux (manylinux) target; argparse names the option on a refusal."""
+    try:
+        return check_platform(text)
+    except PackageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
@@ -75,8 +83,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--zip", default=DEFAULT_ZIP, help=f"zip file (default {DEFAULT_ZIP})")
     p.add_argument("--no-zip", action="store_true", help="build the directory only")
     p.add_argument("--python-version", default=DEFAULT_PYTHON, help=f"target Python (default {DEFAULT_PYTHON})")
-    p.add_argument("--platform", default=DEFAULT_PLATFORM,
-                   help=f"target platform, as uv names it (default {DEFAULT_PLATFORM})")
+    p.add_argument("--platform", type=_platform, default=DEFAULT_PLATFORM,
+                   help=f"target platform, a manylinux one as uv or pip names it (default {DEFAULT_PLATFORM}; "
+                        "SCF runs Linux only)")
     p.add_argument("--serverless", default="serverless.yml", metavar="YAML",
                    help="the deploy file whose environment.variables choose the extras (default serverless.yml "
                         "at the project root; '' = this shell's JOBWATCH_* variables)")

@@ -163,6 +163,22 @@ def _prepare_out(out: Path) -> None:
     (out / MARKER).write_text("made by jobwatch package; deleted and rebuilt on each run\n")
 
 
+# SCF runs Linux on glibc (CentOS 7's 2.17 for the standard runtimes): manylinux targets only, x86_64 or aarch64,
+# as uv names them (x86_64-manylinux2014, aarch64-manylinux_2_28) or as pip does (manylinux2014_x86_64).
+_SCF_PLATFORM = re.compile(r"(x86_64|aarch64)-manylinux(2014|_2_\d+)|manylinux(2014|_2_\d+)_(x86_64|aarch64)")
+SCF_PLATFORMS = "x86_64-manylinux2014 (the default), aarch64-manylinux2014, {x86_64,aarch64}-manylinux_2_<N>, " \
+                "or pip's spelling (manylinux2014_x86_64)"
+
+
+def check_platform(platform: str) -> str:
+    """``platform`` if SCF can load wheels built for it, else :class:`PackageError` naming it and what is taken
+    (uv would build for windows or macos just as readily, and the function would fail at import)."""
+    if not _SCF_PLATFORM.fullmatch(platform):
+        raise PackageError(f"{platform!r} is not a platform SCF runs on: SCF runs Linux (glibc) only; expected "
+                           f"{SCF_PLATFORMS}")
+    return platform
+
+
 def uv_platform(platform: str) -> str:
     """uv's ``--python-platform`` name for a platform given either way (``manylinux2014_x86_64`` as pip says it,
     or ``x86_64-manylinux2014``)."""
@@ -358,6 +374,7 @@ def build_package(opts: PackageOptions, *, run: Runner = subprocess.run,
     """Build ``opts.out`` (and ``opts.zip_path``) from scratch. Raises :class:`PackageError` naming the step.
     ``uv`` locates the uv binary (None: not installed)."""
     notes: list[str] = []
+    check_platform(opts.platform)
     requirements = runtime_requirements(opts.root / "pyproject.toml", opts.extras, opts.python_version,
                                         opts.platform)
     uv_bin = uv()
