@@ -696,3 +696,42 @@ def test_tables_line_up_wide_and_combining_characters(env, capsys):
     assert main(["status", "-o", "wide"]) == 0
     table = capsys.readouterr().out.split("\n\n")[0].splitlines()
     _columns_line_up(table, ["NAME", "STATE", "AGE", "TRACKED", "POLLS", "LEASE", "TAGS", "LAST ERROR"])
+
+
+def _mysql_tables(url: str) -> list[str]:
+    import pymysql
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = pymysql.connect(host=parts.hostname, port=parts.port, user=parts.username, password="",
+                           database=parts.path.strip("/"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW TABLES")
+            return [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("args,code,out", [(["status"], 0, None), (["status", "--json"], 0, "[]"),
+                                           (["status", "-o", "yaml"], 0, "[]"), (["history", "j1"], 3, None),
+                                           (["outbox", "--json"], 0, "[]"), (["untrack", "j1"], 3, None),
+                                           (["children", "j1"], 3, None),
+                                           (["db", "purge", "--older-than-days", "1", "--yes"], 0, None)])
+def test_read_only_commands_on_an_empty_mysql_database_create_no_tables(env, mysql_url, monkeypatch, capsys,
+                                                                        args, code, out):
+    """QA 2: `jobwatch status` on an empty MySQL/MariaDB database created the schema: a read must not migrate.
+    It now says so as for a missing SQLite file (stderr; `[]` for machine output)."""
+    monkeypatch.setenv("JOBWATCH_STORE_URL", mysql_url)
+    assert main(args) == code
+    got = capsys.readouterr()
+    assert f"no store yet at {mysql_url.replace('root@', '')} " in got.err and "Traceback" not in got.err
+    if out is not None:
+        assert got.out.strip() == out
+    assert _mysql_tables(mysql_url) == []
+    assert main(["db", "migrate"]) == 0  # once set up, the same command reads it
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    got = capsys.readouterr()
+    assert got.out.strip() == "[]" and "no store yet" not in got.err

@@ -200,6 +200,7 @@ class App:
         self.environ = environ
         self._owner = owner
         self._cancelled = False
+        self._store_seen = False  # missing_store() found a set-up MySQL store: no need to ask again
         if store is not None:
             self.__dict__["store"] = store
         if client is not None:
@@ -327,11 +328,29 @@ class App:
         self.close()
 
     def missing_store(self) -> str | None:
-        """The path of a SQLite store that does not exist yet, else None. Read-only front doors ask first and
-        say so, instead of creating an empty store (and its directories) as a side effect of looking."""
+        """Where the store would be when it is not set up yet, else None: the path of a SQLite store that does not
+        exist, or ``mysql://host:port/database`` for a MySQL database without jobwatch's tables. Read-only front
+        doors ask first and say so, instead of creating an empty store (its directories, its schema) as a side
+        effect of looking."""
         url = self.settings.store_url
         text = url.reveal() if isinstance(url, Secret) else str(url)
-        if "store" in self.__dict__ or not text.startswith("sqlite:///"):
+        if "store" in self.__dict__ or self._store_seen:
+            return None
+        if text.split("://", 1)[0].lower() in ("mysql", "mysql+pymysql", "mariadb"):
+            from jobwatch.store import has_schema
+
+            probe = open_store(text, migrate=False)
+            try:
+                self._store_seen = has_schema(probe)
+            finally:
+                probe.close()
+            if self._store_seen:
+                return None
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(text)  # no user or password: the whole URL is scrubbed from messages as a secret
+            return f"mysql://{parts.hostname}:{parts.port or 3306}/{parts.path.strip('/')}"
+        if not text.startswith("sqlite:///"):
             return None
         from urllib.parse import unquote
 

@@ -8,7 +8,8 @@ from jobwatch.core.errors import ValidationError
 from jobwatch.core.records import VANISHED, Delivery, OutboxEntry, PollRecord, TrackedJob, Transition
 from jobwatch.store.base import Store
 
-__all__ = ["VANISHED", "Delivery", "OutboxEntry", "PollRecord", "Store", "TrackedJob", "Transition", "open_store"]
+__all__ = ["VANISHED", "Delivery", "OutboxEntry", "PollRecord", "Store", "TrackedJob", "Transition", "has_schema",
+           "open_store"]
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
@@ -43,6 +44,22 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     if migrate:
         store.migrate()
     return store
+
+
+def has_schema(store: Store) -> bool:
+    """Whether ``store`` (opened with ``migrate=False``) holds jobwatch's tables, asked of the catalog without
+    creating anything: a read-only command must not set a store up as a side effect of looking at it."""
+    from jobwatch.store.mysql import MysqlStore
+
+    if isinstance(store, MysqlStore):
+        probe = ("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
+                 "AND table_name = 'jw_meta'")
+    else:
+        probe = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'jw_meta'"
+    with store._tx(write=False) as cur:  # type: ignore[attr-defined]  # both SQL stores have it
+        cur.execute(probe)
+        row = cur.fetchone()
+    return bool(row and row[0])
 
 
 def _refuse_query_options(url: str) -> None:
