@@ -361,6 +361,54 @@ def test_logout_needs_the_token_and_clears_the_cookie(site):
     assert r.status == 303 and r.headers["Set-Cookie"].startswith("jobwatch_session=; Max-Age=0;")
 
 
+def test_logout_revokes_the_session_so_a_replayed_cookie_is_refused(site):
+    """QA 2: logout only asked the browser to drop the cookie; a copy of it stayed good for its 8 hours."""
+    from jobwatch.cli.serve import make_server, serve_in_thread
+
+    app, data, clock = site
+    cookie, other = login(app, clock), login(app, clock)  # two browsers
+    server = make_server(app, "127.0.0.1", 0, clock=clock)
+    serve_in_thread(server)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def send(path, *, cookie, data=None, partial=False):
+        headers = {"Cookie": cookie, **({"X-Jobwatch-Partial": "1"} if partial else {})}
+        req = urllib.request.Request(base + path, data=data, headers=headers)
+        try:
+            with urllib.request.build_opener(_NoRedirect).open(req) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    try:
+        status, html = send("/ui", cookie=cookie)
+        assert status == 200 and "nightly-transcode" in html
+        token = csrf_of(html)
+        status, _ = send("/ui/logout", cookie=cookie, data=urlencode({"csrf_token": token}).encode())
+        assert status == 303
+        # the same cookie replayed (a copy from before the logout) is refused, for pages, scripts and actions
+        status, html = send("/ui", cookie=cookie)
+        assert 'name="api_key"' in html and "nightly-transcode" not in html
+        assert send("/ui", cookie=cookie, partial=True)[0] == 401
+        k = next(k for k in data.keys if app.job(k).active)
+        status, _ = send(f"/ui/jobs/{k.job_id}/untrack?region={k.region}&bucket={k.bucket}", cookie=cookie,
+                         data=urlencode({"csrf_token": token}).encode())
+        assert status == 401 and app.job(k).active
+        # another session is untouched, and signing in again works
+        status, html = send("/ui", cookie=other)
+        assert status == 200 and "nightly-transcode" in html
+        again = login(app, clock)
+        assert send("/ui", cookie=again)[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
 def test_untracked_counts_are_shown_but_are_not_filters(site):
     app, data, clock = site
     cookie = login(app, clock)

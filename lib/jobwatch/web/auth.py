@@ -5,6 +5,11 @@ The API key (``JOBWATCH_API_KEY``) is typed once into the login form; what the b
 the key, every function instance can check it without shared state, and changing the API key ends every
 session. The CSRF token is a second MAC over the session's nonce: a page can only post what a page served to
 that session carried.
+
+Logging out revokes the session: its nonce is kept in this process until the cookie would have expired, and a
+copy of the cookie replayed after that is refused. That holds for the whole of ``jobwatch serve``; on SCF for the
+instance that served the logout (the function's instances share no memory; changing the API key ends every
+session everywhere).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -32,16 +38,40 @@ class Session:
     expires: int
 
 
+class Revoked:
+    """The nonces of sessions logged out before they expired, each kept until its expiry (then the cookie is
+    refused anyway). Thread-safe; one per process (:data:`REVOKED`)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, session: Session, now: float) -> None:
+        with self._lock:
+            for nonce in [n for n, until in self._until.items() if until <= now]:
+                del self._until[nonce]
+            self._until[session.nonce] = session.expires
+
+    def __contains__(self, nonce: object) -> bool:
+        with self._lock:
+            return nonce in self._until
+
+
+REVOKED = Revoked()
+
+
 class Sessions:
     """Issues and checks session cookies and CSRF tokens for one API key. ``clock`` returns epoch seconds."""
 
-    def __init__(self, api_key: str, *, ttl: int = SESSION_SECONDS, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, api_key: str, *, ttl: int = SESSION_SECONDS, clock: Callable[[], float] = time.time,
+                 revoked: Revoked = REVOKED) -> None:
         if not api_key:
             raise ValueError("the status page needs an API key")
         self._api_key = api_key.encode("utf-8")
         self._mac_key = hmac.new(self._api_key, b"jobwatch-ui-session-v1", hashlib.sha256).digest()
         self.ttl = ttl
         self.clock = clock
+        self.revoked = revoked
 
     def __repr__(self) -> str:  # never the key
         return f"Sessions(ttl={self.ttl})"
@@ -75,7 +105,13 @@ class Sessions:
             return None
         if not expires.isdigit() or int(expires) <= self.clock():
             return None
+        if nonce in self.revoked:  # logged out: a copy of the cookie is worth nothing
+            return None
         return Session(nonce, int(expires))
+
+    def revoke(self, session: Session) -> None:
+        """Log ``session`` out: its cookie is refused from now on, not only dropped by the browser."""
+        self.revoked.add(session, self.clock())
 
     def csrf_token(self, session: Session) -> str:
         return self._mac(f"csrf.{session.nonce}")

@@ -6,7 +6,7 @@ Routes, below whatever prefix the page is served under (``/release`` on API Gate
     GET  /ui                              overview (filters: state, bucket, tag; page, per)
     GET  /ui/jobs/{jobId}?region=&bucket= one job
     POST /ui/login                        form field api_key -> session cookie
-    POST /ui/logout
+    POST /ui/logout                       csrf_token; revokes the session
     POST /ui/jobs/{jobId}/untrack         csrf_token
     POST /ui/outbox/{noticeId}/retry      csrf_token
     GET  /ui/static/{app.css,app.js}
@@ -125,6 +125,10 @@ def handle(app: "App", req: WebRequest, *, clock: Callable[[], float] | None = N
             if not sessions.csrf_ok(session, form.get("csrf_token")):
                 log.warning("ui_csrf_refused", path=sub)
                 return _forbidden(root, "the form's CSRF token is missing or wrong: reload the page and try again")
+            if sub == "/logout":  # revoked here, not only dropped by the browser: a copy of the cookie is refused
+                sessions.revoke(session)
+                log.info("ui_logout")
+                return _redirect("../ui", cookie=set_cookie("", max_age=0, secure=req.secure))
             return _post(app, req, sub, form, root)
         if method not in ("GET", "HEAD"):
             return WebResponse(405, pages.message_page(root, "Not allowed", f"{method} is not allowed here"),
@@ -210,8 +214,6 @@ def _login(req: WebRequest, sessions: Sessions, root: str) -> WebResponse:
 
 
 def _post(app: "App", req: WebRequest, sub: str, form: Mapping[str, str], root: str) -> WebResponse:
-    if sub == "/logout":
-        return _redirect("../ui", cookie=set_cookie("", max_age=0, secure=req.secure))
     m = re.fullmatch(r"/jobs/([^/]+)/untrack", sub)
     if m:
         key = _job_key(app, m.group(1), req.query)
