@@ -5,6 +5,12 @@ understood becomes an :class:`EventError` (a whole event) or a :class:`Rejected`
 whose reason names the field and the value and says what was expected; a batch is never refused as a whole
 because of one record, since SCF retries a CKafka batch whole when the function raises.
 
+Every region an event names (a message's ``region``, a callback's ``Input.Region`` or ``?region=``, a direct
+invocation's ``keys`` and ``targets``) is checked here by :func:`jobwatch.core.regions.check_region`: a malformed
+one is refused like any bad field; a well-formed one outside the regions this version knows is taken and logged
+once per event as ``region_unknown`` (a warning naming the field, the region and a near miss), never refused,
+because the list of Cloud Infinite regions could not be confirmed (see :mod:`jobwatch.core.regions`).
+
 Shapes (see ``events/`` and the README): Timer, CKafka ``Records[].Ckafka``, legacy CMQ ``Records[].CMQ``,
 TDMQ through EventBridge (``data.msgBody``), API Gateway integration requests, and direct invocations
 (``{"action": ...}``). A message body either names jobs to watch or is one of CI's own per-child callbacks
@@ -15,16 +21,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import enum
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
+import structlog
+
 from jobwatch.core.errors import PermanentError, ValidationError
 from jobwatch.core.children import ChildKind
-from jobwatch.core.models import JobKey, validate_bucket, validate_region
+from jobwatch.core.models import JobKey, validate_bucket
 from jobwatch.core.progress import PIC_TAGS, ChildCallback
+from jobwatch.core.regions import check_region, unknown_region_note
+
+log = structlog.get_logger("jobwatch.triggers.events")
 
 MAX_BODY_BYTES = 256 * 1024  # a queue message or HTTP body; CI callbacks are a few KB
 MAX_JSON_DEPTH = 32  # our own shapes nest 4 deep; CI callbacks about 6
@@ -162,6 +174,14 @@ EXPECTED = ('a Timer event {"Type": "Timer", ...}, a CKafka or CMQ batch {"Recor
 
 def parse_event(event: Any, defaults: Defaults = Defaults()) -> Event:
     """Recognise an SCF event. Raises :class:`EventError` naming what was expected when it is none of them."""
+    token = _WARNED.set(set())
+    try:
+        return _parse_event(event, defaults)
+    finally:
+        _WARNED.reset(token)
+
+
+def _parse_event(event: Any, defaults: Defaults) -> Event:
     if not isinstance(event, dict):
         raise EventError(f"event is {type(event).__name__}, expected a JSON object: {EXPECTED}", field="event")
     if event.get("Type") == "Timer":
@@ -288,7 +308,27 @@ def _place(obj: Mapping[str, Any], defaults: Defaults, where: str) -> tuple[str,
     if region is None:
         raise EventError(f"{where}: no region (and JOBWATCH_DEFAULT_REGION is unset): expected \"region\": "
                          "\"ap-guangzhou\" or similar", field="region")
-    return validate_region(region), validate_bucket(bucket)
+    return _region(region, "region"), validate_bucket(bucket)
+
+
+# (field, region) pairs already warned about in the event being parsed: a batch of records naming one unknown
+# region says so once. Outside parse_event (API Gateway routes parse their parts themselves) every call warns.
+_WARNED: contextvars.ContextVar[set[tuple[str, str]] | None] = contextvars.ContextVar("jobwatch_region_warned",
+                                                                                       default=None)
+
+
+def _region(value: Any, field: str) -> str:
+    """``value`` checked as a region (:func:`~jobwatch.core.regions.check_region`: a malformed one raises naming
+    ``field``); a well-formed one this version does not know is taken, with a ``region_unknown`` warning."""
+    region = check_region(value, field)
+    note = unknown_region_note(region)
+    if note is not None:
+        warned = _WARNED.get()
+        if warned is None or (field, region) not in warned:
+            if warned is not None:
+                warned.add((field, region))
+            log.warning("region_unknown", field=field, region=region, note=note)
+    return region
 
 
 def _job_ids(obj: Mapping[str, Any], where: str) -> list[str]:
@@ -460,11 +500,15 @@ def _workflow_finish(d: Mapping[str, Any], explicit: Defaults, fallback: Default
 def _place_of(explicit: Defaults, fallback: Defaults, body_bucket: Any, body_region: Any,
               child_id: str) -> tuple[str, str | None]:
     bucket = explicit.bucket or _opt_str(body_bucket) or fallback.bucket
-    region = explicit.region or _opt_str(body_region) or fallback.region
     if bucket is None:
         raise EventError(f"callback for child {child_id!r} names no bucket (no BucketId, no ?bucket= and "
                          "JOBWATCH_DEFAULT_BUCKET unset)", field="bucket")
-    return validate_bucket(bucket), (validate_region(region) if region is not None else None)
+    # the region named first wins, and an error names where it came from
+    for where, region in (("?region", explicit.region), ("Input.Region", _opt_str(body_region)),
+                          ("JOBWATCH_DEFAULT_REGION", fallback.region)):
+        if region:
+            return validate_bucket(bucket), _region(region, where)
+    return validate_bucket(bucket), None
 
 
 def _required_ident(value: Any, name: str) -> str:
@@ -576,7 +620,7 @@ def parse_direct(event: Mapping[str, Any], defaults: Defaults) -> DirectCommand:
             region, sep, bucket = str(t).partition("/")
             if not sep:
                 raise EventError(f"targets item {_short(t)!r}: expected \"region/bucket\"", field="targets")
-            parsed.append((validate_region(region), validate_bucket(bucket)))
+            parsed.append((_region(region, "targets"), validate_bucket(bucket)))
         targets = tuple(parsed)
     days = event.get("older_than_days")
     if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0):
@@ -591,7 +635,10 @@ def _direct_keys(event: Mapping[str, Any], defaults: Defaults) -> tuple[JobKey, 
     if raw is not None:
         if not isinstance(raw, list):
             raise EventError(f"keys = {_short(raw)!r}: expected a list of \"region/bucket/job_id\"", field="keys")
-        out.extend(JobKey.parse(k) for k in raw)
+        for k in raw:
+            key = JobKey.parse(k)
+            _region(key.region, "keys")
+            out.append(key)
     if "job_ids" in event or "job_id" in event:
         out.extend(parse_watch(dict(event), defaults, where="event").keys)
     return tuple(dict.fromkeys(out))
