@@ -21,7 +21,8 @@ from typing import Any, Callable, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 from jobwatch.core.errors import ConfigError, ValidationError
-from jobwatch.core.models import validate_bucket, validate_ci_region
+from jobwatch.core.models import validate_bucket
+from jobwatch.core.regions import check_region, unknown_region_note
 from jobwatch.core.redact import Secret
 
 if sys.version_info >= (3, 11):
@@ -189,7 +190,7 @@ def _check_discovery_item(item: str) -> tuple[str, str]:
     if not sep:
         raise ValueError(f"item {item!r}: expected region/bucket")
     try:
-        return validate_ci_region(region), validate_bucket(bucket)
+        return check_region(region), validate_bucket(bucket)
     except ValidationError as exc:
         raise ValueError(f"item {item!r}: {exc}") from None
 
@@ -200,9 +201,23 @@ def _check_discovery(items: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 def _check_region(value: str) -> str:
     try:
-        return validate_ci_region(value)
+        return check_region(value)
     except ValidationError as exc:
         raise ValueError(exc.reason) from None
+
+
+def region_warnings(settings: "Settings") -> list[tuple[str, str, str]]:
+    """(variable, region, note) for each configured region that is well-formed but not among the regions this
+    version knows: said by ``config check`` and logged when the App starts, never a configuration problem (see
+    :mod:`jobwatch.core.regions`: the Cloud Infinite region list could not be confirmed)."""
+    named = [("JOBWATCH_DEFAULT_REGION", settings.default_region)]
+    named += [("JOBWATCH_DISCOVERY", region) for region, _ in settings.discovery or ()]
+    out: list[tuple[str, str, str]] = []
+    for var, region in dict.fromkeys(named):
+        note = unknown_region_note(region) if region else None
+        if note is not None:
+            out.append((var, region, note))
+    return out
 
 
 def _check_bucket(value: str) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 
 import structlog
 
-from jobwatch.app.config import Settings, store_warning
+from jobwatch.app.config import Settings, region_warnings, store_warning
 from jobwatch.app.children import ChildrenRefresher, ChildrenResult
 from jobwatch.app.refresh import Refresher
 from jobwatch.app.engine import Engine, TickResult
@@ -31,7 +31,8 @@ from jobwatch.app.outbox import DrainResult, Outbox
 from jobwatch.core.clock import utcnow
 from jobwatch.core.children import ChildJob
 from jobwatch.core.errors import JobwatchError, NotFoundError, RetryableError, ValidationError
-from jobwatch.core.models import Job, JobInput, JobKey, JobOperation, QueryResult, validate_bucket, validate_ci_region
+from jobwatch.core.models import Job, JobInput, JobKey, JobOperation, QueryResult, validate_bucket
+from jobwatch.core.regions import check_region
 from jobwatch.core.progress import ChildCallback, Progress
 from jobwatch.core.records import JobQuery, OutboxEntry, TrackedJob, Transition
 from jobwatch.core.redact import Secret, scrub
@@ -216,6 +217,10 @@ class App:
         warning = store_warning(text, self.environ)
         if warning:
             log.warning("store_not_durable", reason=warning)
+        # said once per instance, on first use (logging is configured by then): a configured region this version
+        # does not know is used as given (see jobwatch.core.regions)
+        for var, region, note in region_warnings(self.settings):
+            log.warning("region_unknown", field=var, region=region, note=note)
         return open_store(text)
 
     @cached_property
@@ -368,7 +373,7 @@ class App:
         active record is refused, naming them; with ``tracked`` (the job must be in the store) an ID found
         nowhere is :class:`NotFoundError`."""
         if region is not None:
-            validate_ci_region(region, "--region")
+            check_region(region, "--region")  # well-formed; one this version does not know is the CLI's to warn
         if bucket is not None:
             try:
                 validate_bucket(bucket)
@@ -386,7 +391,9 @@ class App:
         out: list[JobKey] = []
         for text in ids:
             if "/" in text:
-                out.append(JobKey.parse(text))
+                key = JobKey.parse(text)
+                check_region(key.region, "job key")
+                out.append(key)
                 continue
             if not placed:
                 found = [] if self.missing_store() else self.locate(text)

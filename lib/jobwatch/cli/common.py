@@ -92,10 +92,30 @@ def no_store(app: App) -> str | None:
     return path
 
 
+def region_option(value: Any, field: str = "--region") -> str:
+    """A region the operator typed, by the rule every front door follows (:mod:`jobwatch.core.regions`): a
+    malformed one is refused naming ``field`` (exit 2); a well-formed one this version does not know is used, with
+    a warning on stderr (and a "did you mean" for a near miss)."""
+    from jobwatch.core.regions import check_region, unknown_region_note
+
+    region = check_region(value, field)
+    note = unknown_region_note(region)
+    if note is not None:
+        err(f"warning: {field}: {note}")
+    return region
+
+
 def job_keys(app: App, args: argparse.Namespace, *, tracked: bool) -> list[JobKey]:
     """The keys the operator named; bare IDs placed by --bucket/--region, the store (``tracked``), or the
-    configured defaults."""
-    return app.resolve(args.job_ids, args.region, args.bucket, tracked=tracked)
+    configured defaults. A region typed (``--region`` or ``region/bucket/job_id``) that this version does not
+    know is warned about; one read from the store or the configuration is not."""
+    if args.region is not None:
+        region_option(args.region)
+    keys = app.resolve(args.job_ids, args.region, args.bucket, tracked=tracked)
+    typed = dict.fromkeys(t.split("/", 1)[0] for t in args.job_ids if "/" in t)
+    for region in typed:
+        region_option(region, "JOB_ID")
+    return keys
 
 
 def job_key_options(nargs: str | int = "+") -> argparse.ArgumentParser:

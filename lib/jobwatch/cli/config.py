@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Any
 
-from jobwatch.app.config import (SETTINGS, check_environment, load_settings, render_markdown_table, store_warning,
-                                 update_readme)
+from jobwatch.app.config import (SETTINGS, check_environment, load_settings, region_warnings, render_markdown_table,
+                                 store_warning, update_readme)
 from jobwatch.cli.common import EXIT_USAGE
 from jobwatch.core.errors import ConfigError
 
@@ -27,6 +27,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     warning = store_warning(settings.store_url.reveal(), os.environ)
     if warning:
         print(f"warning: {warning}", file=out)
+    for var, _region, note in region_warnings(settings):
+        print(f"warning: {var}: {note}", file=out)
     return 0
 
 

@@ -64,10 +64,11 @@ def _app(args: argparse.Namespace) -> Any:
 
 def _place(app: Any, args: argparse.Namespace) -> None:
     """--bucket and --region, else the configured defaults; both checked."""
-    from jobwatch.core.models import validate_bucket, validate_ci_region
+    from jobwatch.cli.common import region_option
+    from jobwatch.core.models import validate_bucket
 
     if args.region is not None:
-        validate_ci_region(args.region, "--region")
+        region_option(args.region)
     args.region = args.region or app.settings.default_region
     args.bucket = args.bucket or app.settings.default_bucket
     if not args.region or not args.bucket:

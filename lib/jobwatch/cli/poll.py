@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from jobwatch.cli.common import EXIT_USAGE, RUN, build_app, err, non_negative, print_json
+from jobwatch.cli.common import EXIT_USAGE, RUN, build_app, err, non_negative, print_json, region_option
 from jobwatch.cli.output import Progress
 from jobwatch.core.errors import ValidationError
-from jobwatch.core.models import validate_bucket, validate_ci_region
+from jobwatch.core.models import validate_bucket
 
 
 def _cmd_poll(args: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     if bool(args.bucket) != bool(args.region):
         raise ValidationError("--bucket/--region", args.bucket or args.region, "give both, or neither")
     with build_app() as app:
-        targets = [(validate_ci_region(args.region, "--region"), validate_bucket(args.bucket))] if args.bucket \
+        targets = [(region_option(args.region), validate_bucket(args.bucket))] if args.bucket \
             else list(app.settings.discovery or ())
         if not targets:
             err("discover: no bucket to list: give --bucket and --region, or set JOBWATCH_DISCOVERY")

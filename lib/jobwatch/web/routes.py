@@ -28,7 +28,8 @@ from urllib.parse import parse_qsl, urlsplit
 import structlog
 
 from jobwatch.core.errors import RetryableError, ValidationError
-from jobwatch.core.models import JobKey, validate_bucket, validate_job_id, validate_region
+from jobwatch.core.models import JobKey, validate_bucket, validate_job_id
+from jobwatch.core.regions import check_region
 from jobwatch.core.records import JobQuery
 from jobwatch.web import pages
 from jobwatch.web.auth import COOKIE_NAME, Session, Sessions, read_cookie, set_cookie
@@ -199,7 +200,7 @@ def _job_key(app: "App", job_id: str, q: Mapping[str, str]) -> JobKey:
         if len(found) == 1:
             return found[0]
         raise _Unplaced(job_id, found)
-    return JobKey(validate_region(region), validate_bucket(bucket), job_id)
+    return JobKey(check_region(region), validate_bucket(bucket), job_id)
 
 
 # --- POST -----------------------------------------------------------------------------------------------------
