@@ -453,6 +453,30 @@ def test_children_due_after_each_poll_and_once_after_the_end(store):
     assert store.list_children(K1, failed_only=True)[0].code == "E1"
 
 
+def test_named_batches_are_leased_for_a_callback_whether_due_or_not(store):
+    """A callback's child is written under the batch's lease like a refresh's: claim_children(keys, due_only=False)
+    leases a tracked batch that is not due, never one another owner holds, nor one untracked or never polled."""
+    from jobwatch.core.errors import StoreError
+
+    _polled(store, K1, "Running", T0)
+    store.claim_children("a", T0, 60, 10)
+    p = Progress(total=1, running=1, refreshed_at=T0)
+    assert store.record_children("a", K1, ChildrenUpdate(p, {"job": {"wm": 1}}, (_child("c1", "Running"),)), T0)
+    assert store.claim_children("b", T0, 60, 10, keys=[K1]) == []  # not due
+    (w,) = store.claim_children("b", T0, 60, 10, keys=[K1], due_only=False)
+    assert (w.key, w.progress, w.cursor, w.lease_owner) == (K1, p, {"job": {"wm": 1}}, "b")
+    assert store.claim_children("c", T0, 60, 10, keys=[K1], due_only=False) == []  # b holds it
+    done = Progress(total=1, succeeded=1, refreshed_at=T0)
+    assert store.record_children("b", K1, ChildrenUpdate(done, {"job": {"wm": 1}}, (_child("c1", "Success"),)), T0)
+    assert store.get_progress(K1) == done and store.known_children(K1, ["c1"]) == {"c1": "Success"}
+    store.track([K2], T0)  # tracked, never polled: nothing to read its children by
+    assert store.claim_children("c", T0, 60, 10, keys=[K2, K3], due_only=False) == []
+    store.untrack([K1])
+    assert store.claim_children("c", T0, 60, 10, keys=[K1], due_only=False) == []
+    with pytest.raises(StoreError):
+        store.claim_children("c", T0, 60, 10, due_only=False)  # only named batches
+
+
 def test_a_lost_children_lease_writes_nothing(store):
     _polled(store, K1, "Running", T0)
     store.claim_children("a", T0, 60, 10)

@@ -165,10 +165,12 @@ class Store(abc.ABC):
     # -- children of batch jobs ------------------------------------------------------------------------------
     @abc.abstractmethod
     def claim_children(self, owner: str, now: datetime, lease_seconds: float, limit: int,
-                       keys: Sequence[JobKey] | None = None) -> list[ChildrenWork]:
+                       keys: Sequence[JobKey] | None = None, *, due_only: bool = True) -> list[ChildrenWork]:
         """Lease batches whose children are due for a refresh (least recently refreshed first): active ones
         polled since their last refresh, with a pass to carry on, or asked for by a callback; ended ones whose
-        final count is not done. Only among ``keys`` when given."""
+        final count is not done. Only among ``keys`` when given. ``due_only=False`` (with ``keys``) leases the
+        named batches due or not, if tracked (active, or ended within the last day), and not leased by another
+        owner: for writing what a callback prompted (its child read back) under the same lease as a refresh."""
 
     @abc.abstractmethod
     def release_children(self, keys: Iterable[JobKey], owner: str) -> None: ...

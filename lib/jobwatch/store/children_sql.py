@@ -59,15 +59,18 @@ class ChildrenSqlMixin:
 
     # -- claiming --------------------------------------------------------------------------------------------
     def claim_children(self, owner: str, now: datetime, lease_seconds: float, limit: int,
-                       keys: Sequence[JobKey] | None = None) -> list[ChildrenWork]:
-        return _again_on_lock_conflict(lambda: self._claim_children(owner, now, lease_seconds, limit, keys))
+                       keys: Sequence[JobKey] | None = None, *, due_only: bool = True) -> list[ChildrenWork]:
+        return _again_on_lock_conflict(lambda: self._claim_children(owner, now, lease_seconds, limit, keys,
+                                                                    due_only))
 
     def _claim_children(self, owner: str, now: datetime, lease_seconds: float, limit: int,
-                        keys: Sequence[JobKey] | None) -> list[ChildrenWork]:
+                        keys: Sequence[JobKey] | None, due_only: bool = True) -> list[ChildrenWork]:
         if limit <= 0 or (keys is not None and not keys):
             return []
         if lease_seconds <= 0:
             raise StoreError(f"lease_seconds must be positive, got {lease_seconds!r}")
+        if not due_only and keys is None:
+            raise StoreError("claim_children: due_only=False needs the keys to claim")
         t = _ts(now)
         recent = _ts(now - FINAL_REFRESH_WINDOW)
         # Due: an active batch polled since its children were last read, with a pass to carry on, or asked for
@@ -76,6 +79,10 @@ class ChildrenSqlMixin:
                "OR j.last_seen>p.refreshed_at OR p.in_pass=1 OR p.requested_at>p.refreshed_at)) "
                f"OR (j.active=0 AND j.state IN {_FINAL_BATCH} AND ((p.job_id IS NULL AND j.last_change>=?) "
                "OR (p.job_id IS NOT NULL AND p.complete=0))))")
+        if not due_only:  # the named batches whether due or not (a callback's child is read back now): any tracked
+            # one, active or ended, never a vanished or untracked one
+            due = (f"((j.active=1 AND j.state IS NOT NULL) OR (j.active=0 AND j.state IN {_FINAL_BATCH} AND "
+                   "j.last_change>=?))")
         params: list[Any] = [recent]
         where = f"j.job_json IS NOT NULL AND (p.lease_owner IS NULL OR p.lease_expires<=?) AND {due}"
         params.insert(0, t)
@@ -115,6 +122,10 @@ class ChildrenSqlMixin:
         return out
 
     def release_children(self, keys: Iterable[JobKey], owner: str) -> None:
+        keys = sorted(dict.fromkeys(keys), key=lambda k: (k.region, k.bucket, k.job_id))  # rows in key order
+        _again_on_lock_conflict(lambda: self._release_children(keys, owner))
+
+    def _release_children(self, keys: Sequence[JobKey], owner: str) -> None:
         with self._tx() as cur:
             for k in keys:
                 self._exec(cur, "UPDATE jw_child_progress SET lease_owner=NULL, lease_expires=NULL WHERE region=? "
@@ -191,6 +202,10 @@ class ChildrenSqlMixin:
                          for c, r in ((c, _child_row(c)) for c in old)])
 
     def request_children_refresh(self, keys: Iterable[JobKey], now: datetime) -> int:
+        keys = sorted(dict.fromkeys(keys), key=lambda k: (k.region, k.bucket, k.job_id))  # rows in key order
+        return _again_on_lock_conflict(lambda: self._request_children_refresh(keys, now))
+
+    def _request_children_refresh(self, keys: Sequence[JobKey], now: datetime) -> int:
         n = 0
         with self._tx() as cur:
             for k in keys:
