@@ -61,3 +61,63 @@ def test_four_instances_count_one_batchs_children_exactly_once(mysql_url, emulat
     finally:
         for a in apps:
             a.close()
+
+
+@pytest.mark.mysql
+def test_callbacks_racing_ticks_count_each_child_once(mysql_url, emulator, emulator_clock):
+    """Two instances tick while two others take CI's callbacks for every child that ended, each callback
+    delivered to both (a retry racing the first delivery): the children a callback names are read back and
+    recorded under the same lease the refreshes take, so whichever writes a child first counts it and the others
+    find it recorded; the counts end exact and every child is recorded once."""
+    from jobwatch.core.children import ChildKind
+    from jobwatch.core.progress import ChildCallback
+
+    env = {"JOBWATCH_STORE_URL": mysql_url, "JOBWATCH_CI_ENDPOINT": emulator.url,
+           "JOBWATCH_SECRET_ID": TEST_SECRET_ID, "JOBWATCH_SECRET_KEY": TEST_SECRET_KEY,
+           "JOBWATCH_POLL_MIN_SECONDS": "10", "JOBWATCH_POLL_MAX_SECONDS": "10", "JOBWATCH_POLL_JITTER": "0",
+           "JOBWATCH_CHILDREN_MAX_PAGES": "2", "JOBWATCH_LOG_LEVEL": "error", "JOBWATCH_NOTIFY": "log://"}
+    apps = [App(load_settings(env), environ=env, clock=emulator_clock.now, owner=f"inst-{i}") for i in range(4)]
+    batch = emulator.create_job(TEST_BUCKET, type="Job", children=1000, child_failure_rate=0.05)
+    key = JobKey(TEST_REGION, TEST_BUCKET, batch)
+    apps[0].register([key], poll=True)
+    errors: list[BaseException] = []
+    called: set[str] = set()
+    outcomes: list[str] = []
+    try:
+        for _ in range(60):
+            emulator_clock.advance(3)
+            ended = [c for c in emulator.child_views(TEST_BUCKET, batch)
+                     if c.state in ("Success", "Failed", "Cancel") and c.child_id not in called]
+            called.update(c.child_id for c in ended)
+            cbs = [ChildCallback("TaskFinish", c.child_id, ChildKind.JOB, TEST_BUCKET, TEST_REGION, state=c.state,
+                                 queue_id=c.queue_id, tag=c.tag) for c in ended]
+            start = threading.Barrier(len(apps))
+
+            def run(app: App, i: int) -> None:
+                try:
+                    start.wait(10)
+                    if i < 2:
+                        app.tick(app.budget(20), discover=False)
+                    elif cbs:
+                        outcomes.extend(c["outcome"] for c in app.child_callbacks(cbs, app.budget(20)).callbacks)
+                except BaseException as exc:  # reported below, in the test's thread
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=run, args=(a, i)) for i, a in enumerate(apps)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert not errors, errors
+            p = apps[0].progress(key)
+            if p is not None and p.complete:
+                break
+        p = apps[0].progress(key)
+        assert p is not None and p.complete
+        assert (p.total, p.failed, p.succeeded, p.running + p.waiting) == (1000, 50, 950, 0)
+        page = apps[0].children(key, limit=1000)
+        assert len({c.child_id for c in page.items}) == len(page.items) == 1000 and page.cursor is None
+        assert "recorded" in outcomes and "already_final" in outcomes  # both paths were taken
+    finally:
+        for a in apps:
+            a.close()

@@ -19,6 +19,15 @@ A refresh stops at the invocation's deadline or after ``max_pages`` pages per ba
 
 A batch is refreshed after each poll that saw it, when a pass is in progress, when a CI callback named one of
 its children, and once more after it ended; that last count fills in and releases its held final notice.
+
+A CI callback (``TaskFinish`` / ``WorkflowFinish``) is unauthenticated, so what its body says is never recorded.
+For a child already recorded unfinished under a tracked batch, the child is read back by ID with our credentials
+(``GET /jobs/<id,...>``, ``/pic_jobs/<id,...>``, up to 100 IDs a request, or ``GET /workflowexecution/<RunId>``)
+and what the service answers is written at once: the child and the batch's counts in one transaction, under the
+same lease as a refresh (so the two never count the same child), with any ``children_failed`` notice in that
+transaction too (the outbox rule: recorded before anyone is told). A child recorded final is never read again, so
+the same callback twice counts once. A child not recorded yet can only be tied to its batch by the batch's list
+(a child names no batch), so such a callback prompts a refresh of the batches that could own it, as before.
 """
 
 from __future__ import annotations
@@ -27,11 +36,11 @@ import copy
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import structlog
 
-from jobwatch.core.children import ChildJob, ChildKind, ChildPage, is_final_child_state
+from jobwatch.core.children import MAX_CHILD_LOOKUP, ChildJob, ChildKind, ChildLookup, ChildPage, is_final_child_state
 from jobwatch.core.errors import CIError, JobwatchError, LockConflict
 from jobwatch.core.models import Job, JobKey, Notice, NoticeKind
 from jobwatch.core.progress import PIC_TAGS, ChildCallback, ChildrenUpdate, ChildrenWork, FailedChild, Progress
@@ -63,6 +72,9 @@ class ChildReader(Protocol):
 
     def get_workflow_execution(self, bucket: str, region: str, run_id: str) -> ChildJob: ...
 
+    def get_media_jobs(self, bucket: str, region: str, job_ids: Iterable[str], *,
+                       pic: bool = False) -> ChildLookup: ...
+
 
 @dataclass
 class ChildrenResult:
@@ -71,6 +83,7 @@ class ChildrenResult:
     batches: int = 0
     pages: int = 0  # list requests answered
     details: int = 0  # workflow execution detail requests
+    lookups: int = 0  # media/picture job requests by ID (children a callback named, read back)
     new: int = 0  # children seen for the first time
     finished: int = 0  # children seen final that were not before
     completed: int = 0  # ended batches whose final count is done
@@ -118,6 +131,20 @@ def could_own(job: Job | None, cb: ChildCallback) -> bool:
         return job.type == "Workflow" and (cb.workflow_id is None or cb.workflow_id in op.workflow_ids)
     return (job.type == "Job" and (op.queue_id is None or cb.queue_id is None or op.queue_id == cb.queue_id)
             and (op.tag is None or cb.tag is None or op.tag == cb.tag))
+
+
+def _merged(a: ChildrenResult, b: ChildrenResult) -> ChildrenResult:
+    """Two results of one invocation added up (counters summed, samples joined, flags or-ed)."""
+    out = ChildrenResult()
+    for name, value in a.__dict__.items():
+        other = getattr(b, name)
+        if isinstance(value, bool):
+            setattr(out, name, value or other)
+        elif isinstance(value, list):
+            setattr(out, name, (value + other)[:10])
+        else:
+            setattr(out, name, value + other)
+    return out
 
 
 def _ts(d: datetime | None) -> float | None:
@@ -187,67 +214,165 @@ class ChildrenRefresher:
         if works is None:
             result.errors += 1
             return result
+        self._each(works, deadline, result, lambda w: self._refresh_one(w, deadline, result))
+        return result
+
+    def _claim(self, deadline: float | None, keys: Sequence[JobKey] | None, *,
+               due_only: bool = True) -> list[ChildrenWork] | None:
+        """Lease the due batches (``due_only=False``: the batches of ``keys``, due or not). A claim that kept
+        losing lock races (the store already ran it again) leaves this invocation's children work to the next one
+        instead of failing the invocation, which a timer would retry whole, polls included; nothing was taken,
+        the store rolled the claim back."""
+        try:
+            return self.store.claim_children(self.owner, self.clock(), self._lease_for(deadline),
+                                             self.batch_limit if due_only or keys is None else len(keys),
+                                             keys=list(keys) if keys is not None else None, due_only=due_only)
+        except LockConflict as exc:
+            log.warning("children_claim_skipped", error=scrub(str(exc))[:300])
+            return None
+
+    def _each(self, works: list[ChildrenWork], deadline: float | None, result: ChildrenResult,
+              step: Callable[[ChildrenWork], None]) -> None:
+        """``step`` for each leased batch in turn until the deadline; those not reached are given back."""
         for i, w in enumerate(works):
             if self._out_of_time(deadline):
                 self.store.release_children([x.key for x in works[i:]], self.owner)
                 result.budget_exhausted = True
                 break
             result.batches += 1
-            self._refresh_one(w, deadline, result)
-        return result
-
-    def _claim(self, deadline: float | None, keys: Sequence[JobKey] | None) -> list[ChildrenWork] | None:
-        """Lease the due batches. A claim that kept losing lock races (the store already ran it again) leaves
-        this invocation's children work to the next one instead of failing the invocation, which a timer would
-        retry whole, polls included; nothing was taken, the store rolled the claim back."""
-        try:
-            return self.store.claim_children(self.owner, self.clock(), self._lease_for(deadline),
-                                             self.batch_limit, keys=list(keys) if keys is not None else None)
-        except LockConflict as exc:
-            log.warning("children_claim_skipped", error=scrub(str(exc))[:300])
-            return None
+            step(w)
 
     def on_callbacks(self, callbacks: Sequence[ChildCallback], deadline: float | None = None) \
             -> tuple[list[dict[str, Any]], ChildrenResult]:
-        """CI named these children. Each prompts a refresh of the batch it is recorded under or, unknown, of the
-        tracked active batches that could own it (same bucket and region, same queue/tag or workflow); the
-        refresh runs now for batches not refreshed in the last ``callback_min_seconds`` (a burst of callbacks
-        costs one refresh), the others at their next tick. Nothing a callback says is recorded: the lists are."""
+        """CI named these children. A child recorded unfinished under a tracked batch is read back by ID and
+        what the service says is recorded at once, counts and all (outcome ``recorded``; ``unchanged`` when the
+        service still reports the recorded state; ``already_final`` when it was recorded final before, and not
+        read again). A child not recorded yet prompts a refresh of the tracked active batches that could own it
+        (same bucket and region, same queue/tag or workflow; ``refresh_prompted``, else ``unknown``): it runs now
+        for batches not refreshed in the last ``callback_min_seconds`` (a burst of callbacks costs one refresh),
+        the others at their next tick; so does a recorded child that could not be read back (``known_child``).
+        Nothing the callback's body says is recorded: only what the service answers us."""
         now = self.clock()
         out: list[dict[str, Any]] = []
-        targets: dict[JobKey, None] = {}
+        owned: dict[JobKey, list[str]] = {}  # batch -> recorded unfinished children the callbacks named
+        pending: list[tuple[ChildCallback, dict[str, Any], list[JobKey]]] = []
         for cb in callbacks:
             owners = [k for k in self.store.find_child(cb.bucket, cb.child_id)
                       if cb.region is None or k.region == cb.region]
+            keys: list[JobKey] = []
             if owners:
                 recorded = {k: self.store.known_children(k, [cb.child_id]).get(cb.child_id) for k in owners}
-                if all(is_final_child_state(s) for s in recorded.values()):
-                    outcome, keys = "already_final", []
-                else:
-                    outcome, keys = "known_child", owners
+                unfinished = [k for k, st in recorded.items() if not is_final_child_state(st)]
+                outcome = "known_child" if unfinished else "already_final"
+                for k in unfinished:
+                    owned.setdefault(k, []).append(cb.child_id)
+                keys = unfinished
             else:
                 keys = [k for k, job in self.store.active_in_bucket(cb.bucket)
                         if (cb.region is None or k.region == cb.region) and could_own(job, cb)]
                 outcome = "refresh_prompted" if keys else "unknown"
-            log_fn = log.warning if outcome == "unknown" else log.info
-            log_fn("child_callback", callback=cb.event_name, child_id=cb.child_id, bucket=cb.bucket, region=cb.region,
-                   state=cb.state, outcome=outcome, batches=[str(k) for k in keys])
-            targets.update(dict.fromkeys(keys))
-            out.append({"child_id": cb.child_id, "event": cb.event_name, "callback_state": cb.state,
-                        "outcome": outcome, "batches": [str(k) for k in (owners or keys)]})
+            item = {"child_id": cb.child_id, "event": cb.event_name, "callback_state": cb.state,
+                    "outcome": outcome, "batches": [str(k) for k in (owners or keys)]}
+            out.append(item)
+            pending.append((cb, item, keys))
         result = ChildrenResult()
+        read = self._record_named(owned, deadline, result) if owned else {}
+        targets: dict[JobKey, None] = {}
+        for cb, item, keys in pending:
+            if item["outcome"] == "known_child":
+                said = [read[(k, item["child_id"])] for k in keys if (k, item["child_id"]) in read]
+                left = [k for k in keys if (k, item["child_id"]) not in read]
+                if said and not left:
+                    item["outcome"] = "recorded" if "recorded" in said else "unchanged"
+                keys = left
+            log_fn = log.warning if item["outcome"] == "unknown" else log.info
+            log_fn("child_callback", callback=cb.event_name, child_id=cb.child_id, bucket=cb.bucket, region=cb.region,
+                   state=cb.state, outcome=item["outcome"], batches=item["batches"], refresh=[str(k) for k in keys])
+            targets.update(dict.fromkeys(keys))
         if targets:
             self.store.request_children_refresh(list(targets), now)
             progress = self.store.progress_of(list(targets))
             cutoff = now - timedelta(seconds=self.callback_min_seconds)
             last = {k: p.refreshed_at for k, p in progress.items()}
             now_keys = [k for k in targets if (at := last.get(k)) is None or at <= cutoff]
-            result = self.refresh(deadline, keys=now_keys) if now_keys else result
+            if now_keys:
+                result = _merged(result, self.refresh(deadline, keys=now_keys))
         for item in out:
             states = [self.store.known_children(JobKey.parse(k), [item["child_id"]]).get(item["child_id"])
                       for k in item["batches"]]
             item["recorded_state"] = next((s for s in states if s), None)
         return out, result
+
+    def _record_named(self, owned: dict[JobKey, list[str]], deadline: float | None,
+                      result: ChildrenResult) -> dict[tuple[JobKey, str], str]:
+        """Read back the recorded unfinished children callbacks named and record what the service says, one
+        batch at a time under its lease. Returns, per (batch, child) settled, ``recorded`` (its state changed
+        and is counted) or ``unchanged``; a child missing here (the batch leased by a refresh under way, a
+        request that failed, out of time) is left to a refresh."""
+        if self._out_of_time(deadline):
+            result.budget_exhausted = True
+            return {}
+        out: dict[tuple[JobKey, str], str] = {}
+        works = self._claim(deadline, list(owned), due_only=False)
+        if works:
+            self._each(works, deadline, result, lambda w: out.update(self._record_one(w, owned[w.key], result)))
+        return out
+
+    def _record_one(self, w: ChildrenWork, child_ids: list[str], result: ChildrenResult) \
+            -> dict[tuple[JobKey, str], str]:
+        b = _Batch(w, copy.deepcopy(w.cursor), w.progress, w.failed_notified)
+        streams = streams_of(w.job)
+        recorded = self.store.known_children(w.key, child_ids)  # again, under the lease
+        ids = [c for c in dict.fromkeys(child_ids) if c in recorded and not is_final_child_state(recorded[c])]
+        done: dict[tuple[JobKey, str], str] = {}
+        try:
+            if not streams or not ids:
+                return done
+            answers = self._read_back(b, streams[0].kind, ids, result)
+            by_stream: dict[str, list[ChildJob]] = {}
+            for child in answers:
+                if child.child_id not in recorded or child.kind is not streams[0].kind:
+                    continue
+                st = next((s for s in streams if s.workflow_id in (None, child.workflow_id)), streams[0])
+                by_stream.setdefault(st.name, []).append(child)
+            for st in streams:
+                items = by_stream.get(st.name, [])
+                if not items:
+                    continue
+                changed = self._apply(b, st, items, result)
+                # written as seen in the settle pass under way, if any: the child was just read, unfinished or not
+                self._write(b, changed, result, touched_pass=int(b.cursor.get(st.name, {}).get("b_pass", 0)))
+                moved = {c.child_id for c in changed}
+                done.update({(w.key, c.child_id): "recorded" if c.child_id in moved else "unchanged"
+                             for c in items})
+        except _Stop:
+            pass
+        finally:
+            self.store.release_children([w.key], self.owner)
+        return done
+
+    def _read_back(self, b: _Batch, kind: ChildKind, ids: list[str], result: ChildrenResult) -> list[ChildJob]:
+        """The children ``ids`` as the service reports them now (those it does not know are left out)."""
+        key = b.work.key
+        out: list[ChildJob] = []
+        try:
+            if kind is ChildKind.WORKFLOW:
+                for run_id in ids[:DETAILS_PER_REFRESH]:
+                    result.details += 1
+                    try:
+                        out.append(self.client.get_workflow_execution(key.bucket, key.region, run_id))
+                    except CIError as exc:
+                        if exc.status != 404:
+                            raise
+            else:
+                for i in range(0, len(ids), MAX_CHILD_LOOKUP):
+                    result.lookups += 1
+                    found = self.client.get_media_jobs(key.bucket, key.region, ids[i:i + MAX_CHILD_LOOKUP],
+                                                       pic=kind is ChildKind.PIC_JOB)
+                    out.extend(found.items)
+        except JobwatchError as exc:
+            self._failed(b, exc, result)
+        return out
 
     # -- one batch -------------------------------------------------------------------------------------------
     def _refresh_one(self, w: ChildrenWork, deadline: float | None, result: ChildrenResult) -> None:

@@ -128,8 +128,8 @@ class RunSummary:
             out["fanout_errors"] = self.fanout_errors
         c = self.children
         if c.batches or c.errors:
-            out["children"] = {"batches": c.batches, "pages": c.pages, "details": c.details, "new": c.new,
-                               "finished": c.finished, "completed": c.completed, "errors": c.errors,
+            out["children"] = {"batches": c.batches, "pages": c.pages, "details": c.details, "lookups": c.lookups,
+                               "new": c.new, "finished": c.finished, "completed": c.completed, "errors": c.errors,
                                "notices_queued": c.notices, "error_samples": c.error_samples}
             out["budget_exhausted"] = out["budget_exhausted"] or c.budget_exhausted
         if self.callbacks:
@@ -591,8 +591,9 @@ class App:
 
     def child_callbacks(self, callbacks: Sequence[ChildCallback], budget: Budget | None = None, *,
                         action: str = "callback") -> RunSummary:
-        """CI's per-child callbacks: never a batch job to track; each prompts a children refresh of the batches
-        that could own the child (see :meth:`ChildrenRefresher.on_callbacks`), then the outbox is delivered."""
+        """CI's per-child callbacks: never a batch job to track. A child recorded unfinished is read back by ID and
+        recorded at once with its batch's counts; any other prompts a children refresh of the batches that could
+        own it (see :meth:`ChildrenRefresher.on_callbacks`); then the outbox is delivered."""
         b = budget or self.budget()
         summary = RunSummary(action)
         if callbacks:

@@ -165,7 +165,7 @@ class FailedChild:
 class ChildCallback:
     """CI's notice that one child of a batch ended (``TaskFinish`` for a media/picture job, ``WorkflowFinish``
     for a workflow execution). It names a child, never a batch, carries nothing naming the batch, and is
-    unauthenticated: only a hint that the batches which could own it should be refreshed."""
+    unauthenticated: a hint of which child to read back (or which batches to refresh), never a fact to record."""
 
     event_name: str  # TaskFinish | WorkflowFinish
     child_id: str  # JobId (j...) or RunId (i...)

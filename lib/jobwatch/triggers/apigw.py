@@ -196,10 +196,11 @@ def _place_query(req: ev.HttpRequest) -> dict[str, str]:
 
 
 def _callback(app: App, req: ev.HttpRequest, budget: Budget, defaults: ev.Defaults) -> dict[str, Any]:
-    """CI's per-child callback (``TaskFinish`` / ``WorkflowFinish``). Unauthenticated (CI cannot send our key)
-    and only a hint: it never starts tracking anything and nothing it says is recorded; it prompts a children
-    refresh of the tracked batches that could own the child, whose lists are then read with our credentials. A
-    body of another event, or a child no tracked batch could own, is logged and acknowledged (200)."""
+    """CI's per-child callback (``TaskFinish`` / ``WorkflowFinish``). Unauthenticated (CI cannot send our key),
+    so it never starts tracking anything and nothing its body says is recorded: a child already recorded under a
+    tracked batch is read back by ID with our credentials and recorded at once, with the batch's counts; another
+    prompts a children refresh of the tracked batches that could own it (see ``App.child_callbacks``). A body of
+    another event, or a child no tracked batch could own, is logged and acknowledged (200)."""
     q = _place_query(req)
     try:
         cb = ev.parse_callback(req.body, ev.Defaults(q.get("region"), q.get("bucket")), defaults)
