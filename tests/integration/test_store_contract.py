@@ -25,7 +25,7 @@ def _notice(key: JobKey, idem: str, to_state: str = "Running") -> Notice:
 
 
 def test_migrate_is_idempotent(store):
-    assert store.migrate() == store.migrate() == 2
+    assert store.migrate() == store.migrate() == 3
 
 
 def test_track_is_idempotent_and_get_returns_record(store):
@@ -419,11 +419,52 @@ def test_upgrade_from_schema_1_adds_the_children_and_notice_detail(store_url):
         cur.execute("INSERT INTO jw_meta (k, v) VALUES ('schema_version', '1')")
         cur.execute("INSERT INTO jw_outbox (idem_key, kind, region, bucket, job_id, observed_at, created_at, status) "
                     "VALUES ('old#1', 'transition', 'ap-guangzhou', 'examplebucket-1250000000', 'j2', 1, 1, 'done')")
-    assert s.migrate() == 2 and s.migrate() == 2
+    assert s.migrate() == 3 and s.migrate() == 3
     assert [e.notice.idempotency_key for e in s.list_outbox()] == ["old#1"]
     n = Notice("new#1", NoticeKind.CHILDREN_FAILED, K2, None, None, T0, detail={"progress": {"total": 3}})
     assert s.add_notices([n], T0) == 1
     assert s.list_outbox(status="pending")[0].notice.detail == {"progress": {"total": 3}}
+    s.close()
+
+
+def _indexes(store, table: str) -> dict[str, list[str]]:
+    """Index name -> its columns, in order (either dialect)."""
+    out: dict[str, list[str]] = {}
+    with store._tx(write=False) as cur:
+        if store.placeholder == "?":
+            cur.execute(f"SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='{table}' AND sql IS NOT NULL")
+            for (name,) in cur.fetchall():
+                cur.execute(f"PRAGMA index_info({name})")
+                out[name] = [c for _, _, c in sorted(cur.fetchall())]
+        else:
+            cur.execute("SELECT index_name, column_name FROM information_schema.statistics WHERE "
+                        f"table_schema=DATABASE() AND table_name='{table}' AND index_name<>'PRIMARY' "
+                        "ORDER BY index_name, seq_in_index")
+            for name, col in cur.fetchall():
+                out.setdefault(name, []).append(col)
+    return out
+
+
+def test_upgrade_from_schema_2_indexes_the_claim_order_and_adds_the_fingerprint(store_url):
+    """A version-2 store (due index on (active, next_poll_at), no job_fp) gains the claim index and the column in
+    place, keeps its rows, and a second migrate (another instance starting) changes nothing."""
+    s = open_store(store_url)
+    s.track([K1], T0)
+    with s._tx() as cur:  # back to what version 2 had
+        if s.placeholder == "?":
+            cur.execute("DROP INDEX jw_jobs_claim")
+            cur.execute("CREATE INDEX jw_jobs_due ON jw_jobs (active, next_poll_at)")
+            cur.execute("ALTER TABLE jw_jobs DROP COLUMN job_fp")
+        else:
+            cur.execute("ALTER TABLE jw_jobs DROP INDEX jw_jobs_claim, ADD INDEX jw_jobs_due (active, next_poll_at), "
+                        "DROP COLUMN job_fp")
+        cur.execute("UPDATE jw_meta SET v='2' WHERE k='schema_version'")
+    assert _indexes(s, "jw_jobs") == {"jw_jobs_due": ["active", "next_poll_at"]}
+    assert s.migrate() == 3 and s.migrate() == 3
+    assert _indexes(s, "jw_jobs") == {"jw_jobs_claim": ["active", "next_poll_at", "first_seen"]}
+    with s._tx(write=False) as cur:
+        cur.execute("SELECT job_id, job_fp FROM jw_jobs")
+        assert cur.fetchall() in ([(K1.job_id, None)], ((K1.job_id, None),))
     s.close()
 
 
@@ -598,6 +639,22 @@ def test_a_claim_by_creation_takes_a_buckets_jobs_in_the_order_they_were_tracked
         [keys[i] for i in order[:4]]
     assert [tj.key for tj in store.claim_due("b", t, 60, 4, light=True)] == [keys[4], keys[2]]  # by due time
     # otherwise, light or not
+
+
+def test_jobs_due_at_the_same_time_are_claimed_in_the_order_they_were_tracked(store):
+    """Ties in due time (every job of a steady bulk tick was written in one batch, or made due at once) go to the
+    jobs tracked first, not to the smallest job IDs: the first claim of a tick then holds neighbours in creation
+    time, which a listing can cover. (MariaDB broke such ties by primary key, so a claim of 10,000 jobs with
+    random IDs spread over the whole span and listing never paid: 9,994 single queries.)"""
+    keys = [JobKey("ap-guangzhou", "examplebucket-1250000000", f"j{i:02d}") for i in range(8)]
+    order = [5, 2, 7, 0, 6, 3, 1, 4]
+    for n, i in enumerate(order):
+        store.track([keys[i]], T0 + timedelta(seconds=n))
+    with store._tx() as cur:
+        store._exec(cur, "UPDATE jw_jobs SET next_poll_at=?", ((T0 + timedelta(seconds=20)).timestamp(),))
+    t = T0 + timedelta(seconds=30)
+    assert [tj.key for tj in store.claim_due("a", t, 60, 3, light=True)] == [keys[i] for i in order[:3]]
+    assert [tj.key for tj in store.claim_due("b", t, 60, 3)] == [keys[i] for i in order[3:6]]
 
 
 def test_steady_batch_with_a_lost_lease_writes_exactly_the_records_whose_lease_holds(store):

@@ -25,8 +25,8 @@ _SCHEMA: tuple[str, ...] = (
         lease_owner VARCHAR(128), lease_expires DOUBLE, version BIGINT NOT NULL DEFAULT 0,
         pending_state VARCHAR(32), pending_count INT NOT NULL DEFAULT 0,
         stalled TINYINT NOT NULL DEFAULT 0, stall_notified_at DOUBLE,
-        transitions INT NOT NULL DEFAULT 0, polls INT NOT NULL DEFAULT 0,
-        PRIMARY KEY (region, bucket, job_id), KEY jw_jobs_due (active, next_poll_at)
+        transitions INT NOT NULL DEFAULT 0, polls INT NOT NULL DEFAULT 0, job_fp VARCHAR(32),
+        PRIMARY KEY (region, bucket, job_id), KEY jw_jobs_claim (active, next_poll_at, first_seen)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
     # failed polls, for the status page's timeline (created on every migrate: older stores gain it in place)
     """CREATE TABLE IF NOT EXISTS jw_poll_errors (
@@ -117,6 +117,9 @@ class MysqlStore(SqlStore):
     modules = ("pymysql",)
     placeholder = "%s"
     schema = _SCHEMA
+    # MySQL has no IF [NOT] EXISTS for indexes: a second instance's "duplicate key name" / "can't drop" is no error
+    migrations = {3: ("ALTER TABLE jw_jobs ADD INDEX jw_jobs_claim (active, next_poll_at, first_seen)",
+                      "ALTER TABLE jw_jobs DROP INDEX jw_jobs_due")}
 
     def __init__(self, *, host: str, port: int, user: str, password: str | Secret, database: str,
                  connect_timeout: float = 5.0, read_timeout: float = 30.0) -> None:

@@ -20,7 +20,9 @@ from jobwatch.core.records import (Delivery, JobPage, JobQuery, OutboxEntry, Pol
 from jobwatch.store.base import Store
 from jobwatch.store.children_sql import ChildrenSqlMixin
 
-SCHEMA_VERSION = 2  # 2: children of batch jobs (jw_child_progress, jw_children), jw_outbox.detail_json
+# 2: children of batch jobs (jw_child_progress, jw_children), jw_outbox.detail_json
+# 3: jw_jobs.job_fp (the fingerprint of the job's last answer) and the claim index (active, next_poll_at, first_seen)
+SCHEMA_VERSION = 3
 
 JOB_COLUMNS = (
     "region, bucket, job_id, state, active, job_json, tags_json, first_seen, last_seen, last_change, next_poll_at, "
@@ -31,8 +33,15 @@ OUTBOX_COLUMNS = (
     "id, idem_key, kind, region, bucket, job_id, from_state, to_state, observed_at, job_json, tags_json, "
     "created_at, status, attempts, next_attempt_at, last_error, detail_json"
 )
-# Upgrades of an existing store, by the version they bring it to (new tables need none: CREATE IF NOT EXISTS).
-MIGRATIONS: dict[int, tuple[str, ...]] = {2: ("ALTER TABLE jw_outbox ADD COLUMN detail_json TEXT",)}
+# Upgrades of an existing store, by the version they bring it to (new tables need none: CREATE IF NOT EXISTS);
+# each dialect adds its own statements for what the two spell differently (indexes).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE jw_outbox ADD COLUMN detail_json TEXT",),
+    3: ("ALTER TABLE jw_jobs ADD COLUMN job_fp VARCHAR(32)",),
+}
+# Errors an upgrade statement may meet when another instance ran it first (or a fresh schema already has it).
+_ALREADY_DONE = ("duplicate column", "duplicate key name", "already exists", "can't drop",
+                 "no such index")
 
 
 def ts(dt: datetime | None) -> float | None:
@@ -52,6 +61,7 @@ class SqlStore(ChildrenSqlMixin, Store):
 
     placeholder = "?"
     schema: Sequence[str] = ()
+    migrations: dict[int, tuple[str, ...]] = {}  # the dialect's own upgrade statements, after MIGRATIONS
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -173,12 +183,12 @@ class SqlStore(ChildrenSqlMixin, Store):
     def _upgrade(self, version: int) -> None:
         """Bring the schema to ``version``. Each statement in its own transaction (MySQL commits DDL anyway); a
         column another instance added first is no error, so concurrent upgrades are safe."""
-        for stmt in MIGRATIONS.get(version, ()):
+        for stmt in MIGRATIONS.get(version, ()) + self.migrations.get(version, ()):
             try:
                 with self._tx() as cur:
                     self._exec(cur, stmt)
             except StoreError as exc:
-                if "duplicate column" not in str(exc).lower():
+                if not any(done in str(exc).lower() for done in _ALREADY_DONE):
                     raise
         with self._tx() as cur:
             self._exec(cur, "UPDATE jw_meta SET v=? WHERE k='schema_version' AND v=?", (str(version), str(version - 1)))
@@ -302,7 +312,9 @@ class SqlStore(ChildrenSqlMixin, Store):
             # their creation (discovery tracks them oldest first, a callback when they start): listing windows
             # over creation time then hold mostly claimed jobs. By due time, a backlog larger than one claim
             # would be scattered over the whole span (measured on MariaDB: listing stopped paying).
-            order = "region, bucket, first_seen, job_id" if by_creation else "next_poll_at"
+            # Ties in due time (a batch written at once, or a whole store made due) go to the jobs tracked first,
+            # along the claim index (active, next_poll_at, first_seen), not to the smallest job IDs.
+            order = "region, bucket, first_seen, job_id" if by_creation else "next_poll_at, first_seen"
             self._exec(cur, self._select_due_for_claim(where, limit, order), params)
             found = [self._row_to_job(row, light) for row in cur.fetchall()]
             # The rows are ours until commit (SQLite: BEGIN IMMEDIATE; MySQL: FOR UPDATE), so one statement for

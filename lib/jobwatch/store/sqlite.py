@@ -26,9 +26,10 @@ _SCHEMA: tuple[str, ...] = (
         lease_owner TEXT, lease_expires REAL, version INTEGER NOT NULL DEFAULT 0,
         pending_state TEXT, pending_count INTEGER NOT NULL DEFAULT 0,
         stalled INTEGER NOT NULL DEFAULT 0, stall_notified_at REAL,
-        transitions INTEGER NOT NULL DEFAULT 0, polls INTEGER NOT NULL DEFAULT 0,
+        transitions INTEGER NOT NULL DEFAULT 0, polls INTEGER NOT NULL DEFAULT 0, job_fp TEXT,
         PRIMARY KEY (region, bucket, job_id))""",
-    "CREATE INDEX IF NOT EXISTS jw_jobs_due ON jw_jobs (active, next_poll_at)",
+    # a claim's order: due time, then the order jobs were tracked in (schema 3; version 2 indexed due time only)
+    "CREATE INDEX IF NOT EXISTS jw_jobs_claim ON jw_jobs (active, next_poll_at, first_seen)",
     # failed polls, for the status page's timeline (created on every migrate: older stores gain it in place)
     """CREATE TABLE IF NOT EXISTS jw_poll_errors (
         id INTEGER PRIMARY KEY AUTOINCREMENT, region TEXT NOT NULL, bucket TEXT NOT NULL, job_id TEXT NOT NULL,
@@ -59,6 +60,7 @@ _SCHEMA += SQLITE_SCHEMA  # schema version 2: children of batch jobs
 
 class SqliteStore(SqlStore):
     schema = _SCHEMA
+    migrations = {3: ("DROP INDEX IF EXISTS jw_jobs_due",)}
 
     def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
         super().__init__()
