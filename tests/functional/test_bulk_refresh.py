@@ -119,6 +119,32 @@ def test_a_job_deleted_between_ticks_is_still_confirmed_vanished(emulator, emula
     engine.close()
 
 
+def test_a_steady_listing_keeps_each_stored_job_whole_and_still_sees_a_change(emulator, emulator_clock, client,
+                                                                             stores):
+    """A listed job whose answer is the recorded one is not parsed (its claim's stub stands for it): the stored
+    job must stay whole (name, input), never become the stub; a job that changed meanwhile is parsed and moves."""
+    store = stores[0]
+    emulator.jobs.lifecycle = Lifecycle(submitted_seconds=5, running_seconds=3600)
+    ids, keys, engine = _watched(emulator, emulator_clock, client, store, 9, state="Running")
+    stored = {k: store.get(k) for k in keys}
+    assert all(tj.job_fp for tj in stored.values())  # the first sight recorded each answer's fingerprint
+    emulator.set_state(TEST_BUCKET, ids[4], "Cancel")
+    emulator_clock.advance(10)
+    mark = len(emulator.request_log)
+    res = engine.tick()
+    assert res.listed == 9 and not _single_gets(emulator, mark)
+    for k in keys:
+        now = store.get(k)
+        if k.job_id == ids[4]:
+            assert now.state == "Cancel" and now.job.state_raw == "Cancel" and now.job_fp != stored[k].job_fp
+        else:
+            assert now.polls == stored[k].polls + 1 and now.job == stored[k].job and now.job.name
+            assert now.job.input == stored[k].job.input and now.job_fp == stored[k].job_fp
+    (n,) = [e.notice for e in store.list_outbox(limit=100) if e.notice.to_state == "Cancel"]
+    assert n.job["name"] == "j4"
+    engine.close()
+
+
 def test_window_edges_are_inclusive_and_times_are_percent_encoded(emulator, emulator_clock, client, stores):
     # Three jobs per second over four seconds: with pages of 3 every window ends and starts on a job's second.
     ids = [emulator.create_job(TEST_BUCKET, name=f"j{i}", state="Running",

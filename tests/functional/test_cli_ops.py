@@ -69,7 +69,7 @@ def test_bad_job_id_is_refused_with_field_and_value(env, capsys):
 
 
 def test_db_migrate_and_purge(env, capsys):
-    assert main(["db", "migrate"]) == 0 and "schema version 2" in capsys.readouterr().out
+    assert main(["db", "migrate"]) == 0 and "schema version 3" in capsys.readouterr().out
     assert main(["db", "purge", "--older-than-days", "0"]) == 0
     assert "jobs: 0 deleted" in capsys.readouterr().out
 

@@ -657,6 +657,41 @@ def test_jobs_due_at_the_same_time_are_claimed_in_the_order_they_were_tracked(st
     assert [tj.key for tj in store.claim_due("b", t, 60, 3)] == [keys[i] for i in order[3:6]]
 
 
+def test_the_fingerprint_always_describes_the_stored_job(store):
+    """job_fp is written with the job's JSON and read back by every claim; a steady poll of the same answer keeps
+    both, an equal JSON under a new fingerprint (the service formats it anew) takes the new one, and a changed
+    job rewrites both."""
+    from dataclasses import replace
+
+    store.track([K1], T0)
+    (tj,) = store.claim_due("a", T0, 60, 10)
+    first = replace(_job(K1.job_id, "Running"), fingerprint="fp-1")
+    assert store.record_polls("a", [PollRecord(tj, tj.evolve(state="Running", job=first, last_seen=T0,
+                                                             last_change=T0, transitions=1))]) == [True]
+    t = T0 + timedelta(seconds=1)
+    for light in (False, True):
+        (tj,) = store.claim_due("a", t, 60, 10, light=light)
+        assert tj.job_fp == "fp-1" and tj.light is light
+        if not light:
+            store.release([tj], "a")
+    text = _raw(store, K1, "job_json")
+    # the same answer again (its own object, as a listing parses it): steady, nothing re-serialised
+    again = replace(first)
+    assert store.record_polls("a", [PollRecord(tj, tj.evolve(job=again, last_seen=t))]) == [True]
+    assert (_raw(store, K1, "job_fp"), _raw(store, K1, "job_json")) == ("fp-1", text)
+    # the same JSON, another fingerprint: the new one is kept
+    (tj,) = store.claim_due("a", t, 60, 10)
+    assert store.record_polls("a", [PollRecord(tj, tj.evolve(job=replace(first, fingerprint="fp-2"),
+                                                              last_seen=t))]) == [True]
+    assert (_raw(store, K1, "job_fp"), _raw(store, K1, "job_json")) == ("fp-2", text)
+    # a changed job: both rewritten; a job read from JSON (no fingerprint) leaves none
+    (tj,) = store.claim_due("a", t, 60, 10)
+    done = replace(_job(K1.job_id, "Success"), fingerprint="fp-3")
+    assert store.record_polls("a", [PollRecord(tj, tj.evolve(state="Success", job=done, last_seen=t,
+                                                              last_change=t, transitions=2))]) == [True]
+    assert _raw(store, K1, "job_fp") == "fp-3" and store.get(K1).job.state_raw == "Success"
+
+
 def test_steady_batch_with_a_lost_lease_writes_exactly_the_records_whose_lease_holds(store):
     """The claim and the steady write of many rows (on MySQL one statement per 500 rows, not one per row) keep
     the lease compare-and-set per row: a record whose lease another poller took is not written, the rest are."""

@@ -200,3 +200,52 @@ def test_a_failed_poll_is_recorded_with_its_time_and_a_scrubbed_message():
     d = step(running, Observation.failed(CIError("InternalError", "oops", status=500, retryable=True)))
     (e,) = d.errors
     assert e.key == running.key and e.at == T0 and e.message == d.after.last_error and "InternalError" in e.message
+
+
+# -- light records (a bulk refresh's claim): the stub stands for the stored job -----------------------------------
+
+def _light(state: str = "Running") -> TrackedJob:
+    """What a light claim returns for a job recorded in ``state``: a stub job, the stored JSON beside it."""
+    import json
+
+    full = job(state, created_at=T0)
+    stub = Job.stub("j1", "Workflow", state, T0)
+    return TrackedJob(key=KEY, first_seen=T0, next_poll_at=T0, state=state, job=stub, last_seen=T0, last_change=T0,
+                      transitions=1, job_json=json.dumps(full.to_json()), light=True)
+
+
+def test_a_job_listed_unchanged_that_stalls_is_notified_with_the_whole_stored_job():
+    """A listing that finds the recorded answer again hands the decision the claim's stub; a notice must still
+    carry the job as stored (name, input...), never the stub."""
+    tj = _light()
+    d = step(tj, Observation.seen(tj.job), at=T0 + timedelta(hours=2),
+             stall_check=lambda after, now: StallDecision(True, True))
+    (n,) = d.notices
+    assert n.kind is NoticeKind.STALLED and n.job["name"] == "demo" and n.job == job("Running", created_at=T0).to_json()
+    assert d.after.job is tj.job  # the record keeps the stub: the store keeps the stored JSON
+
+
+def test_a_full_job_replacing_the_stub_makes_the_record_whole_again():
+    tj = _light()
+    full = job("Success", created_at=T0, code="Success")
+    assert tj.evolve(version=3).light  # other changes keep the stub
+    assert not tj.evolve(job=full).light
+    d = step(tj, Observation.seen(full), at=T0 + timedelta(minutes=5))
+    assert not d.after.light and d.notices[0].job == full.to_json()
+
+
+def test_restore_builds_the_same_record_as_the_constructor_and_needs_every_field():
+    from dataclasses import fields
+
+    tj = _light()
+    values = {f.name: getattr(tj, f.name) for f in fields(TrackedJob)}
+    assert TrackedJob.restore(**values) == tj and TrackedJob.restore(**values).job_json == tj.job_json
+    values.pop("tags")
+    with pytest.raises(TypeError, match="tags"):
+        TrackedJob.restore(**values)
+
+
+def test_a_stub_job_equals_the_job_built_field_by_field():
+    stub = Job.stub("j1", "Job", "Pause", T0)
+    assert stub == Job(job_id="j1", name=None, type="Job", state=JobState.PAUSE, state_raw="Pause", created_at=T0)
+    assert Job.stub("j1", None, "Brand-new", None).state is JobState.UNKNOWN

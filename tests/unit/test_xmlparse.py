@@ -180,3 +180,44 @@ def test_a_doctype_in_another_encoding_is_refused_too(encoding):
 def test_a_declared_encoding_other_than_utf8_is_refused(body):
     with pytest.raises(BadResponseError):
         xmlparse.parse_document(body)
+
+
+# -- listings read for a bulk refresh: only what changed is parsed ------------------------------------------------
+
+TWO = WORKFLOW.replace(b"</Response>", JOB[JOB.index(b"<JobsDetail>"):JOB.index(b"</Response>")]
+                       + b"<NextToken>tok-2</NextToken></Response>")
+WF_ID, JOB_ID = "b3deffea2f84911ec9cb15254008618d9", "j0123456789abcdef0123456789abcdef"
+
+
+def test_a_job_read_twice_alike_has_the_same_fingerprint_and_a_change_anywhere_changes_it():
+    (a,) = xmlparse.parse_response(WORKFLOW).jobs
+    (b,) = xmlparse.parse_response(WORKFLOW.replace(b"<Response>", b"<Response>\n\n ")).jobs  # other whitespace
+    assert a.fingerprint and a.fingerprint == b.fingerprint
+    # in a page of two (its tail differs: another element follows) it is the same answer
+    assert xmlparse.parse_response(TWO).jobs[0].fingerprint == a.fingerprint
+    for old, new in ((b"Running", b"Success"), (b"<Prefix>input", b"<Prefix>inputs"), (b"<Message/>", b"<Message>m</Message>")):
+        (c,) = xmlparse.parse_response(WORKFLOW.replace(old, new)).jobs
+        assert c.fingerprint != a.fingerprint, new
+    assert len(a.fingerprint) <= 32  # the store's column
+
+
+def test_a_listing_parses_only_the_recorded_jobs_whose_answer_changed():
+    wf, job = xmlparse.parse_response(TWO).jobs
+    page = xmlparse.parse_listing(TWO, {WF_ID: wf.fingerprint, JOB_ID: "an older answer"})
+    assert page.unchanged == [WF_ID]
+    assert [j.job_id for j in page.changed] == [JOB_ID] and page.changed[0] == job
+    assert page.changed[0].fingerprint == job.fingerprint
+    assert (page.listed, page.next_token, page.request_id) == (2, "tok-2", "NjJiZDU1ZmZfOTBmYTUwNjRfNzdjY18xYQ==")
+    # a recorded job with no fingerprint yet (recorded before schema 3) is parsed; one not asked about is not
+    page = xmlparse.parse_listing(TWO, {JOB_ID: None})
+    assert page.unchanged == [] and [j.job_id for j in page.changed] == [JOB_ID] and page.listed == 2
+
+
+@pytest.mark.parametrize("body, why", [
+    (b"<Error><Code>SignatureDoesNotMatch</Code><Message>m</Message></Error>", CIError),
+    (b"<Response><JobsDetail><State>Running</State></JobsDetail></Response>", BadResponseError),  # no JobId
+    (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x "y">]><Response/>', BadResponseError),
+])
+def test_a_listing_refuses_what_a_full_parse_refuses(body, why):
+    with pytest.raises(why):
+        xmlparse.parse_listing(body, {})

@@ -9,7 +9,9 @@ and any listed answer older than what the store already recorded is left for a s
 missed and a deleted job is still confirmed vanished by the query path.
 
 The engine applies the same decision (:func:`jobwatch.core.statemachine.decide`) to listed observations as to
-queried ones: the confirmation rule covers listed answers too.
+queried ones: the confirmation rule covers listed answers too. A listed job whose answer is the recorded one
+(same fingerprint) is not parsed: its observation is the claimed record's own job, so the decision sees no
+change and the store writes only the poll bookkeeping.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import structlog
 
 from jobwatch.core.errors import CIError
-from jobwatch.core.models import Job, QueryResult
+from jobwatch.core.models import Job, ListingPage
 from jobwatch.core.records import TrackedJob
 from jobwatch.core.refresh import BucketPlan, DueJob, RefreshPath, RefreshRule, Window, plan_bucket
 from jobwatch.core.retry import AdaptiveLimit, is_throttling
@@ -37,10 +39,13 @@ log = structlog.get_logger("jobwatch.app.refresh")
 class PageLister(Protocol):
     """What a bulk refresh needs of the CI client."""
 
-    def list_page(self, bucket: str, region: str, **filters: Any) -> QueryResult: ...
+    def list_changes(self, bucket: str, region: str, recorded: Mapping[str, str | None],
+                     **filters: Any) -> ListingPage: ...
 
 
 Emit = Callable[[list[tuple[TrackedJob, Observation]]], None]
+# one window to list: (region, bucket), the window, its type's due jobs by ID, their recorded fingerprints by ID
+_Work = tuple[tuple[str, str], Window, dict[str, TrackedJob], Mapping[str, "str | None"]]
 
 
 @dataclass
@@ -74,14 +79,14 @@ class RefreshOutcome:
 
 @dataclass
 class _WindowResult:
-    found: dict[str, tuple[Job, datetime]] = field(default_factory=dict)
+    found: dict[str, tuple[Job | None, datetime]] = field(default_factory=dict)  # None: the recorded answer
     pages: int = 0
     listed: int = 0  # jobs the pages held, due or not
     error: BaseException | None = None
 
 
 class Refresher:
-    """Lists what is cheaper to list. ``client`` needs ``list_page``; ``clock`` stamps each page with the time
+    """Lists what is cheaper to list. ``client`` needs ``list_changes``; ``clock`` stamps each page with the time
     it was asked for, so an answer older than a recorded one is never applied."""
 
     def __init__(self, client: PageLister, *, rule: RefreshRule = RefreshRule(),
@@ -111,7 +116,7 @@ class Refresher:
         by_bucket: dict[tuple[str, str], list[TrackedJob]] = {}
         for tj in claimed:
             by_bucket.setdefault((tj.key.region, tj.key.bucket), []).append(tj)
-        work: list[tuple[tuple[str, str], Window, dict[str, TrackedJob]]] = []
+        work: list[_Work] = []
         reports: dict[tuple[str, str], BucketReport] = {}
         plans: dict[tuple[str, str], BucketPlan] = {}
         for rb, jobs in by_bucket.items():
@@ -126,15 +131,19 @@ class Refresher:
             if plan.path is RefreshPath.SINGLE:
                 continue
             wanted: dict[str, dict[str, TrackedJob]] = {}
+            recorded: dict[str, dict[str, str | None]] = {}  # per type: job ID -> fingerprint of its stored answer
             for tj, d in zip(jobs, due):
                 if d.listable:
                     wanted.setdefault(d.type, {})[tj.key.job_id] = tj  # type: ignore[index]
+                    # a stub (light claim) stands for the stored answer; without one the answer must be parsed
+                    recorded.setdefault(d.type, {})[tj.key.job_id] = (  # type: ignore[index]
+                        tj.job_fp if tj.job is not None else None)
             for w in plan.windows:
-                work.append((rb, w, wanted[w.type]))
+                work.append((rb, w, wanted[w.type], recorded[w.type]))
         applied: dict[tuple[str, str], set[str]] = {rb: set() for rb in by_bucket}
 
         def window_done(i: int, res: _WindowResult) -> None:
-            rb, w, wanted = work[i]
+            rb, w, wanted, _ = work[i]
             rep = reports[rb]
             self._learn(rb, w.type, res)
             rep.pages += res.pages
@@ -146,7 +155,7 @@ class Refresher:
                 # A listed answer asked for before the recorded one was made is older: query instead.
                 if job_id not in seen and (tj.last_seen is None or asked_at >= tj.last_seen):
                     seen.add(job_id)
-                    pairs.append((tj, Observation.seen(job)))
+                    pairs.append((tj, Observation.seen(tj.job if job is None else job)))  # type: ignore[arg-type]
             rep.listed += len(pairs)
             if pairs:
                 emit(pairs)
@@ -179,7 +188,7 @@ class Refresher:
         old = self._density.get(key)
         self._density[key] = observed if old is None else (old + observed) / 2
 
-    def _run(self, work: list[tuple[tuple[str, str], Window, dict[str, TrackedJob]]], pool: Executor,
+    def _run(self, work: list[_Work], pool: Executor,
              limit: AdaptiveLimit, out_of_time: Callable[[], bool], out: RefreshOutcome,
              done_cb: Callable[[int, _WindowResult], None]) -> None:
         """Page every window, at most ``limit.allowed`` at once, handing each finished window to ``done_cb`` (on
@@ -190,9 +199,9 @@ class Refresher:
         try:
             while nxt < len(work) or running:
                 while nxt < len(work) and len(running) < max(1, limit.allowed) and not out_of_time():
-                    (region, bucket), w, wanted = work[nxt]
-                    fut = pool.submit(contextvars.copy_context().run, self._page_window, region, bucket, w, wanted,
-                                      stop)
+                    (region, bucket), w, _, recorded = work[nxt]
+                    fut = pool.submit(contextvars.copy_context().run, self._page_window, region, bucket, w,
+                                      recorded, stop)
                     running[fut] = nxt
                     nxt += 1
                 if not running:
@@ -214,16 +223,16 @@ class Refresher:
             wait(running)
             raise
 
-    def _page_window(self, region: str, bucket: str, w: Window, wanted: dict[str, TrackedJob],
+    def _page_window(self, region: str, bucket: str, w: Window, recorded: Mapping[str, str | None],
                      stop: threading.Event | None = None) -> _WindowResult:
         res = _WindowResult()
         token: str | None = None
         while res.pages < w.page_budget and not (stop is not None and stop.is_set()):
             asked_at = self.clock()
             try:
-                page = self.client.list_page(bucket, region, type=w.type, order_by_time="Asc",
-                                             start_creation_time=w.start, end_creation_time=w.end,
-                                             size=self.rule.page_size, next_token=token)
+                page = self.client.list_changes(bucket, region, recorded, type=w.type, order_by_time="Asc",
+                                                start_creation_time=w.start, end_creation_time=w.end,
+                                                size=self.rule.page_size, next_token=token)
             except Exception as exc:  # noqa: BLE001 - the window's unseen jobs go to the query path
                 res.error = exc
                 log.warning("list_page_failed", region=region, bucket=bucket, type=w.type,
@@ -232,10 +241,11 @@ class Refresher:
                             request_id=getattr(exc, "request_id", None))
                 break
             res.pages += 1
-            res.listed += len(page.jobs)
-            for job in page.jobs:
-                if job.job_id in wanted:
-                    res.found[job.job_id] = (job, asked_at)
+            res.listed += page.listed
+            for job in page.changed:
+                res.found[job.job_id] = (job, asked_at)
+            for job_id in page.unchanged:
+                res.found[job_id] = (None, asked_at)
             token = page.next_token
             if not token or len(res.found) >= w.due:
                 break

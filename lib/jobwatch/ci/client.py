@@ -38,8 +38,8 @@ from jobwatch.core.children import (
 )
 from jobwatch.core.errors import BadResponseError, CIError, JobwatchError, TransportError, ValidationError
 from jobwatch.core.models import (
-    Job, JobInput, JobOperation, JobState, QueryResult, format_ci_time, validate_bucket, validate_job_id,
-    validate_region,
+    Job, JobInput, JobOperation, JobState, ListingPage, QueryResult, format_ci_time, validate_bucket,
+    validate_job_id, validate_region,
 )
 from jobwatch.core.redact import scrub
 from jobwatch.core.retry import Backoff, parse_retry_after, should_retry, worst_case_seconds
@@ -267,6 +267,19 @@ class CIClient:
         if type is None:
             raise ValidationError("type", type, "expected Workflow or Job (a page lists one variant; say which)")
         return self._call("GET", bucket, region, "/inventorytriggerjob", params, parse=_parse)
+
+    def list_changes(self, bucket: str, region: str, recorded: Mapping[str, str | None], **filters: Any) -> ListingPage:
+        """One page of ``GET /inventorytriggerjob`` (the filters of :meth:`list_page`, ``type`` required) read
+        for a bulk refresh: of the jobs in ``recorded`` (job ID -> fingerprint of its recorded answer), those
+        whose answer changed, parsed, and those whose answer is the recorded one, named; others only counted."""
+        validate_bucket(bucket)
+        validate_region(region)
+        params = _list_params(**filters)
+        if filters.get("type") is None:
+            raise ValidationError("type", None, "expected Workflow or Job (a page lists one variant; say which)")
+        return self._call("GET", bucket, region, "/inventorytriggerjob", params,
+                          parse=lambda ans: xmlparse.parse_listing(ans.body, recorded, status=ans.status,
+                                                                   request_id=ans.request_id))
 
     def list_jobs(self, bucket: str, region: str, **filters: Any) -> Iterator[Job]:
         """Every job matching the filters (those of :meth:`list_page`), following ``NextToken`` lazily. Without
@@ -624,10 +637,11 @@ def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
     return False
 
 
-def _list_params(*, states: Iterable[JobState | str] | str | None, type: str | None, order_by_time: str | None,
-                 start_creation_time: datetime | None, end_creation_time: datetime | None,
-                 workflow_id: str | None, job_id: str | None, name: str | None, size: int,
-                 next_token: str | None) -> dict[str, str | None]:
+def _list_params(*, states: Iterable[JobState | str] | str | None = None, type: str | None = None,
+                 order_by_time: str | None = None, start_creation_time: datetime | None = None,
+                 end_creation_time: datetime | None = None, workflow_id: str | None = None,
+                 job_id: str | None = None, name: str | None = None, size: int = 100,
+                 next_token: str | None = None) -> dict[str, str | None]:
     """The documented query parameters, each checked (a bad filter is our bug, not the service's)."""
     p: dict[str, str | None] = {}
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 100:

@@ -7,14 +7,17 @@ in ``extra`` dictionaries: the service adds fields over time, and losing them wo
 
 from __future__ import annotations
 
+import hashlib
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from lxml import etree
 
 from jobwatch.core.children import ChildJob, ChildKind, ChildLookup, ChildPage
 from jobwatch.core.errors import BadResponseError, CIError
-from jobwatch.core.models import Job, JobInput, JobOperation, JobState, QueryResult, TimeInterval, parse_time
+from jobwatch.core.models import (
+    Job, JobInput, JobOperation, JobState, ListingPage, QueryResult, TimeInterval, parse_time,
+)
 from jobwatch.core.errors import ValidationError
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -135,6 +138,11 @@ _OP_KNOWN = {
 }
 
 
+def fingerprint(el: etree._Element) -> str:
+    """A digest of one ``JobsDetail`` element as sent (its tail, the whitespace after it, left out)."""
+    return hashlib.blake2b(etree.tostring(el, with_tail=False), digest_size=12).hexdigest()
+
+
 def parse_job(el: etree._Element) -> Job:
     """One ``JobsDetail`` element into a :class:`Job` (either variant)."""
     kids = _children(el)
@@ -206,6 +214,7 @@ def parse_job(el: etree._Element) -> Job:
         operation=JobOperation(**op_kw, extra=op_extra),
         extra=extra,
         raw_xml=etree.tostring(el),
+        fingerprint=fingerprint(el),
     )
 
 
@@ -229,6 +238,37 @@ def parse_response(body: bytes, *, status: int | None = None, request_id: str | 
         next_token=_opt(first.get("NextToken")),
         request_id=_opt(first.get("RequestId")) or request_id,
     )
+
+
+def parse_listing(body: bytes, recorded: Mapping[str, str | None], *, status: int | None = None,
+                  request_id: str | None = None) -> ListingPage:
+    """A list page read for a bulk refresh. ``recorded``: the jobs asked about, each with the fingerprint of its
+    recorded answer. Only a job asked about whose answer differs is parsed: on a steady tick most are the same
+    answer again, and parsing them was the largest cost of a listed job."""
+    root = _response_root(body, status, request_id)
+    changed: list[Job] = []
+    unchanged: list[str] = []
+    listed = 0
+    first: dict[str, str] = {}
+    for el in root:
+        tag = el.tag
+        if tag == "JobsDetail":
+            listed += 1
+            id_el = el.find("JobId")
+            job_id = _opt((id_el.text or "").strip()) if id_el is not None else None
+            if not job_id:
+                raise BadResponseError("JobsDetail without a JobId", status=status, request_id=request_id)
+            if job_id not in recorded:
+                continue
+            known = recorded[job_id]
+            if known is not None and known == fingerprint(el):
+                unchanged.append(job_id)
+            else:
+                changed.append(parse_job(el))
+        elif tag in ("NextToken", "RequestId") and tag not in first:
+            first[tag] = (el.text or "").strip()
+    return ListingPage(changed, unchanged, listed, next_token=_opt(first.get("NextToken")),
+                       request_id=_opt(first.get("RequestId")) or request_id)
 
 
 def parse_error_element(root: etree._Element, *, status: int, request_id: str | None = None) -> CIError:

@@ -158,6 +158,9 @@ class Job:
     operation: JobOperation = field(default_factory=JobOperation)
     extra: dict[str, Any] = field(default_factory=dict)
     raw_xml: bytes = field(default=b"", repr=False, compare=False)
+    # A digest of the answer's JobsDetail element: two answers with the same fingerprint are the same job, so a
+    # steady bulk refresh can tell "unchanged" without parsing or re-serialising it (None: not read from XML).
+    fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The stable JSON form used by the CLI (``--json``), the store and notices."""
@@ -175,6 +178,15 @@ class Job:
             "operation": _operation_json(self.operation),
             "extra": self.extra,
         }
+
+    @classmethod
+    def stub(cls, job_id: str, type: str | None, state_raw: str, created_at: datetime | None) -> "Job":
+        """What a light claim knows of a job (ID, variant, state, creation time), built without ``__init__``;
+        the empty input and operation are shared (frozen)."""
+        new = object.__new__(cls)
+        new.__dict__.update(_STUB_DEFAULTS, job_id=job_id, type=type, state=JobState.parse(state_raw),
+                            state_raw=state_raw, created_at=created_at)
+        return new
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Job":
@@ -223,6 +235,24 @@ class QueryResult:
 
     jobs: list[Job]
     non_exist_ids: list[str] = field(default_factory=list)
+    next_token: str | None = None
+    request_id: str | None = None
+
+
+_STUB_DEFAULTS: dict[str, Any] = dict(
+    name=None, code=None, message=None, started_at=None, ended_at=None, input=JobInput(), operation=JobOperation(),
+    extra={}, raw_xml=b"", fingerprint=None)
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    """One list page read for a bulk refresh: of the jobs asked about, those whose answer differs from the one
+    recorded (parsed) and those whose answer is the recorded one byte for byte (only named); ``listed`` counts
+    every job on the page, asked about or not."""
+
+    changed: list[Job]
+    unchanged: list[str]
+    listed: int
     next_token: str | None = None
     request_id: str | None = None
 

@@ -47,6 +47,19 @@ class TrackedJob:
     # changed one without decoding it, and a light claim (``job`` a stub) decode it only when needed.
     job_json: str | None = field(default=None, compare=False, repr=False)
     light: bool = field(default=False, compare=False, repr=False)  # ``job`` is a stub: see Store.claim_due
+    # The fingerprint of the answer ``job_json`` was read from (None: unknown, e.g. stored before schema 3).
+    job_fp: str | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def restore(cls, **values: Any) -> "TrackedJob":
+        """A record read back from a store, every field given, without the dataclass ``__init__`` (frozen, it
+        sets each of 26 fields through ``object.__setattr__``; a bulk claim restores thousands)."""
+        if values.keys() != _TRACKED_FIELDS:
+            raise TypeError(f"TrackedJob.restore needs every field; missing {sorted(_TRACKED_FIELDS - values.keys())}"
+                            f", unknown {sorted(values.keys() - _TRACKED_FIELDS)}")
+        new = object.__new__(cls)
+        new.__dict__.update(values)
+        return new
 
     def evolve(self, **changes: Any) -> "TrackedJob":
         """A copy with ``changes``. Copies the instance dict instead of ``dataclasses.replace`` (which re-runs
@@ -57,6 +70,8 @@ class TrackedJob:
         new = object.__new__(TrackedJob)
         new.__dict__.update(self.__dict__)
         new.__dict__.update(changes)
+        if self.light and "job" in changes and changes["job"] is not self.job:
+            new.__dict__["light"] = False  # a full job replaced the stub
         return new
 
     def hydrated(self) -> "TrackedJob":

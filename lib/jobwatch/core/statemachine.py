@@ -227,6 +227,8 @@ def _with_stall(after: TrackedJob, now: datetime, transitions: Sequence[Transiti
 
 def _notice(tj: TrackedJob, kind: NoticeKind, from_state: str | None, to_state: str | None, now: datetime,
             key: str) -> Notice:
+    if tj.light:  # a listing found the job unchanged, so its stub stands for the stored job: say it all
+        tj = tj.hydrated()
     return Notice(
         idempotency_key=key, kind=kind, key=tj.key, from_state=from_state, to_state=to_state, observed_at=now,
         job=tj.job.to_json() if tj.job is not None else None, tags=dict(tj.tags),

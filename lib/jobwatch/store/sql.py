@@ -27,7 +27,7 @@ SCHEMA_VERSION = 3
 JOB_COLUMNS = (
     "region, bucket, job_id, state, active, job_json, tags_json, first_seen, last_seen, last_change, next_poll_at, "
     "poll_interval, error_count, last_error, lease_owner, lease_expires, version, pending_state, pending_count, "
-    "stalled, stall_notified_at, transitions, polls"
+    "stalled, stall_notified_at, transitions, polls, job_fp"
 )
 OUTBOX_COLUMNS = (
     "id, idem_key, kind, region, bucket, job_id, from_state, to_state, observed_at, job_json, tags_json, "
@@ -111,14 +111,14 @@ class SqlStore(ChildrenSqlMixin, Store):
     def _row_to_job(row: Sequence[Any], light: bool = False) -> TrackedJob:
         (region, bucket, job_id, state, active, job_json, tags_json, first_seen, last_seen, last_change,
          next_poll_at, poll_interval, error_count, last_error, lease_owner, lease_expires, version, pending_state,
-         pending_count, stalled, stall_notified_at, transitions, polls) = row
+         pending_count, stalled, stall_notified_at, transitions, polls, job_fp) = row
         if not job_json:
             job = None
         elif light:
             job = _stub_job(job_json, job_id, state)
         else:
             job = Job.from_json(json.loads(job_json))
-        return TrackedJob(
+        return TrackedJob.restore(
             key=JobKey(region, bucket, job_id),
             state=state,
             active=bool(active),
@@ -142,6 +142,7 @@ class SqlStore(ChildrenSqlMixin, Store):
             polls=int(polls),
             job_json=job_json or None,
             light=light and job is not None,
+            job_fp=job_fp,
         )
 
     @staticmethod
@@ -317,19 +318,19 @@ class SqlStore(ChildrenSqlMixin, Store):
             order = "region, bucket, first_seen, job_id" if by_creation else "next_poll_at, first_seen"
             self._exec(cur, self._select_due_for_claim(where, limit, order), params)
             found = [self._row_to_job(row, light) for row in cur.fetchall()]
-            # The rows are ours until commit (SQLite: BEGIN IMMEDIATE; MySQL: FOR UPDATE), so one statement for
-            # all of them; the version guard stays, and a short count falls back to asking row by row.
-            sql = _CLAIM
-            rows = [(owner, expires, tj.key.region, tj.key.bucket, tj.key.job_id, tj.version) for tj in found]
+            # The rows are ours until commit (SQLite: BEGIN IMMEDIATE; MySQL: FOR UPDATE), so nothing can change
+            # them between the select and the update: one statement per bucket and 500 IDs, naming only keys
+            # (a row's version need not be compared). A short count, which the locks rule out, falls back to
+            # asking row by row with the version guard.
             self._exec(cur, "SAVEPOINT jw_claim")
-            if self._update_rows(cur, sql, rows) != len(rows):
+            if self._claim_keys(cur, owner, expires, found) != len(found):
                 self._exec(cur, "ROLLBACK TO SAVEPOINT jw_claim")
                 ok = []
-                for row in rows:
-                    self._exec(cur, sql, row)
+                for tj in found:
+                    self._exec(cur, _CLAIM, (owner, expires, tj.key.region, tj.key.bucket, tj.key.job_id, tj.version))
                     ok.append(cur.rowcount == 1)
             else:
-                ok = [True] * len(rows)
+                ok = [True] * len(found)
             lease_expires = dt(expires)
             claimed = []
             for tj, won in zip(found, ok):
@@ -337,6 +338,20 @@ class SqlStore(ChildrenSqlMixin, Store):
                     tj.__dict__.update(lease_owner=owner, lease_expires=lease_expires, version=tj.version + 1)
                     claimed.append(tj)
         return claimed
+
+    def _claim_keys(self, cur: Any, owner: str, expires: float, found: Sequence[TrackedJob]) -> int:
+        """Lease ``found`` (rows this transaction has locked) by key, per bucket in sorted chunks; rows changed."""
+        by_bucket: dict[tuple[str, str], list[str]] = {}
+        for tj in found:
+            by_bucket.setdefault((tj.key.region, tj.key.bucket), []).append(tj.key.job_id)
+        changed = 0
+        for (region, bucket), ids in by_bucket.items():
+            ids.sort()
+            for i in range(0, len(ids), _KEY_CHUNK):
+                chunk = ids[i:i + _KEY_CHUNK]
+                self._exec(cur, _CLAIM_KEYS.format(",".join("?" * len(chunk))), (owner, expires, region, bucket, *chunk))
+                changed += cur.rowcount
+        return changed
 
     def release(self, claimed: Iterable[TrackedJob], owner: str) -> None:
         with self._tx() as cur:
@@ -374,16 +389,21 @@ class SqlStore(ChildrenSqlMixin, Store):
         or the same JSON text as stored) keeps its stored JSON instead of rewriting it."""
         a, b, k = rec.after, rec.before, rec.after.key
         where = (k.region, k.bucket, k.job_id, owner, b.version)
+        fp = b.job_fp
         if a.job is b.job:
             job_text = None
+            same_job = True
+        elif a.job is not None and a.job.fingerprint is not None and a.job.fingerprint == fp:
+            job_text = None  # the same answer as the one stored: nothing to serialise
             same_job = True
         else:
             job_text = json.dumps(a.job.to_json()) if a.job else None
             same_job = job_text is not None and job_text == b.job_json
-        if same_job and not rec.transitions and not rec.notices and _same_but_poll(a, b):
+            fp = a.job.fingerprint if a.job else None  # it describes the stored JSON either way
+        if same_job and fp == b.job_fp and not rec.transitions and not rec.notices and _same_but_poll(a, b):
             return _UPDATE_STEADY, (ts(a.last_seen), ts(a.next_poll_at), a.poll_interval) + where
         head = (a.state, 1 if a.active else 0)
-        tail = (ts(a.last_seen), ts(a.last_change), ts(a.next_poll_at), a.poll_interval, a.error_count,
+        tail = (fp, ts(a.last_seen), ts(a.last_change), ts(a.next_poll_at), a.poll_interval, a.error_count,
                 a.last_error, a.pending_state, a.pending_count, 1 if a.stalled else 0, ts(a.stall_notified_at),
                 a.transitions) + where
         if same_job:
@@ -648,8 +668,11 @@ class SqlStore(ChildrenSqlMixin, Store):
 
 _CLAIM = ("UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=version+1 "
           "WHERE region=? AND bucket=? AND job_id=? AND version=?")
+_CLAIM_KEYS = ("UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=version+1 "
+               "WHERE region=? AND bucket=? AND job_id IN ({})")
+_KEY_CHUNK = 500  # IDs per statement (SQLite before 3.32 allows 999 parameters)
 _SET_REST = (
-    "last_seen=?, last_change=?, next_poll_at=?, poll_interval=?, error_count=?, last_error=?, lease_owner=NULL, "
+    "job_fp=?, last_seen=?, last_change=?, next_poll_at=?, poll_interval=?, error_count=?, last_error=?, lease_owner=NULL, "
     "lease_expires=NULL, version=version+1, pending_state=?, pending_count=?, stalled=?, stall_notified_at=?, "
     "transitions=?, polls=polls+1 WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?"
 )
@@ -684,9 +707,7 @@ def _stub_job(job_json: str, job_id: str, state: str | None) -> Job:
         typ, created = d.get("type"), d.get("created_at")
     else:
         typ, created = t.group(1), c.group(1)
-    raw = state or ""
-    return Job(job_id=job_id, name=None, type=typ, state=JobState.parse(raw), state_raw=raw,
-               created_at=from_iso(created))
+    return Job.stub(job_id, typ, state or "", from_iso(created))
 
 
 _INSERT_HISTORY = (
