@@ -13,13 +13,18 @@ list API waits as long as a query does.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import common
 from common import (
@@ -69,10 +74,11 @@ def prime(store_url: str, emu_url: str, buckets: Sequence[str]) -> int:
 
 
 def make_due(store_url: str) -> None:
-    """Every tracked job due now (what a tick of this benchmark starts from)."""
+    """Every tracked job due now (what a tick of this benchmark starts from). The store is not migrated: the
+    issue-time code's store keeps its own schema."""
     from jobwatch.store import open_store
 
-    store = open_store(store_url)
+    store = open_store(store_url, migrate=False)
     try:
         with store._tx() as cur:
             store._exec(cur, "UPDATE jw_jobs SET next_poll_at=?", (time.time() - 1,))
@@ -109,6 +115,80 @@ def _drop(handle: Any) -> None:
     with conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {name}")
     conn.close()
+
+
+# The per-job path as issue 17 measured it ("today's per-job path": ~15 s on SQLite, ~31 s on MariaDB for 10,000
+# jobs): main when the issue was filed, before bulk refresh and before this code's own speed-ups of that path.
+ISSUE_REV = "6f5a5d0"
+
+
+@contextlib.contextmanager
+def issue_time_code(rev: str = ISSUE_REV) -> Iterator[Path]:
+    """A checkout of ``rev`` beside ours (a detached git worktree), removed afterwards; its ``lib/`` runs with
+    our interpreter and packages, its own ``bench/worker.py`` drives it."""
+    where = Path(tempfile.mkdtemp(prefix="jobwatch-issue-time-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where / "src"), rev], check=True,
+                   capture_output=True)
+    try:
+        yield where / "src"
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where / "src")],
+                       capture_output=True)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+_OLD_TRACK = """
+import json, sys
+from datetime import datetime, timezone
+from jobwatch.models import JobKey
+from jobwatch.store import open_store
+cfg = json.loads(sys.stdin.read())
+s = open_store(cfg["url"])
+s.migrate()
+keys = [JobKey(cfg["region"], b, j) for b, j in cfg["keys"]]
+for i in range(0, len(keys), 1000):
+    s.track(keys[i:i + 1000], datetime.now(timezone.utc))
+s.close()
+"""
+
+
+def _old_run(src: Path, args: list[str], stdin: str = "", timeout: float = 1200) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src / "bench"), str(src / "lib")]))
+    p = subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+                       env=env, cwd=str(src))
+    if p.returncode != 0:
+        raise RuntimeError(f"issue-time code {args[:2]} failed ({p.returncode}): {p.stderr[-2000:]}")
+    lines = p.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def issue_time_tick(src: Path, emu: Emulator, store: str, tmp: Path, me: int | None, label: str,
+                    runs: int) -> dict[str, Any]:
+    """The per-job tick of the issue-time code over the same emulator: its own store (its own schema), every job
+    tracked and observed once by its own first tick, then made due; the fastest of ``runs`` steady ticks."""
+    handle = None
+    if store == "mysql":
+        url, handle = _mysql_db()
+    else:
+        url = f"sqlite:///{tmp / f'{label}-issue-time.db'}"
+    try:
+        _old_run(src, ["-c", _OLD_TRACK], json.dumps({"url": url, "region": REGION, "keys": list(emu.keys)}))
+        env = settings_env(url, emu.url)
+        best: dict[str, Any] | None = None
+        for r in range(runs + 1):  # the first tick is the first sight of every job, not measured
+            if r:
+                make_due(url)
+            res = _old_run(src, [str(src / "bench" / "worker.py"), "tick", json.dumps({"env": env, "core": me})])
+            if res["polled"] != len(emu.keys) or res["errors"]:
+                raise RuntimeError(f"{label} issue-time: polled {res['polled']} of {len(emu.keys)}, "
+                                   f"{res['errors']} errors")
+            if r and (best is None or res["tick_s"] < best["tick_s"]):
+                best = res
+        assert best is not None
+        return best
+    finally:
+        if handle is not None:
+            _drop(handle)
 
 
 def _tick(url: str, emu: Emulator, bulk: bool, core: int | None, **cfg: Any) -> dict[str, Any]:
@@ -151,10 +231,22 @@ def _pair(emu: Emulator, n: int, store: str, tmp: Path, me: int | None, label: s
     return out
 
 
+HEADER = ["| scenario | per-job tick | requests | bulk tick | requests | bulk path | speed-up | fewer requests "
+          f"| issue-time per-job tick ({ISSUE_REV}) | speed-up vs it |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+
+
 def _row(p: dict[str, Any]) -> str:
-    s, li = p["single"], p["list"]
+    s, li, old = p["single"], p["list"], p.get("issue")
+    tail = f"{old['tick_s']:.2f} s | {old['tick_s'] / li['tick_s']:.1f}x" if old else "- | -"
     return (f"| {p['label']} | {s['tick_s']:.2f} s | {s['requests']:,} | {li['tick_s']:.2f} s | {li['requests']:,} "
-            f"| {', '.join(li['paths'])} | {s['tick_s'] / li['tick_s']:.1f}x | {s['requests'] / li['requests']:.0f}x |")
+            f"| {', '.join(li['paths'])} | {s['tick_s'] / li['tick_s']:.1f}x | {s['requests'] / li['requests']:.0f}x "
+            f"| {tail} |")
+
+
+def _issue_checks(pairs: list[dict[str, Any]]) -> list[Check]:
+    return [Check(f"bulk vs the issue-time per-job path ({ISSUE_REV}), {p['label']}",
+                  p["issue"]["tick_s"] / p["list"]["tick_s"], ">=", 5.0) for p in pairs if p.get("issue")]
 
 
 def _carry_on(emu: Emulator, n: int, tmp: Path, me: int | None, budget: float) -> dict[str, Any]:
@@ -183,27 +275,31 @@ def _carry_on(emu: Emulator, n: int, tmp: Path, me: int | None, budget: float) -
     return {"full": full, "runs": runs, "polls": polls}
 
 
-def run_zero(runs: int = 2) -> Result:
+def run_zero(runs: int = 2, issue_time: bool = True) -> Result:
     """Only the 0 ms rows (SQLite and MariaDB), for iterating on the CPU cost of a bulk tick; writes nothing."""
     me, emu_core = core_split()
     t_start = time.perf_counter()
     n = 10_000
-    with tempfile.TemporaryDirectory(prefix="jobwatch-refresh-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="jobwatch-refresh-") as tmpdir, \
+            (issue_time_code() if issue_time else contextlib.nullcontext()) as src:
         tmp = Path(tmpdir)
         with ActiveEmulator(n, 0.0, core=emu_core) as emu:
             pairs = [_pair(emu, n, "sqlite", tmp, me, f"{n:,} jobs, 1 bucket, 0 ms, SQLite", runs),
                      _pair(emu, n, "mysql", tmp, me, f"{n:,} jobs, 1 bucket, 0 ms, MariaDB", runs)]
-    body = ["| scenario | per-job tick | requests | bulk tick | requests | bulk path | speed-up | fewer requests |",
-            "|---|---|---|---|---|---|---|---|"] + [_row(p) for p in pairs]
+            if src is not None:
+                for p, store in zip(pairs, ("sqlite", "mysql")):
+                    p["issue"] = issue_time_tick(src, emu, store, tmp, me, p["label"], runs)
+    body = HEADER + [_row(p) for p in pairs]
     body += ["", "CPU per job: " + "; ".join(f"{p['label']}: per-job {p['single']['cpu_s'] * 1e3 / n:.3f} ms, bulk "
                                            f"{p['list']['cpu_s'] * 1e3 / n:.3f} ms" for p in pairs)]
     checks = [Check(f"bulk vs per-job time, {p['label']}", p["single"]["tick_s"] / p["list"]["tick_s"], ">=", 5.0)
-              for p in pairs]
-    return Result("Bulk refresh vs per-job path, 0 ms only", ".venv/bin/python bench/refresh.py --zero-only",
+              for p in pairs] + _issue_checks(pairs)
+    return Result("Bulk refresh vs per-job path, 0 ms only", ".venv/bin/python bench/refresh.py --zero-only"
+                  + ("" if issue_time else " --no-issue-time"),
                   "\n".join(body) + "\n", checks, time.perf_counter() - t_start)
 
 
-def run(quick: bool) -> Result:
+def run(quick: bool, issue_time: bool = True) -> Result:
     me, emu_core = core_split()
     conc = default_concurrency()
     t_start = time.perf_counter()
@@ -216,10 +312,14 @@ def run(quick: bool) -> Result:
         with ActiveEmulator(n_big, latency, core=emu_core) as emu:
             pairs.append(_pair(emu, n_big, "sqlite", tmp, me, f"{n_big:,} jobs, 1 bucket, {latency * 1000:.0f} ms",
                                runs))
-        with ActiveEmulator(n_big, 0.0, core=emu_core) as emu:
+        with ActiveEmulator(n_big, 0.0, core=emu_core) as emu, \
+                (issue_time_code() if issue_time and not quick else contextlib.nullcontext()) as src:
             pairs.append(_pair(emu, n_big, "sqlite", tmp, me, f"{n_big:,} jobs, 1 bucket, 0 ms, SQLite", runs))
-            if not quick:
-                pairs.append(_pair(emu, n_big, "mysql", tmp, me, f"{n_big:,} jobs, 1 bucket, 0 ms, MariaDB", runs))
+            # MariaDB in quick mode too: its claims once broke due-time ties by job ID and listed nothing
+            pairs.append(_pair(emu, n_big, "mysql", tmp, me, f"{n_big:,} jobs, 1 bucket, 0 ms, MariaDB", runs))
+            if src is not None:
+                for p, store in zip(pairs[-2:], ("sqlite", "mysql")):
+                    p["issue"] = issue_time_tick(src, emu, store, tmp, me, p["label"], runs)
         n_spread, n_buckets = (1000, 200)
         with ActiveEmulator(n_spread, latency, buckets=n_buckets, core=emu_core) as emu:
             pairs.append(_pair(emu, n_spread, "sqlite", tmp, me,
@@ -237,9 +337,7 @@ def run(quick: bool) -> Result:
         "each in a fresh interpreter with the production wiring (JSON logs, no delivery). Requests are the "
         "tick's own count (queries + list pages).",
         "",
-        "| scenario | per-job tick | requests | bulk tick | requests | bulk path | speed-up | fewer requests |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    ] + HEADER
     body += [_row(p) for p in pairs]
     checks = [
         Check(f"bulk vs per-job time, {lat['label']}", lat["single"]["tick_s"] / lat["list"]["tick_s"], ">=",
@@ -252,32 +350,38 @@ def run(quick: bool) -> Result:
         Check(f"bulk requests / per-job requests, {spread['label']}",
               spread["list"]["requests"] / spread["single"]["requests"], "<=", 1.0),
     ]
-    if not quick:
-        my = pairs[2]
-        checks.insert(3, Check(f"bulk vs per-job time, {my['label']}", my["single"]["tick_s"] / my["list"]["tick_s"],
-                               ">=", 5.0))
+    my = pairs[2]
+    checks.insert(3, Check(f"bulk vs per-job time, {my['label']}", my["single"]["tick_s"] / my["list"]["tick_s"],
+                           ">=", 1.0 if quick else 5.0))
+    checks.insert(4, Check(f"bulk requests x 50 / N, {my['label']}", my["list"]["requests"] * 50 / n_big, "<=", 1.0))
+    checks += _issue_checks(pairs)
     checks.append(Check(f"buckets listed, {spread['label']} (the cost rule must query 5 jobs one by one)",
                         float("list" in spread["list"]["paths"]), "<=", 0.0, ""))
     body += ["", f"The fastest of {runs} alternating tick(s) per path counts. The per-job path sends one request per job; bulk refresh lists each bucket's due jobs in windows "
              f"of creation time per type, paged in parallel. With {n_spread // n_buckets} due jobs per bucket the "
              "cost rule queries them one by one (path `single`), so that row compares the same work."]
     zero_rows = [p for p in pairs if ", 0 ms" in p["label"]]
-    if not quick and any(p["single"]["tick_s"] / p["list"]["tick_s"] < 5.0 for p in zero_rows):
+    if not quick:
         cpu = "; ".join(f"{p['label'].split(', ')[-1]}: per-job {p['single']['cpu_s'] * 1e3 / p['n']:.2f} ms, bulk "
-                        f"{p['list']['cpu_s'] * 1e3 / p['n']:.2f} ms (tick {p['list']['tick_s']:.2f} s, "
-                        f"{p['list']['requests']} requests)" for p in zero_rows)
-        body += ["", "Closing note on the 0 ms rows: without latency both ticks are CPU-bound on the one core they "
-                 "run on, except the MariaDB bulk tick, which also waits for the server (its CPU per job times N is "
-                 f"well under its tick); CPU per job, {cpu}. What bulk refresh removes is the per-job HTTP round trip (signing, "
-                 "requests, one small parse); what stays per job is parsing it out of a 100-job page, the light "
-                 "claim, the decision and the steady write. On MariaDB the claim and the steady write are one UPDATE "
-                 "per 500 rows (a derived table of the rows joined to jw_jobs by primary key, rows sorted by it: "
-                 "no deadlock between pollers in bench/scaleout.py); on SQLite the largest single items left are "
-                 "re-serialising each listed job to compare it with the stored JSON and parsing it out of its page. "
-                 "Issue 17 measured the per-job path at about 15 s (SQLite) and 31 s (MariaDB) for 10,000 jobs; "
-                 "it has become faster since (this run: "
-                 + ", ".join(f"{p['single']['tick_s']:.1f} s" for p in zero_rows) + "), which is what the ratio "
-                 "is taken against."]
+                        f"{p['list']['cpu_s'] * 1e3 / p['n']:.2f} ms of CPU per job (bulk tick {p['list']['tick_s']:.2f} "
+                        f"s, {p['list']['cpu_s']:.2f} s of it on our CPU)" for p in zero_rows)
+        old = [p for p in zero_rows if p.get("issue")]
+        body += ["", "On the 0 ms rows both ticks run on one core; " + cpu + ". What bulk refresh removes is the "
+                 "per-job HTTP round trip (signing, requests, a small parse); a listed job whose answer is the "
+                 "recorded one (same fingerprint) is not even parsed. What stays per job is the claim, the decision "
+                 "and the steady write, two row updates per job in the store: on MariaDB the bulk tick waits for "
+                 "the server for most of the difference between its time and its CPU (one derived-table UPDATE per "
+                 "500 claimed and per 500 written rows, PyMySQL decoding each claimed row in Python), and both "
+                 "paths pay the batches' children refresh (100 batches a tick here), which costs MariaDB several "
+                 "times what it costs SQLite."]
+        if old:
+            body += ["", f"The last two columns run the per-job path of the code issue 17 measured ({ISSUE_REV}, a "
+                     "git worktree driven by its own bench/worker.py, with its own store, in the same run and over "
+                     "the same emulator): " + ", ".join(f"{p['issue']['tick_s']:.1f} s ({p['label'].split(', ')[-1]})"
+                                                        for p in old)
+                     + ". The issue's ~15 s (SQLite) and ~31 s (MariaDB) were measured on another machine and setup; "
+                     "here that code is about as fast as today's per-job path, so the 5x target is read against "
+                     "both and the table shows both."]
     if carry is not None:
         full, runs, polls = carry["full"], carry["runs"], carry["polls"]
         per_run = ", ".join(f"{r['polled']:,}" for r in runs)
@@ -309,9 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--zero-only", action="store_true",
                     help="only the 0 ms rows (SQLite, MariaDB), 2 ticks per path; writes nothing")
+    ap.add_argument("--no-issue-time", action="store_true",
+                    help=f"leave out the per-job path of the code issue 17 measured ({ISSUE_REV}, a git worktree)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    res = run_zero() if args.zero_only else run(args.quick)
+    issue_time = not args.no_issue_time
+    res = run_zero(issue_time=issue_time) if args.zero_only else run(args.quick, issue_time)
     print(res.markdown())
     if not args.quick and not args.no_write and not args.zero_only:
         write_section(res, time.perf_counter() - t0)
