@@ -304,6 +304,7 @@ def run(quick: bool, issue_time: bool = True) -> Result:
     conc = default_concurrency()
     t_start = time.perf_counter()
     n_big = 2000 if quick else 10_000
+    n_my = 10_000
     latency = 0.02 if quick else 0.05
     runs = 1 if quick else 2
     pairs = []
@@ -315,11 +316,15 @@ def run(quick: bool, issue_time: bool = True) -> Result:
         with ActiveEmulator(n_big, 0.0, core=emu_core) as emu, \
                 (issue_time_code() if issue_time and not quick else contextlib.nullcontext()) as src:
             pairs.append(_pair(emu, n_big, "sqlite", tmp, me, f"{n_big:,} jobs, 1 bucket, 0 ms, SQLite", runs))
-            # MariaDB in quick mode too: its claims once broke due-time ties by job ID and listed nothing
-            pairs.append(_pair(emu, n_big, "mysql", tmp, me, f"{n_big:,} jobs, 1 bucket, 0 ms, MariaDB", runs))
             if src is not None:
-                for p, store in zip(pairs[-2:], ("sqlite", "mysql")):
-                    p["issue"] = issue_time_tick(src, emu, store, tmp, me, p["label"], runs)
+                pairs[-1]["issue"] = issue_time_tick(src, emu, "sqlite", tmp, me, pairs[-1]["label"], runs)
+        # MariaDB at 10,000 jobs in quick mode too: its claims once broke due-time ties by job ID, and a first claim
+        # spread over 10,000 jobs made listing never pay (9,994 single queries); 2,000 jobs did not show it.
+        with ActiveEmulator(n_my, 0.0, core=emu_core) as emu, \
+                (issue_time_code() if issue_time and not quick else contextlib.nullcontext()) as src:
+            pairs.append(_pair(emu, n_my, "mysql", tmp, me, f"{n_my:,} jobs, 1 bucket, 0 ms, MariaDB", runs))
+            if src is not None:
+                pairs[-1]["issue"] = issue_time_tick(src, emu, "mysql", tmp, me, pairs[-1]["label"], runs)
         n_spread, n_buckets = (1000, 200)
         with ActiveEmulator(n_spread, latency, buckets=n_buckets, core=emu_core) as emu:
             pairs.append(_pair(emu, n_spread, "sqlite", tmp, me,
@@ -353,7 +358,7 @@ def run(quick: bool, issue_time: bool = True) -> Result:
     my = pairs[2]
     checks.insert(3, Check(f"bulk vs per-job time, {my['label']}", my["single"]["tick_s"] / my["list"]["tick_s"],
                            ">=", 1.0 if quick else 5.0))
-    checks.insert(4, Check(f"bulk requests x 50 / N, {my['label']}", my["list"]["requests"] * 50 / n_big, "<=", 1.0))
+    checks.insert(4, Check(f"bulk requests x 50 / N, {my['label']}", my["list"]["requests"] * 50 / n_my, "<=", 1.0))
     checks += _issue_checks(pairs)
     checks.append(Check(f"buckets listed, {spread['label']} (the cost rule must query 5 jobs one by one)",
                         float("list" in spread["list"]["paths"]), "<=", 0.0, ""))
