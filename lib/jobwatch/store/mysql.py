@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from jobwatch.core.errors import StoreError, LockConflict, StoreUnavailable
-from jobwatch.core.records import TrackedJob
 from jobwatch.core.redact import Secret
 from jobwatch.store.children_sql import MYSQL_SCHEMA
 from jobwatch.store.sql import _UPDATE_STEADY, JOB_COLUMNS, OUTBOX_COLUMNS, SqlStore
@@ -210,24 +209,14 @@ class MysqlStore(SqlStore):
                 pass
             self._conn = None
 
-    def _claim_keys(self, cur: Any, owner: str, expires: float, found: Sequence[TrackedJob]) -> int:
-        """As in sql.py, with the IDs in a derived table joined by primary key (see :class:`_Joined`): an
-        ``IN`` list of hundreds of IDs may be read as a range over the bucket, which would lock (and wait
-        for) rows other pollers hold."""
-        by_bucket: dict[tuple[str, str], list[str]] = {}
-        for tj in found:
-            by_bucket.setdefault((tj.key.region, tj.key.bucket), []).append(tj.key.job_id)
-        changed = 0
-        for (region, bucket), ids in by_bucket.items():
-            ids.sort()
-            for i in range(0, len(ids), _JOIN_ROWS):
-                chunk = ids[i:i + _JOIN_ROWS]
-                ids_sql = "SELECT %s AS j" + " UNION ALL SELECT %s" * (len(chunk) - 1)
-                cur.execute(f"UPDATE ({ids_sql}) AS t STRAIGHT_JOIN jw_jobs AS w ON w.region=%s AND w.bucket=%s "
-                            "AND w.job_id=t.j SET w.lease_owner=%s, w.lease_expires=%s, w.version=w.version+1",
-                            [*chunk, region, bucket, owner, expires])
-                changed += cur.rowcount
-        return changed
+    def _claim_chunk(self, owner: str, expires: float, region: str, bucket: str,
+                     ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        """As in sql.py, with the IDs in a derived table joined by primary key (see :class:`_Joined`): an ``IN``
+        list of hundreds of IDs may be read as a range over the bucket, which would lock (and wait for) rows
+        other pollers hold."""
+        ids_sql = "SELECT ? AS j" + " UNION ALL SELECT ?" * (len(ids) - 1)
+        return (f"UPDATE ({ids_sql}) AS t STRAIGHT_JOIN jw_jobs AS w ON w.region=? AND w.bucket=? AND w.job_id=t.j "
+                "SET w.lease_owner=?, w.lease_expires=?, w.version=w.version+1", (*ids, region, bucket, owner, expires))
 
     def _update_rows(self, cur: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
         """The steady write (the bulk of a steady tick) in one statement per 500 rows instead of one per row (PyMySQL runs an UPDATE's executemany row by row: a round trip each). See :class:`_Joined`

@@ -340,18 +340,23 @@ class SqlStore(ChildrenSqlMixin, Store):
         return claimed
 
     def _claim_keys(self, cur: Any, owner: str, expires: float, found: Sequence[TrackedJob]) -> int:
-        """Lease ``found`` (rows this transaction has locked) by key, per bucket in sorted chunks; rows changed."""
+        """Lease ``found`` (rows this transaction has locked) by key: one statement per bucket and chunk of
+        sorted IDs; returns the rows changed."""
+        changed = 0
         by_bucket: dict[tuple[str, str], list[str]] = {}
         for tj in found:
             by_bucket.setdefault((tj.key.region, tj.key.bucket), []).append(tj.key.job_id)
-        changed = 0
         for (region, bucket), ids in by_bucket.items():
             ids.sort()
             for i in range(0, len(ids), _KEY_CHUNK):
-                chunk = ids[i:i + _KEY_CHUNK]
-                self._exec(cur, _CLAIM_KEYS.format(",".join("?" * len(chunk))), (owner, expires, region, bucket, *chunk))
+                self._exec(cur, *self._claim_chunk(owner, expires, region, bucket, ids[i:i + _KEY_CHUNK]))
                 changed += cur.rowcount
         return changed
+
+    def _claim_chunk(self, owner: str, expires: float, region: str, bucket: str,
+                     ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        """The statement leasing one chunk of one bucket's job IDs, and its parameters."""
+        return _CLAIM_KEYS.format(",".join("?" * len(ids))), (owner, expires, region, bucket, *ids)
 
     def release(self, claimed: Iterable[TrackedJob], owner: str) -> None:
         with self._tx() as cur:
