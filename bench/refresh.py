@@ -385,8 +385,8 @@ def run(quick: bool, issue_time: bool = True) -> Result:
                      "the same emulator): " + ", ".join(f"{p['issue']['tick_s']:.1f} s ({p['label'].split(', ')[-1]})"
                                                         for p in old)
                      + ". The issue's ~15 s (SQLite) and ~31 s (MariaDB) were measured on another machine and setup; "
-                     "here that code is about as fast as today's per-job path, so the 5x target is read against "
-                     "both and the table shows both."]
+                     "here that code is within a third of today's per-job path (faster on SQLite, which had no "
+                     "children refresh then; slower on MariaDB), so the table reads the 5x target against both."]
     if carry is not None:
         full, runs, polls = carry["full"], carry["runs"], carry["polls"]
         per_run = ", ".join(f"{r['polled']:,}" for r in runs)
