@@ -219,8 +219,9 @@ class MysqlStore(SqlStore):
                 "SET w.lease_owner=?, w.lease_expires=?, w.version=w.version+1", (*ids, region, bucket, owner, expires))
 
     def _update_rows(self, cur: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
-        """The steady write (the bulk of a steady tick) in one statement per 500 rows instead of one per row (PyMySQL runs an UPDATE's executemany row by row: a round trip each). See :class:`_Joined`
-        for why this locks exactly the named rows, in primary-key order."""
+        """The steady write (the bulk of a steady tick) in one statement per 500 rows instead of one per row
+        (PyMySQL runs an UPDATE's executemany row by row: a round trip each). See :class:`_Joined` for why this
+        locks exactly the named rows, in primary-key order."""
         joined = _JOINED.get(sql)
         if joined is None or len(rows) < 2:
             return super()._update_rows(cur, sql, rows)

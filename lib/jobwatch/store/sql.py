@@ -677,9 +677,9 @@ _CLAIM_KEYS = ("UPDATE jw_jobs SET lease_owner=?, lease_expires=?, version=versi
                "WHERE region=? AND bucket=? AND job_id IN ({})")
 _KEY_CHUNK = 500  # IDs per statement (SQLite before 3.32 allows 999 parameters)
 _SET_REST = (
-    "job_fp=?, last_seen=?, last_change=?, next_poll_at=?, poll_interval=?, error_count=?, last_error=?, lease_owner=NULL, "
-    "lease_expires=NULL, version=version+1, pending_state=?, pending_count=?, stalled=?, stall_notified_at=?, "
-    "transitions=?, polls=polls+1 WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?"
+    "job_fp=?, last_seen=?, last_change=?, next_poll_at=?, poll_interval=?, error_count=?, last_error=?, "
+    "lease_owner=NULL, lease_expires=NULL, version=version+1, pending_state=?, pending_count=?, stalled=?, "
+    "stall_notified_at=?, transitions=?, polls=polls+1 WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?"
 )
 _UPDATE_JOB = "UPDATE jw_jobs SET state=?, active=?, job_json=?, " + _SET_REST
 _UPDATE_KEEP_JOB = "UPDATE jw_jobs SET state=?, active=?, " + _SET_REST
