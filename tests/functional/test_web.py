@@ -404,6 +404,45 @@ def test_logout_revokes_the_session_so_a_replayed_cookie_is_refused(site):
         server.server_close()
 
 
+_OTHER_INSTANCE = """
+import json, sys
+from jobwatch.app.config import load_settings
+from jobwatch.app.orchestrator import App
+from jobwatch.web import WebRequest, handle
+cfg = json.loads(sys.stdin.read())
+app = App(load_settings(environ={"JOBWATCH_STORE_URL": cfg["url"], "JOBWATCH_API_KEY": cfg["key"]}))
+r = handle(app, WebRequest("GET", "/ui", {}, {"cookie": cfg["cookie"], "x-jobwatch-partial": "1"}, b""),
+           clock=lambda: cfg["t"])
+print(json.dumps({"status": r.status}))
+app.close()
+"""
+
+
+def test_a_logout_holds_on_every_instance_sharing_the_store(site, tmp_path):
+    """A logout on one function instance must refuse the cookie on the others: SCF's instances share no memory,
+    so the revocation is kept in the store (the status page's own store), not only in the process."""
+    import subprocess
+    import sys
+
+    app, data, clock = site
+    cookie, other = login(app, clock), login(app, clock)
+    url = str(app.settings.store_url.reveal()) if hasattr(app.settings.store_url, "reveal") else app.settings.store_url
+
+    def elsewhere(c: str) -> int:
+        p = subprocess.run([sys.executable, "-c", _OTHER_INSTANCE], capture_output=True, text=True, timeout=120,
+                           input=json.dumps({"url": url, "key": API_KEY, "cookie": c, "t": clock.t}))
+        assert p.returncode == 0, p.stderr[-2000:]
+        return json.loads(p.stdout.strip().splitlines()[-1])["status"]
+
+    assert elsewhere(cookie) == 200  # the other instance honours a live session
+    html = call(app, "GET", "/ui", cookie=cookie, clock=clock).body
+    r = call(app, "POST", "/ui/logout", body=urlencode({"csrf_token": csrf_of(html)}).encode(), cookie=cookie,
+             clock=clock)
+    assert r.status == 303
+    assert elsewhere(cookie) == 401  # logged out here: refused there too
+    assert elsewhere(other) == 200  # another session is untouched
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None

@@ -715,3 +715,16 @@ def test_steady_batch_with_a_lost_lease_writes_exactly_the_records_whose_lease_h
         else:
             assert got.lease_owner is None and got.polls == 2 and got.version == r.before.version + 1
             assert got.next_poll_at == t1 + timedelta(seconds=60) and got.last_seen == t1
+
+
+def test_a_revoked_session_is_refused_until_its_cookie_expires_and_then_forgotten(store):
+    t = T0.timestamp()
+    assert not store.session_revoked("n1", t)
+    store.revoke_session("n1", t + 100, t)
+    store.revoke_session("n1", t + 100, t)  # a second logout of the same session (two tabs) is no error
+    assert store.session_revoked("n1", t + 99) and not store.session_revoked("n2", t)
+    assert not store.session_revoked("n1", t + 100)  # its cookie has expired: nothing left to refuse
+    store.revoke_session("n2", t + 500, t + 200)  # the next logout drops what has expired
+    with store._tx(write=False) as cur:
+        store._exec(cur, "SELECT nonce FROM jw_revoked_sessions")
+        assert [r[0] for r in cur.fetchall()] == ["n2"]

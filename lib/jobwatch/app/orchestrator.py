@@ -637,6 +637,13 @@ class App:
                              not_found=[k for k, tj in before.items() if tj is None])
 
     # -- status page (read-only views and the two actions it offers) ----------------------------------------
+    def revoke_session(self, nonce: str, until: float, now: float) -> None:
+        """A status-page logout, kept in the store so that every instance refuses the session's cookie."""
+        self.store.revoke_session(nonce, until, now)
+
+    def session_revoked(self, nonce: str, now: float) -> bool:
+        return self.store.session_revoked(nonce, now)
+
     def overview(self, query: JobQuery) -> Overview:
         """One page of tracked jobs, problems first, with counts, filter values and the dead letters."""
         return views.overview(self.store, self.clock, query)

@@ -148,6 +148,16 @@ class Store(abc.ABC):
     def retry_notice(self, notice_id: int, now: datetime) -> bool:
         """Put a dead (or pending) notice back for an immediate attempt at the sinks not yet delivered."""
 
+    # -- status page sessions --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def revoke_session(self, nonce: str, until: float, now: float) -> None:
+        """Record that the status-page session ``nonce`` logged out: refused on every instance until ``until``
+        (epoch seconds, when its cookie expires anyway). Records already past their ``until`` are dropped."""
+
+    @abc.abstractmethod
+    def session_revoked(self, nonce: str, now: float) -> bool:
+        """Whether the session ``nonce`` logged out and its cookie has not expired yet."""
+
     # -- discovery and retention -----------------------------------------------------------------------------
     @abc.abstractmethod
     def get_watermark(self, region: str, bucket: str) -> datetime | None: ...

@@ -59,6 +59,11 @@ _SCHEMA: tuple[str, ...] = (
         updated_at DOUBLE NOT NULL, PRIMARY KEY (region, bucket)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
 )
+_SCHEMA += (
+    # status-page sessions logged out before their cookie expired (every instance refuses them)
+    "CREATE TABLE IF NOT EXISTS jw_revoked_sessions (nonce VARCHAR(64) PRIMARY KEY, until_at DOUBLE NOT NULL) "
+    "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+)
 _SCHEMA += MYSQL_SCHEMA  # schema version 2: children of batch jobs
 
 # Client/server errors a retry can cure: can't connect, gone away, lost connection, lock wait timeout, deadlock.

@@ -439,6 +439,16 @@ class SqlStore(ChildrenSqlMixin, Store):
             json.dumps(nt.tags, sort_keys=True), ts(now), "pending", 0, ts(nt.not_before or now),
             json.dumps(nt.detail, sort_keys=True) if nt.detail is not None else None) for nt, now in notices])
 
+    def revoke_session(self, nonce: str, until: float, now: float) -> None:
+        with self._tx() as cur:
+            self._exec(cur, "DELETE FROM jw_revoked_sessions WHERE until_at<=?", (now,))
+            self._exec(cur, self._insert_ignore("jw_revoked_sessions", "nonce, until_at", 2), (nonce, until))
+
+    def session_revoked(self, nonce: str, now: float) -> bool:
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT 1 FROM jw_revoked_sessions WHERE nonce=? AND until_at>?", (nonce, now))
+            return cur.fetchone() is not None
+
     def list_due(self, now: datetime, limit: int) -> list[JobKey]:
         """Keys of due, unleased jobs, earliest first, without claiming them (fan-out hands them to shards)."""
         t = ts(now)

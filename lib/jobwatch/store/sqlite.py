@@ -55,6 +55,10 @@ _SCHEMA: tuple[str, ...] = (
         region TEXT NOT NULL, bucket TEXT NOT NULL, created_after REAL NOT NULL, updated_at REAL NOT NULL,
         PRIMARY KEY (region, bucket))""",
 )
+_SCHEMA += (
+    # status-page sessions logged out before their cookie expired (every instance refuses them)
+    "CREATE TABLE IF NOT EXISTS jw_revoked_sessions (nonce TEXT PRIMARY KEY, until_at REAL NOT NULL)",
+)
 _SCHEMA += SQLITE_SCHEMA  # schema version 2: children of batch jobs
 
 

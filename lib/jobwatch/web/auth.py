@@ -6,10 +6,9 @@ the key, every function instance can check it without shared state, and changing
 session. The CSRF token is a second MAC over the session's nonce: a page can only post what a page served to
 that session carried.
 
-Logging out revokes the session: its nonce is kept in this process until the cookie would have expired, and a
-copy of the cookie replayed after that is refused. That holds for the whole of ``jobwatch serve``; on SCF for the
-instance that served the logout (the function's instances share no memory; changing the API key ends every
-session everywhere).
+Logging out revokes the session: its nonce is kept until the cookie would have expired, and a copy of the cookie
+replayed after that is refused. The status page keeps it in the store as well as in this process (see
+``web.routes``), so every SCF instance sharing the store refuses it; changing the API key ends every session.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Protocol
 
 COOKIE_NAME = "jobwatch_session"
 SESSION_SECONDS = 8 * 3600
@@ -38,6 +37,14 @@ class Session:
     expires: int
 
 
+class Revocations(Protocol):
+    """Where logged-out sessions are kept: :meth:`add` at logout, :meth:`revoked` at every check."""
+
+    def add(self, session: "Session", now: float) -> None: ...
+
+    def revoked(self, nonce: str, now: float) -> bool: ...
+
+
 class Revoked:
     """The nonces of sessions logged out before they expired, each kept until its expiry (then the cookie is
     refused anyway). Thread-safe; one per process (:data:`REVOKED`)."""
@@ -52,9 +59,9 @@ class Revoked:
                 del self._until[nonce]
             self._until[session.nonce] = session.expires
 
-    def __contains__(self, nonce: object) -> bool:
+    def revoked(self, nonce: str, now: float) -> bool:
         with self._lock:
-            return nonce in self._until
+            return self._until.get(nonce, 0) > now
 
 
 REVOKED = Revoked()
@@ -64,7 +71,7 @@ class Sessions:
     """Issues and checks session cookies and CSRF tokens for one API key. ``clock`` returns epoch seconds."""
 
     def __init__(self, api_key: str, *, ttl: int = SESSION_SECONDS, clock: Callable[[], float] = time.time,
-                 revoked: Revoked = REVOKED) -> None:
+                 revoked: Revocations = REVOKED) -> None:
         if not api_key:
             raise ValueError("the status page needs an API key")
         self._api_key = api_key.encode("utf-8")
@@ -105,7 +112,7 @@ class Sessions:
             return None
         if not expires.isdigit() or int(expires) <= self.clock():
             return None
-        if nonce in self.revoked:  # logged out: a copy of the cookie is worth nothing
+        if self.revoked.revoked(nonce, self.clock()):  # logged out: a copy of the cookie is worth nothing
             return None
         return Session(nonce, int(expires))
 

@@ -32,7 +32,7 @@ from jobwatch.core.models import JobKey, validate_bucket, validate_job_id
 from jobwatch.core.regions import check_region
 from jobwatch.core.records import JobQuery
 from jobwatch.web import pages
-from jobwatch.web.auth import COOKIE_NAME, Session, Sessions, read_cookie, set_cookie
+from jobwatch.web.auth import COOKIE_NAME, REVOKED, Session, Sessions, read_cookie, set_cookie
 
 if TYPE_CHECKING:
     from jobwatch.app.orchestrator import App
@@ -93,6 +93,21 @@ def _root(sub: str) -> str:
     return "../" * sub.count("/")
 
 
+class _Revocations:
+    """Logged-out sessions: this process's own (no store read for a session it saw end) and the store's, which
+    every function instance shares."""
+
+    def __init__(self, app: "App") -> None:
+        self.app = app
+
+    def add(self, session: Session, now: float) -> None:
+        REVOKED.add(session, now)
+        self.app.revoke_session(session.nonce, session.expires, now)
+
+    def revoked(self, nonce: str, now: float) -> bool:
+        return REVOKED.revoked(nonce, now) or self.app.session_revoked(nonce, now)
+
+
 def handle(app: "App", req: WebRequest, *, clock: Callable[[], float] | None = None) -> WebResponse:
     sub = ui_subpath(req.path)
     if sub is None:
@@ -107,7 +122,9 @@ def handle(app: "App", req: WebRequest, *, clock: Callable[[], float] | None = N
     if api_key is None:
         return WebResponse(403, pages.message_page(root, "Status page disabled",
                                                    "Set JOBWATCH_API_KEY to sign in to the status page."))
-    sessions = Sessions(api_key.reveal(), clock=clock) if clock else Sessions(api_key.reveal())
+    revocations = _Revocations(app)
+    sessions = Sessions(api_key.reveal(), clock=clock, revoked=revocations) if clock else \
+        Sessions(api_key.reveal(), revoked=revocations)
     if method == "POST" and not _same_origin(req.headers):
         log.warning("ui_cross_origin_post", path=sub)
         return _forbidden(root, "cross-origin form posts are refused")
