@@ -591,6 +591,26 @@ def test_machine_output_on_a_missing_store_is_an_empty_list(env, tmp_path, monke
     assert out.strip() == expected and f"no store yet at {path}" in err
 
 
+@pytest.mark.parametrize("args,code,out", [(["status", "--json"], 0, "[]"), (["history", "j1"], 3, None),
+                                           (["outbox", "--json"], 0, "[]")])
+def test_read_only_commands_on_an_empty_sqlite_file_create_no_tables(env, tmp_path, monkeypatch, capsys, args, code,
+                                                                     out):
+    """An existing file that holds no store (created empty, by `touch` or another tool) is read as no store yet,
+    as an empty MySQL database is: a read creates no tables in it, and does not even write its header."""
+    path = tmp_path / "jobwatch.db"
+    path.touch()
+    monkeypatch.setenv("JOBWATCH_STORE_URL", f"sqlite:///{path}")
+    assert main(args) == code
+    got = capsys.readouterr()
+    assert f"no store yet at {path}" in got.err and "Traceback" not in got.err
+    if out is not None:
+        assert got.out.strip() == out
+    assert path.stat().st_size == 0
+    assert main(["db", "migrate"]) == 0  # once set up, the same command reads it
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0 and "no store yet" not in capsys.readouterr().err
+
+
 def test_status_into_a_closed_pipe_prints_no_traceback(env):
     """QA: `jobwatch status | head -1` printed a BrokenPipeError traceback."""
     store = _store(env)

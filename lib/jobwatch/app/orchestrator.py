@@ -360,8 +360,14 @@ class App:
         from urllib.parse import unquote
 
         path = unquote(text[len("sqlite:///"):])
-        if path == ":memory:" or os.path.exists(path):
+        if path == ":memory:":
             return None
+        if os.path.exists(path):
+            from jobwatch.store import sqlite_has_schema
+
+            self._store_seen = sqlite_has_schema(path)  # an empty file (touched, or another tool's) is no store
+            if self._store_seen:
+                return None
         return os.path.abspath(path)
 
     def resolve(self, ids: Sequence[str], region: str | None = None, bucket: str | None = None, *,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from urllib.parse import unquote, urlsplit
 
 from jobwatch.core.errors import ValidationError
@@ -59,6 +61,24 @@ def has_schema(store: Store) -> bool:
     with store._tx(write=False) as cur:  # type: ignore[attr-defined]  # both SQL stores have it
         cur.execute(probe)
         row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def sqlite_has_schema(path: str) -> bool:
+    """Whether the existing SQLite file at ``path`` holds jobwatch's tables, read through a read-only connection
+    (opening it as a store would set WAL mode, which writes the header of an empty file)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'jw_meta'"
+                               ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:  # not a database at all: no store of ours either
+        return False
     return bool(row and row[0])
 
 
