@@ -140,7 +140,11 @@ _OP_KNOWN = {
 
 def fingerprint(el: etree._Element) -> str:
     """A digest of one ``JobsDetail`` element as sent (its tail, the whitespace after it, left out)."""
-    return hashlib.blake2b(etree.tostring(el, with_tail=False), digest_size=12).hexdigest()
+    return _digest(etree.tostring(el, with_tail=False))
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.blake2b(raw, digest_size=12).hexdigest()
 
 
 def parse_job(el: etree._Element) -> Job:
@@ -199,6 +203,7 @@ def parse_job(el: etree._Element) -> Job:
                 op_extra[c.tag] = element_to_value(c)
 
     extra = {c.tag: element_to_value(c) for c in el if isinstance(c.tag, str) and c.tag not in _JOB_KNOWN}
+    raw = etree.tostring(el, with_tail=False)  # serialised once: kept, and digested
     return Job(
         job_id=job_id,
         name=_opt(_child_text(kids, "Name")),
@@ -213,8 +218,8 @@ def parse_job(el: etree._Element) -> Job:
         input=JobInput(**inp_kw, extra=inp_extra),
         operation=JobOperation(**op_kw, extra=op_extra),
         extra=extra,
-        raw_xml=etree.tostring(el),
-        fingerprint=fingerprint(el),
+        raw_xml=raw,
+        fingerprint=_digest(raw),
     )
 
 
