@@ -259,24 +259,16 @@ class CIClient:
         """One page of ``GET /inventorytriggerjob`` of one variant. ``type`` (``Workflow`` or ``Job``) is
         required: the official SDK silently sends ``Workflow`` when it is left out, and a listing that relies on
         any default may miss every job of the other variant."""
-        validate_bucket(bucket)
-        validate_region(region)
-        params = _list_params(states=states, type=type, order_by_time=order_by_time,
-                              start_creation_time=start_creation_time, end_creation_time=end_creation_time,
-                              workflow_id=workflow_id, job_id=job_id, name=name, size=size, next_token=next_token)
-        if type is None:
-            raise ValidationError("type", type, "expected Workflow or Job (a page lists one variant; say which)")
+        params = _page_query(bucket, region, states=states, type=type, order_by_time=order_by_time,
+                             start_creation_time=start_creation_time, end_creation_time=end_creation_time,
+                             workflow_id=workflow_id, job_id=job_id, name=name, size=size, next_token=next_token)
         return self._call("GET", bucket, region, "/inventorytriggerjob", params, parse=_parse)
 
     def list_changes(self, bucket: str, region: str, recorded: Mapping[str, str | None], **filters: Any) -> ListingPage:
         """One page of ``GET /inventorytriggerjob`` (the filters of :meth:`list_page`, ``type`` required) read
         for a bulk refresh: of the jobs in ``recorded`` (job ID -> fingerprint of its recorded answer), those
         whose answer changed, parsed, and those whose answer is the recorded one, named; others only counted."""
-        validate_bucket(bucket)
-        validate_region(region)
-        params = _list_params(**filters)
-        if filters.get("type") is None:
-            raise ValidationError("type", None, "expected Workflow or Job (a page lists one variant; say which)")
+        params = _page_query(bucket, region, **filters)
         return self._call("GET", bucket, region, "/inventorytriggerjob", params,
                           parse=lambda ans: xmlparse.parse_listing(ans.body, recorded, status=ans.status,
                                                                    request_id=ans.request_id))
@@ -635,6 +627,17 @@ def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
             nxt = cur.args[0]
         cur = nxt if isinstance(nxt, BaseException) else None
     return False
+
+
+def _page_query(bucket: str, region: str, **filters: Any) -> dict[str, str | None]:
+    """The checked query of one list page: ``type`` is required (a page lists one variant, and the official SDK
+    silently sends ``Workflow`` when it is left out)."""
+    validate_bucket(bucket)
+    validate_region(region)
+    params = _list_params(**filters)
+    if filters.get("type") is None:
+        raise ValidationError("type", None, "expected Workflow or Job (a page lists one variant; say which)")
+    return params
 
 
 def _list_params(*, states: Iterable[JobState | str] | str | None = None, type: str | None = None,
