@@ -6,7 +6,7 @@ every notice queued so far has reached the webhook."""
 
 from __future__ import annotations
 
-from rel_support import BUCKET, REGION, SECRET_ID, SECRET_KEY, START, WebhookReceiver, create_jobs, start_emulator
+from rel_support import REGION, SECRET_ID, SECRET_KEY, START, WebhookReceiver, create_jobs, start_emulator
 
 from jobwatch.app.config import load_settings
 from jobwatch.app.orchestrator import App, Budget

@@ -10,10 +10,9 @@ import os
 import sys
 import threading
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from jobwatch.app.orchestrator import App
-from jobwatch.core.errors import ValidationError
 from jobwatch.core.models import JobKey
 
 EXIT_OK = 0

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from jobwatch.core.errors import StoreError
-from jobwatch.core.models import Job, JobKey, JobState, Notice, NoticeKind, from_iso
+from jobwatch.core.models import Job, JobKey, Notice, NoticeKind, from_iso
 from jobwatch.core.records import (Delivery, JobPage, JobQuery, OutboxEntry, PollError, PollRecord, TrackedJob,
                                    Transition, is_final)
 from jobwatch.store.base import Store
@@ -40,8 +40,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: ("ALTER TABLE jw_jobs ADD COLUMN job_fp VARCHAR(32)",),
 }
 # Errors an upgrade statement may meet when another instance ran it first (or a fresh schema already has it).
-_ALREADY_DONE = ("duplicate column", "duplicate key name", "already exists", "can't drop",
-                 "no such index")
+# (SQLite: "duplicate column name"; MySQL: "Duplicate column name", "Duplicate key name", "Can't DROP INDEX")
+_ALREADY_DONE = ("duplicate column", "duplicate key name", "can't drop")
 
 
 def ts(dt: datetime | None) -> float | None:
@@ -689,7 +689,8 @@ _KEY_CHUNK = 500  # IDs per statement (SQLite before 3.32 allows 999 parameters)
 _SET_REST = (
     "job_fp=?, last_seen=?, last_change=?, next_poll_at=?, poll_interval=?, error_count=?, last_error=?, "
     "lease_owner=NULL, lease_expires=NULL, version=version+1, pending_state=?, pending_count=?, stalled=?, "
-    "stall_notified_at=?, transitions=?, polls=polls+1 WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? AND version=?"
+    "stall_notified_at=?, transitions=?, polls=polls+1 WHERE region=? AND bucket=? AND job_id=? AND lease_owner=? "
+    "AND version=?"
 )
 _UPDATE_JOB = "UPDATE jw_jobs SET state=?, active=?, job_json=?, " + _SET_REST
 _UPDATE_KEEP_JOB = "UPDATE jw_jobs SET state=?, active=?, " + _SET_REST
