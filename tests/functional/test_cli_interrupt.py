@@ -56,19 +56,25 @@ def hanging():
     h.close()
 
 
+def _hung(env, hanging, args, connections=1, **extra):
+    """``jobwatch <args>`` against the endpoint that never answers, once it holds ``connections`` of them."""
+    proc = subprocess.Popen([JOBWATCH, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=_child_env(env, JOBWATCH_CI_ENDPOINT=hanging.url, JOBWATCH_HTTP_READ_TIMEOUT=30,
+                                           **{"JOBWATCH_HTTP_MAX_ATTEMPTS": 1, **extra}))
+    deadline = time.monotonic() + 30
+    while len(hanging.accepted) < connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(hanging.accepted) >= connections, f"jobwatch {' '.join(args)} never reached the endpoint"
+    return proc
+
+
 def test_ctrl_c_during_poll_stops_within_seconds_releases_leases_and_exits_130(env, hanging):
     keys = [JobKey(TEST_REGION, TEST_BUCKET, f"hang{i:03d}") for i in range(40)]
     store = _store(env)
     store.track(keys, datetime.now(timezone.utc) - timedelta(minutes=1))
     store.close()
-    proc = subprocess.Popen([JOBWATCH, "poll", "--no-discover"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env=_child_env(env, JOBWATCH_CI_ENDPOINT=hanging.url, JOBWATCH_CONCURRENCY=4,
-                                           JOBWATCH_HTTP_READ_TIMEOUT=30, JOBWATCH_HTTP_MAX_ATTEMPTS=3))
-    deadline = time.monotonic() + 30
-    while len(hanging.accepted) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(hanging.accepted) >= 4, "the poll never reached the endpoint"
+    proc = _hung(env, hanging, ["poll", "--no-discover"], 4, JOBWATCH_CONCURRENCY=4, JOBWATCH_HTTP_MAX_ATTEMPTS=3)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
@@ -89,14 +95,7 @@ def test_a_second_ctrl_c_exits_at_once(env, hanging):
     store = _store(env)
     store.track([JobKey(TEST_REGION, TEST_BUCKET, "hang1")], datetime.now(timezone.utc) - timedelta(minutes=1))
     store.close()
-    proc = subprocess.Popen([JOBWATCH, "poll", "--no-discover"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env=_child_env(env, JOBWATCH_CI_ENDPOINT=hanging.url, JOBWATCH_HTTP_READ_TIMEOUT=30,
-                                           JOBWATCH_HTTP_MAX_ATTEMPTS=1))
-    deadline = time.monotonic() + 30
-    while not hanging.accepted and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert hanging.accepted, "the poll never reached the endpoint"
+    proc = _hung(env, hanging, ["poll", "--no-discover"])
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)
     sent = time.monotonic()
@@ -106,18 +105,9 @@ def test_a_second_ctrl_c_exits_at_once(env, hanging):
     assert "Traceback" not in err
 
 
-
-
 def test_ctrl_c_stops_a_command_that_is_not_a_poll_at_once(env, hanging):
     """`job list` has no work to give back: the first Ctrl-C stops it (its App's cancel would not)."""
-    proc = subprocess.Popen([JOBWATCH, "job", "list", "--bucket", TEST_BUCKET, "--region", TEST_REGION],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_child_env(env, JOBWATCH_CI_ENDPOINT=hanging.url, JOBWATCH_HTTP_READ_TIMEOUT=30,
-                                           JOBWATCH_HTTP_MAX_ATTEMPTS=1))
-    deadline = time.monotonic() + 30
-    while not hanging.accepted and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert hanging.accepted, "the command never reached the endpoint"
+    proc = _hung(env, hanging, ["job", "list", "--bucket", TEST_BUCKET, "--region", TEST_REGION])
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
