@@ -9,7 +9,6 @@ The README's configuration table is rendered from :data:`SETTINGS`, so the two c
 
 from __future__ import annotations
 
-import difflib
 import enum
 import json
 import math
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
-from jobwatch.core.errors import ConfigError, ValidationError
+from jobwatch.core.errors import ConfigError, ValidationError, closest
 from jobwatch.core.models import validate_bucket
 from jobwatch.core.regions import check_region, unknown_region_note
 from jobwatch.core.redact import Secret
@@ -601,8 +600,8 @@ def read_toml(path: str) -> dict[str, Any]:
 
 
 def _unknown_problem(name: str, known: list[str], where: str) -> str:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-    hint = f" (did you mean {close[0]}?)" if close else ""
+    close = closest(name, known, cutoff=0.75)
+    hint = f" (did you mean {close}?)" if close else ""
     return f"{name}: unknown {where}{hint}"
 
 

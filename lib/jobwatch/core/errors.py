@@ -40,6 +40,15 @@ class ValidationError(PermanentError, ValueError):
         super().__init__(f"invalid {field} {shown!r}: {reason}")
 
 
+def closest(name: str, known: Any, cutoff: float = 0.6) -> str | None:
+    """The known name ``name`` is most likely a typo of, for a "did you mean" hint (difflib is imported here,
+    only when a name is wrong: not at every cold start)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 class NotFoundError(PermanentError):
     """The job (or notice, or store) asked for does not exist or is not tracked: a fact, not a fault."""
 

@@ -23,10 +23,9 @@ Pure: no I/O; the callers decide how to say it.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
-from jobwatch.core.errors import ValidationError
+from jobwatch.core.errors import ValidationError, closest
 from jobwatch.core.models import CI_REGIONS, validate_region
 
 # The longest region known is 16 characters (na-siliconvalley). A store's region column holds 32 (MySQL
@@ -57,8 +56,8 @@ def unknown_region_note(region: str) -> str | None:
     knows, the nearest known one when it looks like a typo, and that it is used anyway."""
     if is_known_region(region):
         return None
-    close = difflib.get_close_matches(region, sorted(CI_REGIONS), n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
+    close = closest(region, CI_REGIONS)
+    hint = f"did you mean {close}? " if close else ""
     return (f"{region!r} is not among the {len(CI_REGIONS)} Cloud Infinite regions this version knows; {hint}"
             "used as given (a region Tencent opened since is fine)")
 
