@@ -546,6 +546,28 @@ def test_children_upsert_known_pending_find_and_paging(store):
     assert store.find_child(K1.bucket, "c007") == [K1] and store.find_child(K1.bucket, "zz") == []
 
 
+def test_unsettled_children_counts_the_unfinished_and_the_gone_of_one_list_in_one_read(store):
+    _polled(store, K1, "Running", T0)
+    store.claim_children("a", T0, 60, 10)
+    assert store.unsettled_children(K1, ChildKind.JOB) == ((0, None, None), (0, None, None))
+    kids = tuple(_child(f"c{i:03d}", "Running" if i % 2 else "Success", i) for i in range(10))
+    other = tuple(ChildJob(f"w{i:03d}", ChildKind.WORKFLOW, f"in/w{i}.mp4", "Running", created_at=T0,
+                           workflow_id="w1") for i in range(3))
+    # pass 1 saw c001 and c003 only; the unfinished ones created between 0.5 s and 8.5 s it did not see are gone
+    assert store.record_children("a", K1, ChildrenUpdate(Progress(total=13), {}, kids + other, release=False), T0)
+    seen = tuple(k for k in kids if k.child_id in ("c001", "c003"))
+    t0 = T0.timestamp()
+    assert store.record_children("a", K1, ChildrenUpdate(Progress(total=13), {}, seen, release=False, touched_pass=1,
+                                                         close=("job", None, 1, t0 + 0.5, t0 + 8.5)), T0)
+    unfinished, gone = store.unsettled_children(K1, ChildKind.JOB)
+    assert unfinished == store.pending_children(K1, ChildKind.JOB) == (3, T0 + timedelta(seconds=1),
+                                                                        T0 + timedelta(seconds=9))
+    assert gone == store.pending_children(K1, ChildKind.JOB, gone=True) == (2, T0 + timedelta(seconds=5),
+                                                                             T0 + timedelta(seconds=7))
+    assert store.unsettled_children(K1, ChildKind.WORKFLOW, "w1")[0][0] == 3
+    assert store.unsettled_children(K1, ChildKind.WORKFLOW, "w2") == ((0, None, None), (0, None, None))
+
+
 def test_final_notice_is_held_then_completed_and_released_by_the_children_count(store):
     _polled(store, K1, "Running", T0)
     hold = T0 + timedelta(minutes=10)

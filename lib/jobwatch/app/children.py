@@ -409,6 +409,7 @@ class ChildrenRefresher:
     def _pass_new(self, b: _Batch, st: Stream, c: dict[str, Any], deadline: float | None,
                   result: ChildrenResult) -> None:
         while True:
+            before = dict(c)
             token = c.get("a_token")
             if token:
                 start = _dt(c.get("a_from"))
@@ -424,8 +425,11 @@ class ChildrenRefresher:
             if newest is not None:
                 c["wm"] = max(float(c.get("wm") or 0), newest.timestamp())
             self._advance(c, "a", page.next_token, start, None)
-            # what this pass writes is fresh: a settle pass in progress of this list must not take it for gone
-            self._write(b, changed, result, touched_pass=int(c.get("b_pass", 0)))
+            # what this pass writes is fresh: a settle pass in progress of this list must not take it for gone.
+            # A page that changed nothing (the usual last page) leaves nothing to write: the refresh's closing
+            # write stores the same cursor.
+            if changed or c != before:
+                self._write(b, changed, result, touched_pass=int(c.get("b_pass", 0)))
             if not page.next_token:
                 return
 
@@ -442,15 +446,18 @@ class ChildrenRefresher:
            before step 2 began). Cost: the unfinished children and the failed ones, never the whole batch.
         """
         key = b.work.key
+        counted: int | None = None  # unfinished + gone as read at the start, while nothing has changed them
         if c.get("b_phase") != 2:
             if not c.get("b_token"):
-                n, lo, hi = self.store.pending_children(key, st.kind, st.workflow_id)
+                (n, lo, hi), (g, _, _) = self.store.unsettled_children(key, st.kind, st.workflow_id)
                 if n and lo is not None and hi is not None:
                     c["b_pass"] = int(c.get("b_pass", 0)) + 1
                     c["b_from"], c["b_to"] = _ts(lo - OVERLAP), _ts(hi + OVERLAP)
                     c["b_phase"] = 1
-                elif self.store.pending_children(key, st.kind, st.workflow_id, gone=True)[0]:
+                elif g:
                     c["b_phase"] = 2  # gone ones left by a pass that was cut short
+                else:
+                    counted = n
             while c.get("b_phase") == 1:
                 page = self._page(b, st, c, "b", start=_dt(c["b_from"]), end=_dt(c["b_to"]),
                                   states=UNFINISHED_STATES[st.kind], token=c.get("b_token"), deadline=deadline,
@@ -466,8 +473,10 @@ class ChildrenRefresher:
                 self._write(b, seen, result, touched_pass=int(c["b_pass"]), close=close)
         if c.get("b_phase") == 2:
             self._resolve_gone(b, st, c, deadline, result)
-        n = self.store.pending_children(key, st.kind, st.workflow_id)[0]
-        return n + self.store.pending_children(key, st.kind, st.workflow_id, gone=True)[0]
+        if counted is not None:
+            return counted  # no pass ran: nothing listed or written since the count
+        (n, _, _), (g, _, _) = self.store.unsettled_children(key, st.kind, st.workflow_id)
+        return n + g
 
     def _resolve_gone(self, b: _Batch, st: Stream, c: dict[str, Any], deadline: float | None,
                       result: ChildrenResult) -> None:
@@ -615,8 +624,8 @@ class ChildrenRefresher:
                        ended_at=d.ended_at or item.ended_at, object_key=item.object_key or d.object_key)
 
     def _read_missing_details(self, b: _Batch, result: ChildrenResult) -> None:
-        if not any(s.kind is ChildKind.WORKFLOW for s in streams_of(b.work.job)):
-            return
+        if not b.progress.failed or not any(s.kind is ChildKind.WORKFLOW for s in streams_of(b.work.job)):
+            return  # no failed run recorded (progress is written with the children): none lacks its error
         todo = self.store.failed_children_missing_detail(b.work.key, DETAILS_PER_REFRESH)
         done = [d for d in (self._detail(b, c, result) for c in todo) if d.code is not None]
         if done:

@@ -211,6 +211,12 @@ class Store(abc.ABC):
         creation time."""
 
     @abc.abstractmethod
+    def unsettled_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) \
+            -> tuple[tuple[int, datetime | None, datetime | None], tuple[int, datetime | None, datetime | None]]:
+        """``pending_children`` of the unfinished children and of the gone ones, in one read (a refresh asks
+        both of every list)."""
+
+    @abc.abstractmethod
     def gone_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) -> dict[str, int]:
         """The gone children of one list, counted by the state last recorded for them."""
 

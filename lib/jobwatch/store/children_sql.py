@@ -261,6 +261,17 @@ class ChildrenSqlMixin:
             n, lo, hi = cur.fetchone()
         return int(n or 0), _dt(lo), _dt(hi)
 
+    def unsettled_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) \
+            -> tuple[tuple[int, datetime | None, datetime | None], tuple[int, datetime | None, datetime | None]]:
+        """``pending_children`` of one list for the unfinished ones and for the gone ones, in one read."""
+        wf_cond, params = _wf(workflow_id)
+        with self._tx(write=False) as cur:
+            self._exec(cur, "SELECT final, COUNT(*), MIN(created_at), MAX(created_at) FROM jw_children WHERE "
+                       f"region=? AND bucket=? AND job_id=? AND final IN (0, 2) AND kind=? {wf_cond} GROUP BY final",
+                       (key.region, key.bucket, key.job_id, kind.value, *params))
+            got = {int(final): (int(n), _dt(lo), _dt(hi)) for final, n, lo, hi in cur.fetchall()}
+        return got.get(0, (0, None, None)), got.get(2, (0, None, None))
+
     def gone_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) -> dict[str, int]:
         """The gone children of one list (final, state not read yet), counted by the state last recorded."""
         wf_cond, params = _wf(workflow_id)
