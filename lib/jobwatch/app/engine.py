@@ -15,16 +15,18 @@ their late answers are dropped, never written after their lease was given back.
 from __future__ import annotations
 
 import contextvars
+import gc
 import random
 import threading
 import time
 import uuid
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from queue import Empty, SimpleQueue
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import structlog
 
@@ -38,6 +40,29 @@ from jobwatch.app.refresh import Refresher
 from jobwatch.store.base import Store
 
 log = structlog.get_logger("jobwatch.app.engine")
+
+
+# Generation-0 threshold while a tick runs (Python's default is 700).
+TICK_GC_THRESHOLD = 20_000
+
+
+@contextmanager
+def rare_collections(threshold: int = TICK_GC_THRESHOLD) -> Iterator[None]:
+    """Raise the collector's generation-0 threshold for the duration. A tick holds thousands of short-lived
+    records that form no reference cycles (refcounting frees them); at the default threshold the collector
+    swept them 240 times in a 10,000-job bulk tick (0.1-0.2 s) and found nothing. Cyclic garbage is still
+    collected, every ``threshold`` allocations instead of 700. Put back afterwards unless someone changed it
+    meanwhile (a nested or concurrent tick leaves it to the outermost)."""
+    old = gc.get_threshold()
+    if old[0] >= threshold:
+        yield
+        return
+    gc.set_threshold(threshold, *old[1:])
+    try:
+        yield
+    finally:
+        if gc.get_threshold()[0] == threshold:
+            gc.set_threshold(*old)
 
 
 class JobReader(Protocol):
@@ -318,6 +343,11 @@ class Engine:
     # -- polling ---------------------------------------------------------------------------------------------
     def tick(self, deadline: float | None = None, keys: Sequence[JobKey] | None = None, *,
              due_only: bool = False, progress: Callable[[int, int | None], None] | None = None) -> TickResult:
+        with rare_collections():
+            return self._tick(deadline, keys, due_only=due_only, progress=progress)
+
+    def _tick(self, deadline: float | None, keys: Sequence[JobKey] | None, *, due_only: bool,
+              progress: Callable[[int, int | None], None] | None) -> TickResult:
         """Poll due jobs (or exactly ``keys``, due or not, or with ``due_only`` those of them that are due) until
         none are left, ``deadline`` (a value of ``monotonic``) minus the safety margin is reached, or the engine
         is cancelled. Store faults propagate (the tick is retried) after the workers were stopped; poll faults
