@@ -117,3 +117,12 @@ def test_final_states_are_data_defined_once():
     assert FINAL_STATES == {"Success", "Failed", "Cancel", "Vanished"}
     assert [s.value for s in JobState if is_final(s.value)] == ["Success", "Failed", "Cancel"]
     assert JobState.parse("Whatever") is JobState.UNKNOWN
+
+
+def test_a_trusted_key_is_the_same_key_as_a_validated_one():
+    from jobwatch.core.models import JobKey
+
+    made = JobKey("ap-guangzhou", "examplebucket-1250000000", "jb0123456789abcdef0123456789abcde")
+    back = JobKey.trusted(made.region, made.bucket, made.job_id)
+    assert back == made and hash(back) == hash(made) and str(back) == str(made) and {made: 1}[back] == 1
+    assert not (back < made) and not (made < back) and back.job_id == made.job_id

@@ -119,7 +119,7 @@ class SqlStore(ChildrenSqlMixin, Store):
         else:
             job = Job.from_json(json.loads(job_json))
         return TrackedJob.restore(
-            key=JobKey(region, bucket, job_id),
+            key=JobKey.trusted(region, bucket, job_id),
             state=state,
             active=bool(active),
             job=job,
