@@ -446,6 +446,8 @@ class ChildrenRefresher:
            before step 2 began). Cost: the unfinished children and the failed ones, never the whole batch.
         """
         key = b.work.key
+        if not b.progress.total:
+            return 0  # no child recorded under this batch (the count is written with the children): none to settle
         counted: int | None = None  # unfinished + gone as read at the start, while nothing has changed them
         if c.get("b_phase") != 2:
             if not c.get("b_token"):
