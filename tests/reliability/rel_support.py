@@ -382,7 +382,13 @@ def run_concurrent_pollers(store_url: str, n_jobs: int, n_procs: int, tmp_dir: s
         transitions = check_history_and_outbox(store, keys, truth)
         assert sum(s["lease_lost"] for s in summaries) == 0, summaries
         times = query_times(emulator)
-        assert set(times) == {k.job_id for k in keys}
+        ids = {k.job_id for k in keys}
+        missing, extra = sorted(ids - set(times)), sorted(set(times) - ids)
+        if missing or extra:  # say which, and what the emulator answered the first one
+            first = (missing or extra)[0]
+            seen = [(r.time.isoformat(), r.status, r.fault) for r in list(emulator.request_log) if r.job_id == first]
+            raise AssertionError(f"jobs with no clean answer: {len(missing)} {missing[:3]}; jobs queried but not "
+                                 f"created: {len(extra)} {extra[:3]}; requests for {first}: {seen}")
         min_gap = min((b - a for v in times.values() for a, b in zip(v, v[1:])), default=floor)
         close = [(j, v) for j, v in times.items() if any(b - a < floor - 1e-3 for a, b in zip(v, v[1:]))]
         assert not close, f"{len(close)} jobs queried twice inside a lease, e.g. {close[:3]}"
