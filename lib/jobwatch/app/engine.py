@@ -22,8 +22,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from queue import Empty, SimpleQueue
@@ -344,16 +344,16 @@ class Engine:
     # -- polling ---------------------------------------------------------------------------------------------
     def tick(self, deadline: float | None = None, keys: Sequence[JobKey] | None = None, *,
              due_only: bool = False, progress: Callable[[int, int | None], None] | None = None) -> TickResult:
-        with rare_collections():
-            return self._tick(deadline, keys, due_only=due_only, progress=progress)
-
-    def _tick(self, deadline: float | None, keys: Sequence[JobKey] | None, *, due_only: bool,
-              progress: Callable[[int, int | None], None] | None) -> TickResult:
         """Poll due jobs (or exactly ``keys``, due or not, or with ``due_only`` those of them that are due) until
         none are left, ``deadline`` (a value of ``monotonic``) minus the safety margin is reached, or the engine
         is cancelled. Store faults propagate (the tick is retried) after the workers were stopped; poll faults
         are recorded per job and never stop the others. ``progress(polled, total)`` after each batch (a terminal's
         progress bar; the total is what was due at the start)."""
+        with rare_collections():
+            return self._tick(deadline, keys, due_only=due_only, progress=progress)
+
+    def _tick(self, deadline: float | None, keys: Sequence[JobKey] | None, *, due_only: bool,
+              progress: Callable[[int, int | None], None] | None) -> TickResult:
         start = self.monotonic()
         result = TickResult()
         total = None
