@@ -484,7 +484,7 @@ class ChildrenRefresher:
                       result: ChildrenResult) -> None:
         key = b.work.key
         if not c.get("g_token"):
-            g, glo, ghi = self.store.pending_children(key, st.kind, st.workflow_id, gone=True)
+            _, (g, glo, ghi) = self.store.unsettled_children(key, st.kind, st.workflow_id)
             if not g or glo is None or ghi is None:
                 self._end_settle(b, st, c, result, resolve=g > 0)
                 return

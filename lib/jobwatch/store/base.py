@@ -17,6 +17,9 @@ from jobwatch.core.models import Job, JobKey, Notice
 from jobwatch.core.progress import ChildrenUpdate, ChildrenWork, Progress
 from jobwatch.core.records import JobPage, JobQuery, OutboxEntry, PollError, PollRecord, TrackedJob, Transition
 
+# How many children of one list are in a group, and their oldest and newest creation times.
+ChildSpan = tuple[int, datetime | None, datetime | None]
+
 
 class Store(abc.ABC):
     """Persistence for tracked jobs, history, the outbox and discovery watermarks."""
@@ -205,16 +208,16 @@ class Store(abc.ABC):
         """The recorded state of each of ``child_ids`` already seen under this batch."""
 
     @abc.abstractmethod
-    def pending_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None, *,
-                         gone: bool = False) -> tuple[int, datetime | None, datetime | None]:
-        """Children of one list not final yet (``gone``: final, state not read yet): how many, oldest and newest
-        creation time."""
-
-    @abc.abstractmethod
     def unsettled_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) \
-            -> tuple[tuple[int, datetime | None, datetime | None], tuple[int, datetime | None, datetime | None]]:
-        """``pending_children`` of the unfinished children and of the gone ones, in one read (a refresh asks
-        both of every list)."""
+            -> tuple[ChildSpan, ChildSpan]:
+        """Children of one list not final yet, and those gone (final, state not read yet): for each, how many and
+        their oldest and newest creation times, in one read (a refresh asks both of every list)."""
+
+    def pending_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None, *,
+                         gone: bool = False) -> ChildSpan:
+        """One of the two counts of :meth:`unsettled_children`: the unfinished ones, or with ``gone`` the gone."""
+        unfinished, gone_ones = self.unsettled_children(key, kind, workflow_id)
+        return gone_ones if gone else unfinished
 
     @abc.abstractmethod
     def gone_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) -> dict[str, int]:

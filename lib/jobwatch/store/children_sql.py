@@ -16,6 +16,7 @@ from jobwatch.core.children import ChildJob, ChildKind, is_final_child_state
 from jobwatch.core.errors import LockConflict, StoreError
 from jobwatch.core.models import Job, JobKey
 from jobwatch.core.progress import ChildrenUpdate, ChildrenWork, Progress
+from jobwatch.store.base import ChildSpan
 
 _T = TypeVar("_T")
 
@@ -249,21 +250,10 @@ class ChildrenSqlMixin:
                 out.update({cid: st for cid, st in cur.fetchall()})
         return out
 
-    def pending_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None, *,
-                         gone: bool = False) -> tuple[int, datetime | None, datetime | None]:
-        """How many children of one list are unfinished (``gone``: final, state not read yet), and their oldest
-        and newest creation times."""
-        wf_cond, params = _wf(workflow_id)
-        with self._tx(write=False) as cur:
-            self._exec(cur, "SELECT COUNT(*), MIN(created_at), MAX(created_at) FROM jw_children WHERE region=? AND "
-                       f"bucket=? AND job_id=? AND final=? AND kind=? {wf_cond}",
-                       (key.region, key.bucket, key.job_id, 2 if gone else 0, kind.value, *params))
-            n, lo, hi = cur.fetchone()
-        return int(n or 0), _dt(lo), _dt(hi)
-
-    def unsettled_children(self, key: JobKey, kind: ChildKind, workflow_id: str | None = None) \
-            -> tuple[tuple[int, datetime | None, datetime | None], tuple[int, datetime | None, datetime | None]]:
-        """``pending_children`` of one list for the unfinished ones and for the gone ones, in one read."""
+    def unsettled_children(self, key: JobKey, kind: ChildKind,
+                           workflow_id: str | None = None) -> tuple[ChildSpan, ChildSpan]:
+        """Children of one list not final yet, and those gone (final, state not read yet): for each, how many and
+        their oldest and newest creation times, in one read."""
         wf_cond, params = _wf(workflow_id)
         with self._tx(write=False) as cur:
             self._exec(cur, "SELECT final, COUNT(*), MIN(created_at), MAX(created_at) FROM jw_children WHERE "
