@@ -5,6 +5,7 @@ callbacks replayed as documented (they update the child, never create a batch jo
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -393,3 +394,46 @@ def test_a_batch_with_no_children_yet_costs_its_lease_and_nothing_more(harness, 
     writes = [s for s in statements if s.startswith("BEGIN IMMEDIATE")]
     reads = [s for s in statements if s == "BEGIN"]
     assert (len(writes), len(reads)) == (2, 0), statements
+
+
+def test_the_children_of_many_batches_are_read_side_by_side(harness):
+    """A steady tick refreshes the children of up to 100 polled batches. Read one batch after another, at 50 ms a
+    page that is 5 s of every invocation; they are read side by side within the tick's request limit (each
+    batch's own pages stay in order: one paging token). Same counts, same leases given back."""
+    h = harness
+    batches = [h.emulator.create_job(TEST_BUCKET, type="Job", children=0) for _ in range(8)]
+    keys = [JobKey(TEST_REGION, TEST_BUCKET, b) for b in batches]
+    h.invoke({"action": "track", "job_ids": batches})
+    h.clock.advance(11)
+    assert h.app.engine.tick().polled == 8  # polled again, still under way: their children are due again
+    latency = 0.25
+    h.emulator.set_faults([FaultRule("latency", path="/jobs", latency=latency)])
+    started = time.monotonic()
+    res = h.app.children_refresher.refresh()
+    took = time.monotonic() - started
+    assert (res.batches, res.pages, res.errors, res.lease_lost) == (8, 8, 0, 0)
+    assert took < 4 * latency, f"8 batches' pages took {took:.2f} s at {latency} s each"
+    for k in keys:
+        p = h.app.store.get_progress(k)
+        assert p.refreshed_at == h.clock.now() and p.total == 0
+    # every lease given back: a refresh of the same batches, due again, takes them all
+    h.emulator.set_faults([])
+    h.clock.advance(1)
+    h.store.request_children_refresh(keys, h.clock.now())
+    assert h.app.children_refresher.refresh().batches == 8
+
+
+def test_a_throttled_children_page_lowers_the_request_limit_for_the_rest(harness):
+    """Batches read side by side share the engine's adaptive limit: CI's throttling answer on a children page
+    halves it, as it does for a poll, so the batches still to read go fewer at a time."""
+    h = harness
+    batches = [h.emulator.create_job(TEST_BUCKET, type="Job", children=0) for _ in range(3)]
+    h.invoke({"action": "track", "job_ids": batches})
+    h.clock.advance(11)
+    assert h.app.engine.tick().polled == 3
+    limit = h.app.engine.limit
+    before = limit.allowed
+    h.emulator.set_faults([FaultRule("status", path="/jobs", status=429, code="RequestLimitExceeded")])
+    res = h.app.children_refresher.refresh()
+    assert res.throttled == 3 and res.errors == 3
+    assert limit.allowed <= before // 2

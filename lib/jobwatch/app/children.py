@@ -32,8 +32,10 @@ the same callback twice counts once. A child not recorded yet can only be tied t
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol, Sequence
@@ -45,7 +47,7 @@ from jobwatch.core.errors import CIError, JobwatchError, LockConflict
 from jobwatch.core.models import Job, JobKey, Notice, NoticeKind
 from jobwatch.core.progress import PIC_TAGS, ChildCallback, ChildrenUpdate, ChildrenWork, FailedChild, Progress
 from jobwatch.core.redact import scrub
-from jobwatch.core.retry import is_throttling
+from jobwatch.core.retry import AdaptiveLimit, is_throttling
 from jobwatch.store.base import Store
 
 log = structlog.get_logger("jobwatch.app.children")
@@ -180,12 +182,16 @@ class _Batch:
 
 
 class ChildrenRefresher:
-    """Refreshes the children of due batches. Every collaborator is passed in."""
+    """Refreshes the children of due batches. Every collaborator is passed in. With ``limit`` (the engine's
+    adaptive request limit), as many batches are read at once as it allows, each on a worker thread (a batch's
+    own pages stay in order: they follow one paging token); without it, one batch after another. Store calls
+    from those threads take their turn on the store's lock."""
 
     def __init__(self, store: Store, client: ChildReader, *, owner: str, clock: Callable[[], datetime],
                  monotonic: Callable[[], float] = time.monotonic, max_pages: int = 50, page_size: int = 100,
                  batch_limit: int = 100, lease_seconds: float = 120.0, safety_margin: float = 5.0,
-                 failed_threshold: float = 5.0, failed_sample: int = 10, callback_min_seconds: float = 10.0) -> None:
+                 failed_threshold: float = 5.0, failed_sample: int = 10, callback_min_seconds: float = 10.0,
+                 limit: AdaptiveLimit | None = None) -> None:
         self.store = store
         self.client = client
         self.owner = owner
@@ -199,6 +205,14 @@ class ChildrenRefresher:
         self.failed_threshold = failed_threshold
         self.failed_sample = failed_sample
         self.callback_min_seconds = callback_min_seconds
+        self.limit = limit
+        self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Shut the worker threads (if any were started)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     # -- entry points ----------------------------------------------------------------------------------------
     def refresh(self, deadline: float | None = None, keys: Sequence[JobKey] | None = None) -> ChildrenResult:
@@ -214,7 +228,7 @@ class ChildrenRefresher:
         if works is None:
             result.errors += 1
             return result
-        self._each(works, deadline, result, lambda w: self._refresh_one(w, deadline, result))
+        self._each(works, deadline, result, lambda w, res: self._refresh_one(w, deadline, res))
         return result
 
     def _claim(self, deadline: float | None, keys: Sequence[JobKey] | None, *,
@@ -232,15 +246,50 @@ class ChildrenRefresher:
             return None
 
     def _each(self, works: list[ChildrenWork], deadline: float | None, result: ChildrenResult,
-              step: Callable[[ChildrenWork], None]) -> None:
-        """``step`` for each leased batch in turn until the deadline; those not reached are given back."""
-        for i, w in enumerate(works):
-            if self._out_of_time(deadline):
-                self.store.release_children([x.key for x in works[i:]], self.owner)
-                result.budget_exhausted = True
-                break
-            result.batches += 1
-            step(w)
+              step: Callable[[ChildrenWork, ChildrenResult], None]) -> None:
+        """``step`` for each leased batch until the deadline, as many at once as the request limit allows; the
+        batches not started in time are given back. Each batch counts into a result of its own (threads never
+        share one), added to ``result`` in the order of ``works``. A fault (the store's) stops new starts, waits
+        for the batches under way, and propagates; the leases not reached then expire, as before."""
+        parts = [ChildrenResult() for _ in works]
+        running: dict[Future[None], int] = {}
+        nxt = 0
+        try:
+            while nxt < len(works) or running:
+                while nxt < len(works) and len(running) < self._width():
+                    if self._out_of_time(deadline):
+                        self.store.release_children([x.key for x in works[nxt:]], self.owner)
+                        result.budget_exhausted = True
+                        nxt = len(works)
+                        break
+                    parts[nxt].batches += 1
+                    if self.limit is None:  # one after another, on this thread
+                        step(works[nxt], parts[nxt])
+                    else:
+                        running[self._executor().submit(contextvars.copy_context().run, step, works[nxt],
+                                                        parts[nxt])] = nxt
+                    nxt += 1
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    del running[fut]
+                    fut.result()
+        except BaseException:
+            wait(running)
+            raise
+        finally:
+            for part in parts:
+                result.__dict__.update(_merged(result, part).__dict__)
+
+    def _width(self) -> int:
+        return 1 if self.limit is None else max(1, self.limit.allowed)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            assert self.limit is not None
+            self._pool = ThreadPoolExecutor(max_workers=self.limit.ceiling, thread_name_prefix="jobwatch-children")
+        return self._pool
 
     def on_callbacks(self, callbacks: Sequence[ChildCallback], deadline: float | None = None) \
             -> tuple[list[dict[str, Any]], ChildrenResult]:
@@ -315,7 +364,7 @@ class ChildrenRefresher:
         out: dict[tuple[JobKey, str], str] = {}
         works = self._claim(deadline, list(owned), due_only=False)
         if works:
-            self._each(works, deadline, result, lambda w: out.update(self._record_one(w, owned[w.key], result)))
+            self._each(works, deadline, result, lambda w, res: out.update(self._record_one(w, owned[w.key], res)))
         return out
 
     def _record_one(self, w: ChildrenWork, child_ids: list[str], result: ChildrenResult) \
@@ -560,6 +609,8 @@ class ChildrenRefresher:
             raise _Stop from None
         b.pages += 1
         result.pages += 1
+        if self.limit is not None:
+            self.limit.succeeded()
         return page
 
     def _failed(self, b: _Batch, exc: BaseException, result: ChildrenResult) -> None:
@@ -569,6 +620,8 @@ class ChildrenRefresher:
         result.errors += 1
         if isinstance(exc, CIError) and is_throttling(exc.status or 0, exc.code):
             result.throttled += 1
+            if self.limit is not None and self.limit.throttled():
+                log.warning("ci_throttled", in_flight=self.limit.allowed, code=exc.code, status=exc.status)
         text = scrub(str(exc))[:300]
         if len(result.error_samples) < 10:
             result.error_samples.append({"job": str(b.work.key), "error": text})

@@ -292,7 +292,7 @@ class App:
             self.store, self.client, owner=self.engine.owner, clock=self.clock, monotonic=self.monotonic,
             max_pages=s.children_max_pages, lease_seconds=s.lease_seconds, safety_margin=s.safety_margin_seconds,
             failed_threshold=s.children_failed_threshold, failed_sample=s.children_failed_sample,
-            callback_min_seconds=s.poll_min_seconds,
+            callback_min_seconds=s.poll_min_seconds, limit=self.engine.limit,
         )
 
     @cached_property
@@ -321,7 +321,7 @@ class App:
             outbox.cancel()
 
     def close(self) -> None:
-        for name in ("engine", "client", "store"):
+        for name in ("engine", "children_refresher", "client", "store"):
             obj = self.__dict__.get(name)
             if obj is not None and hasattr(obj, "close"):
                 obj.close()
