@@ -102,6 +102,28 @@ def test_stale_read_shows_the_previous_state_briefly(emulator, emulator_clock):
     assert emulator.job_state(TEST_BUCKET, job_id) == "Running"
 
 
+def test_the_request_log_names_an_answer_fault_only_when_it_changed_the_answer(emulator, emulator_clock):
+    """A stale, NonExist or mixed-up answer is logged as such only when it was one: a rule that fired on a job
+    with no recent change (stale, nonexist) or with no other job to mix it up with (wrong_job) leaves the true
+    answer, and the log says so. Checks of the log (every job answered cleanly at least once) rely on it."""
+    job_id = emulator.create_job(TEST_BUCKET)
+    emulator_clock.advance(5)  # Running since just now
+    for kind, window in (("stale", 10), ("nonexist", 3)):
+        emulator.set_faults([FaultRule(kind=kind, window=window)])
+        body = parse_response(get_job(emulator, job_id).content)
+        assert (body.jobs[0].state_raw if body.jobs else "NonExist") != "Running"
+        assert emulator.request_log[-1].fault == kind
+    emulator_clock.advance(11)  # the change is older than either window
+    for kind in ("stale", "nonexist", "wrong_job"):  # and the bucket holds no other job to mix it up with
+        emulator.set_faults([FaultRule(kind=kind, window=10 if kind == "stale" else 3)])
+        assert parse_response(get_job(emulator, job_id).content).jobs[0].state_raw == "Running"
+        assert emulator.request_log[-1].fault is None, kind
+    other = emulator.create_job(TEST_BUCKET)
+    emulator.set_faults([FaultRule(kind="wrong_job")])
+    assert parse_response(get_job(emulator, job_id).content).jobs[0].job_id == other
+    assert emulator.request_log[-1].fault == "wrong_job"
+
+
 def test_fixed_latency_delays_the_answer(emulator):
     emulator.set_faults([FaultRule(kind="latency", latency=0.05)])
     started = time.monotonic()

@@ -98,6 +98,12 @@ class Plan:
     def label(self) -> str | None:
         return ",".join(self.fired) or None
 
+    def spared(self, kind: str) -> None:
+        """An answer modifier that fired but left the answer true (nothing changed within its window, no other
+        job to mix up): it is not logged as a fault, so the log tells exactly which answers were wrong."""
+        if kind in self.fired:
+            self.fired.remove(kind)
+
 
 class _RuleState:
     def __init__(self, rule: FaultRule, rng: random.Random, now: float) -> None:

@@ -461,6 +461,9 @@ class EmulatorServer:
                     query = replace(query, type=self.list_type_default)
                 stale = plan.modifiers.get("stale")
                 page, token = self.jobs.list(bucket, query, stale_window=stale.window if stale else None)
+                if stale is not None and all((j := self.jobs.job(bucket, v.job_id)) is None or j.view is v
+                                             for v in page):
+                    plan.spared("stale")
                 return 200, render.response(rid, page, next_token=token), None
             if method == "POST":
                 try:
@@ -474,22 +477,30 @@ class EmulatorServer:
             if method == "GET":
                 found, missing = [], []
                 nonexist, wrong = plan.modifiers.get("nonexist"), plan.modifiers.get("wrong_job")
+                stale = plan.modifiers.get("stale")
+                took: set[str] = set()  # the modifiers that changed this answer
                 for jid in [j for j in job_id.split(",") if j]:
                     job = self.jobs.job(bucket, jid)
                     if job is not None and nonexist is not None and job.changed_at is not None and \
                             (self.clock.now() - job.changed_at).total_seconds() < nonexist.window:
                         job = None
+                        took.add("nonexist")
                     if job is None:
                         missing.append(jid)
                         continue
                     if wrong is not None:
-                        job = self.jobs.neighbour(bucket, jid) or job
+                        other = self.jobs.neighbour(bucket, jid)
+                        if other is not None:
+                            job = other
+                            took.add("wrong_job")
                     view = job.view
-                    stale = plan.modifiers.get("stale")
                     if stale is not None and job.previous() is not None and job.changed_at is not None and \
                             (self.clock.now() - job.changed_at).total_seconds() <= stale.window:
                         view = job.previous()  # type: ignore[assignment]
+                        took.add("stale")
                     found.append(view)
+                for kind in set(plan.modifiers) & {"nonexist", "wrong_job", "stale"} - took:
+                    plan.spared(kind)
                 return 200, render.response(rid, found, non_exist=missing), job_id
             if method == "PUT":
                 if "cancel" not in pmap:
