@@ -79,8 +79,10 @@ class SqlStore(ChildrenSqlMixin, Store):
     def _insert_ignore(self, table: str, columns: str, n: int) -> str:
         raise NotImplementedError
 
-    def _select_due_for_claim(self, where: str, limit: int, order: str = "next_poll_at") -> str:
-        """The statement that picks claimable rows; MySQL adds FOR UPDATE SKIP LOCKED."""
+    def _select_due_for_claim(self, where: str, limit: int, order: str = "next_poll_at", *,
+                              by_due: bool = False) -> str:
+        """The statement that picks claimable rows (``by_due``: due ones, by the due-time range, not named
+        keys); MySQL adds FOR UPDATE SKIP LOCKED."""
         return f"SELECT {JOB_COLUMNS} FROM jw_jobs WHERE {where} ORDER BY {order} LIMIT {int(limit)}"
 
     # -- helpers ---------------------------------------------------------------------------------------------
@@ -316,7 +318,7 @@ class SqlStore(ChildrenSqlMixin, Store):
             # Ties in due time (a batch written at once, or a whole store made due) go to the jobs tracked first,
             # along the claim index (active, next_poll_at, first_seen), not to the smallest job IDs.
             order = "region, bucket, first_seen, job_id" if by_creation else "next_poll_at, first_seen"
-            self._exec(cur, self._select_due_for_claim(where, limit, order), params)
+            self._exec(cur, self._select_due_for_claim(where, limit, order, by_due=keys is None), params)
             found = [self._row_to_job(row, light) for row in cur.fetchall()]
             # The rows are ours until commit (SQLite: BEGIN IMMEDIATE; MySQL: FOR UPDATE), so nothing can change
             # them between the select and the update: one statement per bucket and 500 IDs, naming only keys
