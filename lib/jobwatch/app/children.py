@@ -99,6 +99,17 @@ class ChildrenResult:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def add(self, other: "ChildrenResult") -> None:
+        """Add another result of the same invocation: counters summed, flags or-ed, samples joined (10 kept)."""
+        for name, value in other.__dict__.items():
+            mine = getattr(self, name)
+            if isinstance(value, bool):
+                setattr(self, name, mine or value)
+            elif isinstance(value, list):
+                setattr(self, name, (mine + value)[:10])
+            else:
+                setattr(self, name, mine + value)
+
 
 @dataclass(frozen=True)
 class Stream:
@@ -133,20 +144,6 @@ def could_own(job: Job | None, cb: ChildCallback) -> bool:
         return job.type == "Workflow" and (cb.workflow_id is None or cb.workflow_id in op.workflow_ids)
     return (job.type == "Job" and (op.queue_id is None or cb.queue_id is None or op.queue_id == cb.queue_id)
             and (op.tag is None or cb.tag is None or op.tag == cb.tag))
-
-
-def _merged(a: ChildrenResult, b: ChildrenResult) -> ChildrenResult:
-    """Two results of one invocation added up (counters summed, samples joined, flags or-ed)."""
-    out = ChildrenResult()
-    for name, value in a.__dict__.items():
-        other = getattr(b, name)
-        if isinstance(value, bool):
-            setattr(out, name, value or other)
-        elif isinstance(value, list):
-            setattr(out, name, (value + other)[:10])
-        else:
-            setattr(out, name, value + other)
-    return out
 
 
 def _ts(d: datetime | None) -> float | None:
@@ -280,7 +277,7 @@ class ChildrenRefresher:
             raise
         finally:
             for part in parts:
-                result.__dict__.update(_merged(result, part).__dict__)
+                result.add(part)
 
     def _width(self) -> int:
         return 1 if self.limit is None else max(1, self.limit.allowed)
@@ -345,7 +342,7 @@ class ChildrenRefresher:
             last = {k: p.refreshed_at for k, p in progress.items()}
             now_keys = [k for k in targets if (at := last.get(k)) is None or at <= cutoff]
             if now_keys:
-                result = _merged(result, self.refresh(deadline, keys=now_keys))
+                result.add(self.refresh(deadline, keys=now_keys))
         for item in out:
             states = [self.store.known_children(JobKey.parse(k), [item["child_id"]]).get(item["child_id"])
                       for k in item["batches"]]

@@ -460,9 +460,8 @@ class EmulatorServer:
                 if query.type is None and self.list_type_default is not None:
                     query = replace(query, type=self.list_type_default)
                 stale = plan.modifiers.get("stale")
-                page, token = self.jobs.list(bucket, query, stale_window=stale.window if stale else None)
-                if stale is not None and all((j := self.jobs.job(bucket, v.job_id)) is None or j.view is v
-                                             for v in page):
+                page, token, shown = self.jobs.list(bucket, query, stale_window=stale.window if stale else None)
+                if stale is not None and not shown:
                     plan.spared("stale")
                 return 200, render.response(rid, page, next_token=token), None
             if method == "POST":
@@ -493,12 +492,10 @@ class EmulatorServer:
                         if other is not None:
                             job = other
                             took.add("wrong_job")
-                    view = job.view
-                    if stale is not None and job.previous() is not None and job.changed_at is not None and \
-                            (self.clock.now() - job.changed_at).total_seconds() <= stale.window:
-                        view = job.previous()  # type: ignore[assignment]
+                    old = job.stale_view(self.clock.now(), stale.window) if stale is not None else None
+                    if old is not None:
                         took.add("stale")
-                    found.append(view)
+                    found.append(old if old is not None else job.view)
                 for kind in set(plan.modifiers) & {"nonexist", "wrong_job", "stale"} - took:
                     plan.spared(kind)
                 return 200, render.response(rid, found, non_exist=missing), job_id

@@ -164,6 +164,14 @@ class EmulatedJob:
     def previous(self) -> JobView | None:
         return self.history[-1] if self.history else None
 
+    def stale_view(self, now: datetime, window: float) -> JobView | None:
+        """The previous view, if the job changed at most ``window`` clock-seconds before ``now`` (what a stale
+        read shows); else None: a stale read now would show the truth."""
+        prev = self.previous()
+        if prev is None or self.changed_at is None or (now - self.changed_at).total_seconds() > window:
+            return None
+        return prev
+
 
 def _sec(dt: datetime) -> datetime:
     return dt.replace(microsecond=0)
@@ -416,8 +424,9 @@ class JobTable:
                 job.force(CANCEL, self.clock.now())
             return job.view
 
-    def list(self, bucket: str, q: ListQuery, *, stale_window: float | None = None) -> tuple[list[JobView], str]:
-        """One page and the token of the next one ('' on the last page).
+    def list(self, bucket: str, q: ListQuery, *,
+             stale_window: float | None = None) -> tuple[list[JobView], str, bool]:
+        """One page, the token of the next one ('' on the last page), and whether a stale view is on it.
 
         Keyset paging on (creation time, job ID), as the service's token implies: a job created while a client
         pages through an ascending listing shows up on a later page, and no job is shown twice. Only the jobs
@@ -429,6 +438,7 @@ class JobTable:
             cursor = _decode_token(q.next_token)
         page: list[JobView] = []
         more = False
+        stale = False
         with self.lock:
             order = self._order.get(bucket, [])
             jobs = self._jobs.get(bucket, {})
@@ -455,17 +465,18 @@ class JobTable:
                     break
                 if not q.descending and q.end is not None and view.created_at > q.end:
                     break
-                if stale_window is not None and job.previous() is not None and job.changed_at is not None and \
-                        (now - job.changed_at).total_seconds() <= stale_window:
-                    view = job.previous()  # type: ignore[assignment]
+                old = job.stale_view(now, stale_window) if stale_window is not None else None
+                if old is not None:
+                    view = old
                 if not q.matches(view):
                     continue
                 if len(page) == q.size:
                     more = True
                     break
                 page.append(view)
+                stale = stale or old is not None
         token = _encode_token(page[-1].created_at, page[-1].job_id) if more else ""
-        return page, token
+        return page, token, stale
 
     def buckets(self) -> Iterable[str]:
         with self.lock:
