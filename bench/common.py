@@ -179,6 +179,34 @@ class Result:
         return "\n".join(lines)
 
 
+def process_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user + system) that process ``pid`` has used so far, or None where /proc cannot tell."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def local_db_pid() -> int | None:
+    """The local MariaDB/MySQL server's process ID (the benchmarks' store runs on this machine), or None."""
+    try:
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/comm", encoding="ascii", errors="replace") as f:
+                        if f.read().strip() in ("mariadbd", "mysqld"):
+                            return int(d)
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return None
+
+
 def machine_line() -> str:
     return (f"Python {platform.python_version()}, {os.cpu_count()} cores ({len(cores())} usable), "
             f"{platform.machine()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")

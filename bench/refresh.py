@@ -192,8 +192,30 @@ def issue_time_tick(src: Path, emu: Emulator, store: str, tmp: Path, me: int | N
 
 
 def _tick(url: str, emu: Emulator, bulk: bool, core: int | None, **cfg: Any) -> dict[str, Any]:
+    """One tick in a fresh interpreter; besides the worker's own figures, the CPU that the emulator and (for a
+    MariaDB store) the database server spent meanwhile (``None`` where /proc cannot tell). The store and the
+    emulator share this machine's cores with the tick."""
     env = settings_env(url, emu.url, JOBWATCH_BULK_REFRESH="1" if bulk else "0")
-    return run_worker("tick", {"env": env, **cfg}, core=core, timeout=1200)
+    db = common.local_db_pid() if url.startswith("mysql") else None
+    before = (common.process_cpu(emu.proc.pid), common.process_cpu(db))
+    res = run_worker("tick", {"env": env, **cfg}, core=core, timeout=1200)
+    after = (common.process_cpu(emu.proc.pid), common.process_cpu(db))
+    res["emu_cpu_s"], res["db_cpu_s"] = (None if a is None or b is None else b - a for a, b in zip(before, after))
+    return res
+
+
+def _spend(p: dict[str, Any]) -> str:
+    """Where one 0 ms pair's ticks went: wall time against the CPU of the tick, the emulator and the store server."""
+    out = []
+    for path, name in (("single", "per-job"), ("list", "bulk")):
+        r = p[path]
+        parts = [f"tick {r['cpu_s']:.2f} s"]
+        if r.get("db_cpu_s") is not None:
+            parts.append(f"MariaDB {r['db_cpu_s']:.2f} s")
+        if r.get("emu_cpu_s") is not None:
+            parts.append(f"emulator {r['emu_cpu_s']:.2f} s")
+        out.append(f"{name} {r['tick_s']:.2f} s of wall time, CPU: " + ", ".join(parts))
+    return f"{p['label']}: " + "; ".join(out)
 
 
 def _pair(emu: Emulator, n: int, store: str, tmp: Path, me: int | None, label: str,
@@ -292,6 +314,7 @@ def run_zero(runs: int = 2, issue_time: bool = True) -> Result:
     body = HEADER + [_row(p) for p in pairs]
     body += ["", "CPU per job: " + "; ".join(f"{p['label']}: per-job {p['single']['cpu_s'] * 1e3 / n:.3f} ms, bulk "
                                            f"{p['list']['cpu_s'] * 1e3 / n:.3f} ms" for p in pairs)]
+    body += ["", "Where the time went (the fastest tick of each path):", ""] + [f"- {_spend(p)}" for p in pairs]
     checks = [Check(f"bulk vs per-job time, {p['label']}", p["single"]["tick_s"] / p["list"]["tick_s"], ">=", 5.0)
               for p in pairs] + _issue_checks(pairs)
     return Result("Bulk refresh vs per-job path, 0 ms only", ".venv/bin/python bench/refresh.py --zero-only"
@@ -378,6 +401,9 @@ def run(quick: bool, issue_time: bool = True) -> Result:
                  "the server for most of the difference between its time and its CPU (one derived-table UPDATE per "
                  "500 claimed and per 500 written rows, PyMySQL decoding each claimed row in Python), and both "
                  "paths pay the batches' children refresh (100 batches a tick here)."]
+        body += ["", "Where the 0 ms ticks' time went (the fastest tick of each path; the tick is pinned to one core, the "
+                 "emulator to the other, and the database server runs on either):", ""]
+        body += [f"- {_spend(p)}" for p in zero_rows]
         if old:
             body += ["", f"The last two columns run the per-job path of the code issue 17 measured ({ISSUE_REV}, a "
                      "git worktree driven by its own bench/worker.py, with its own store, in the same run and over "
