@@ -101,3 +101,23 @@ def test_adaptive_limit_refuses_a_floor_above_the_ceiling():
 
     with pytest.raises(ValueError, match="floor"):
         AdaptiveLimit(4, floor=5)
+
+
+def test_an_answer_counts_into_the_limit_by_what_it_was():
+    """Every caller (per-job polls, listing windows, children pages) counts its answers the same way: a success
+    grows the limit, a throttling refusal cuts it (once per cooldown), any other failure leaves it."""
+    from jobwatch.core.errors import CIError, TransportError
+    from jobwatch.core.retry import AdaptiveLimit, throttled_by
+
+    now = [0.0]
+    lim = AdaptiveLimit(32, cooldown=1.0, monotonic=lambda: now[0])
+    slow = CIError("SlowDown", "slow down", status=503)
+    busy = CIError("Unknown", "rate", status=429)
+    other = CIError("NoSuchBucket", "no such bucket", status=404)
+    assert throttled_by(slow) and throttled_by(busy)
+    assert not throttled_by(other) and not throttled_by(TransportError("reset")) and not throttled_by(None)
+    assert lim.answered(other) is False and lim.allowed == 32
+    assert lim.answered(slow) is True and lim.allowed == 16  # cut: the caller logs it once
+    assert lim.answered(busy) is False and lim.allowed == 16  # within the cooldown: counted, not cut again
+    lim.answered(None)
+    assert lim.allowed == 16 and lim._value > 16  # a success grows it back a little

@@ -47,7 +47,7 @@ from jobwatch.core.errors import CIError, JobwatchError, LockConflict
 from jobwatch.core.models import Job, JobKey, Notice, NoticeKind
 from jobwatch.core.progress import PIC_TAGS, ChildCallback, ChildrenUpdate, ChildrenWork, FailedChild, Progress
 from jobwatch.core.redact import scrub
-from jobwatch.core.retry import AdaptiveLimit, is_throttling
+from jobwatch.core.retry import AdaptiveLimit, throttled_by
 from jobwatch.store.base import Store
 
 log = structlog.get_logger("jobwatch.app.children")
@@ -593,8 +593,7 @@ class ChildrenRefresher:
                                                    pic=st.kind is ChildKind.PIC_JOB, **common)
         except JobwatchError as exc:
             self._failed(b, exc, result)
-            if token and isinstance(exc, CIError) and not exc.retryable and not is_throttling(exc.status or 0,
-                                                                                               exc.code):
+            if token and isinstance(exc, CIError) and not exc.retryable and not throttled_by(exc):
                 # The service refused the token itself (expired?): the next refresh starts this pass again
                 # from its creation time; children already recorded are not counted twice.
                 if p == "a":
@@ -612,13 +611,13 @@ class ChildrenRefresher:
 
     def _failed(self, b: _Batch, exc: BaseException, result: ChildrenResult) -> None:
         b.failed = True
-        b.refused = b.refused or (isinstance(exc, CIError) and not exc.retryable
-                                  and not is_throttling(exc.status or 0, exc.code))
+        b.refused = b.refused or (isinstance(exc, CIError) and not exc.retryable and not throttled_by(exc))
         result.errors += 1
-        if isinstance(exc, CIError) and is_throttling(exc.status or 0, exc.code):
+        if throttled_by(exc):
             result.throttled += 1
-            if self.limit is not None and self.limit.throttled():
-                log.warning("ci_throttled", in_flight=self.limit.allowed, code=exc.code, status=exc.status)
+        if self.limit is not None and self.limit.answered(exc):
+            log.warning("ci_throttled", in_flight=self.limit.allowed, code=getattr(exc, "code", None),
+                        status=getattr(exc, "status", None))
         text = scrub(str(exc))[:300]
         if len(result.error_samples) < 10:
             result.error_samples.append({"job": str(b.work.key), "error": text})

@@ -32,9 +32,9 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 import structlog
 
 from jobwatch.core.clock import utcnow
-from jobwatch.core.errors import BadResponseError, CIError, JobwatchError, StoreError
+from jobwatch.core.errors import BadResponseError, JobwatchError, StoreError
 from jobwatch.core.models import Job, JobKey, QueryResult
-from jobwatch.core.retry import AdaptiveLimit, is_throttling
+from jobwatch.core.retry import AdaptiveLimit, throttled_by
 from jobwatch.core.statemachine import Decision, Observation, PollPolicy, StallCheck, decide
 from jobwatch.core.records import PollRecord, TrackedJob
 from jobwatch.app.refresh import Refresher
@@ -569,13 +569,11 @@ class Engine:
 
     def _adapt(self, obs: Observation, result: TickResult) -> None:
         err = obs.error
-        if err is None:
-            self.limit.succeeded()
-        elif isinstance(err, CIError) and is_throttling(err.status or 0, err.code):
+        if throttled_by(err):
             result.throttled += 1
-            if self.limit.throttled():
-                log.warning("ci_throttled", in_flight=self.limit.allowed, ceiling=self.concurrency,
-                            code=err.code, status=err.status)
+        if self.limit.answered(err):
+            log.warning("ci_throttled", in_flight=self.limit.allowed, ceiling=self.concurrency,
+                        code=getattr(err, "code", None), status=getattr(err, "status", None))
 
     def _observe(self, tj: TrackedJob) -> Observation:
         """One request's answer about ``tj``; an answer about any other job is a bad response, never a state."""

@@ -26,11 +26,10 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import structlog
 
-from jobwatch.core.errors import CIError
 from jobwatch.core.models import Job, ListingPage
 from jobwatch.core.records import TrackedJob
 from jobwatch.core.refresh import BucketPlan, DueJob, RefreshPath, RefreshRule, Window, plan_bucket
-from jobwatch.core.retry import AdaptiveLimit, is_throttling
+from jobwatch.core.retry import AdaptiveLimit, throttled_by
 from jobwatch.core.statemachine import Observation
 
 log = structlog.get_logger("jobwatch.app.refresh")
@@ -211,12 +210,11 @@ class Refresher:
                     i = running.pop(fut)
                     res = fut.result()
                     err = res.error
-                    if err is None:
-                        limit.succeeded()
-                    elif isinstance(err, CIError) and is_throttling(err.status or 0, err.code):
+                    if throttled_by(err):
                         out.throttled += 1
-                        if limit.throttled():
-                            log.warning("ci_throttled", in_flight=limit.allowed, code=err.code, status=err.status)
+                    if limit.answered(err):
+                        log.warning("ci_throttled", in_flight=limit.allowed, code=getattr(err, "code", None),
+                                    status=getattr(err, "status", None))
                     done_cb(i, res)
         except BaseException:
             stop.set()  # no further page; the pages under way end before the fault propagates

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from jobwatch.core.errors import CIError
+
 # Codes that a later attempt can cure.
 RETRYABLE_CODES = frozenset({
     "SlowDown", "RequestLimitExceeded", "TooManyRequests", "InternalError", "ServiceUnavailable",
@@ -37,6 +39,11 @@ def is_retryable_error(status: int, code: str) -> bool:
 
 def is_throttling(status: int, code: str) -> bool:
     return status == 429 or code in THROTTLING_CODES
+
+
+def throttled_by(error: BaseException | None) -> bool:
+    """Whether ``error`` is the service refusing a request for our rate (not for the request itself)."""
+    return isinstance(error, CIError) and is_throttling(error.status or 0, error.code)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,14 @@ class AdaptiveLimit:
     def succeeded(self) -> None:
         with self._lock:
             self._value = min(float(self.ceiling), self._value + 1.0 / self._value)
+
+    def answered(self, error: BaseException | None) -> bool:
+        """Count one answer, ``error`` None for a success: a success grows the limit, a throttling refusal cuts
+        it, any other failure says nothing of our rate. True when this answer cut the limit (say so once)."""
+        if error is None:
+            self.succeeded()
+            return False
+        return throttled_by(error) and self.throttled()
 
 
 def worst_case_seconds(connect_timeout: float, read_timeout: float, max_attempts: int, backoff: Backoff) -> float:
