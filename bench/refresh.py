@@ -398,9 +398,10 @@ def run(quick: bool, issue_time: bool = True) -> Result:
                  "per-job HTTP round trip (signing, requests, a small parse); a listed job whose answer is the "
                  "recorded one (same fingerprint) is not even parsed. What stays per job is the claim, the decision "
                  "and the steady write, two row updates per job in the store: on MariaDB the bulk tick waits for "
-                 "the server for most of the difference between its time and its CPU (one derived-table UPDATE per "
-                 "500 claimed and per 500 written rows, PyMySQL decoding each claimed row in Python), and both "
-                 "paths pay the batches' children refresh (100 batches a tick here)."]
+                 "the server for most of the difference between its time and its CPU (the claim's locking read, and "
+                 "one derived-table UPDATE per 500 claimed and per 500 written rows; PyMySQL's decoding of each "
+                 "claimed row is in the tick's own CPU), and both paths pay the batches' children refresh (100 "
+                 "batches a tick here)."]
         body += ["", "Where the 0 ms ticks' time went (the fastest tick of each path; the tick is pinned to one core, the "
                  "emulator to the other, and the database server runs on either):", ""]
         body += [f"- {_spend(p)}" for p in zero_rows]
